@@ -1,0 +1,95 @@
+"""From a Config to concrete data: samples per split, mask codec, channels and class names."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..config import Config
+from ..errors import DataError
+from .formats import DataSource, Sample, discover, read_list_file
+from .masks import MaskCodec, infer_mask_codec
+from .dataset import infer_in_channels
+from .split import split_samples
+
+
+@dataclass
+class DataPlan:
+    """Everything a run needs to know about its data before building loaders."""
+
+    source: DataSource
+    splits: dict[str, list[Sample]]
+    codec: MaskCodec
+    in_channels: int
+    class_names: list[str]
+    notes: list[str] = field(default_factory=list)
+    rle: dict[str, str] | None = None
+
+
+def resolve_splits(source: DataSource, cfg: Config) -> tuple[dict[str, list[Sample]], list[str]]:
+    """train/val/test samples: explicit lists win, then the layout's own splits, then a seeded ratio split."""
+    notes: list[str] = []
+    lists = {"train": cfg.train_list, "val": cfg.val_list, "test": cfg.test_list}
+    if any(lists.values()):
+        splits = {k: read_list_file(Path(v), source.root) for k, v in lists.items() if v}
+    else:
+        splits = {k: v for k, v in source.splits.items()}
+    if "all" in splits:
+        pool = splits.pop("all")
+        splits.update(split_samples(pool, cfg.split, cfg.seed))
+        notes.append(f"no split in the data: {cfg.split} split with seed {cfg.seed} -> "
+                     f"{len(splits['train'])} train / {len(splits['val'])} val / {len(splits['test'])} test")
+    elif "train" in splits and "val" not in splits:
+        pool, test = splits.pop("train"), splits.get("test")
+        parts = split_samples(pool, cfg.split if not test else _train_val_only(cfg.split), cfg.seed)
+        splits["train"], splits["val"] = parts["train"], parts["val"]
+        splits["test"] = test if test else parts["test"]
+        notes.append(f"train split divided {cfg.split if not test else 'train:val'} with seed {cfg.seed} -> "
+                     f"{len(splits['train'])} train / {len(splits['val'])} val / {len(splits['test'])} test")
+    if "train" not in splits:
+        raise DataError(f"{source.root}: no training split found (splits: {sorted(splits)})")
+    splits.setdefault("val", [])
+    splits.setdefault("test", [])
+    return splits, notes
+
+
+def _train_val_only(ratio: str) -> str:
+    """Drop the test part of a ratio when the data already has a test split."""
+    parts = ratio.replace(",", ":").split(":")
+    return ":".join(parts[:2]) if len(parts) >= 2 else ratio
+
+
+def plan_data(cfg: Config, need_masks: bool = True) -> DataPlan:
+    """Discover the data, resolve splits, and infer mask encoding, channels and class names."""
+    source = discover(cfg.data, cfg.format, cfg.image_dir, cfg.mask_dir, cfg.mask_suffix)
+    if source.unpaired_images and need_masks:
+        shown = ", ".join(str(p) for p in source.unpaired_images[:5])
+        more = f" and {len(source.unpaired_images) - 5} more" if len(source.unpaired_images) > 5 else ""
+        if cfg.on_error == "raise":
+            raise DataError(f"{len(source.unpaired_images)} image(s) have no mask: {shown}{more}. Check mask_dir / "
+                            f"mask_suffix, or pass on_error=skip to use only the {len(source.all_samples())} pairs")
+        import warnings
+
+        warnings.warn(f"on_error=skip: leaving out {len(source.unpaired_images)} image(s) without a mask: {shown}{more}")
+    splits, notes = resolve_splits(source, cfg)
+    rle = None
+    if source.rle_csv is not None and not any(s.mask for s in source.all_samples()):
+        from .rle import read_rle_csv
+
+        rle = read_rle_csv(source.rle_csv)
+        codec = MaskCodec("binary", 2, cfg.ignore_index, fg_value=1)
+        notes.append(f"masks read from run-length CSV {source.rle_csv.name}")
+    else:
+        mask_paths = [s.mask for s in source.all_samples() if s.mask is not None]
+        if not mask_paths and need_masks:
+            raise DataError(f"{source.root}: no masks found")
+        colors = cfg.colors or ([c for c in source.class_colors] if cfg.mask_mode == "rgb" else [])
+        codec, more = infer_mask_codec(mask_paths, cfg.mask_mode, cfg.num_classes, cfg.ignore_index, colors)
+        notes += more
+        if cfg.num_classes and codec.mode in ("index", "palette"):
+            codec.num_classes = cfg.num_classes
+    names = list(cfg.classes) or list(source.class_names)
+    if codec.binary and not names:
+        names = ["background", "object"]
+    names = (names + [f"class{i}" for i in range(len(names), codec.num_classes)])[:codec.num_classes]
+    in_channels = cfg.in_channels or infer_in_channels(splits["train"])
+    return DataPlan(source, splits, codec, in_channels, [str(n) for n in names], notes, rle)

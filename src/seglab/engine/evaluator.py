@@ -1,0 +1,136 @@
+"""``seglab eval``: metrics of a checkpoint (or ensemble, with TTA) on a held-out split, written to RUN/eval/."""
+from __future__ import annotations
+
+import csv
+import functools
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import DataLoader
+
+from ..config import Config, build_config, load_yaml
+from ..data.dataset import SegmentationDataset, pad_collate
+from ..data.masks import MaskCodec
+from ..data.plan import plan_data
+from ..errors import ConfigError
+from ..inference.predictor import load_predictor
+from .loop import evaluate
+from .run_dir import write_json
+
+
+def _run_folder(weights: str) -> Path | None:
+    """The run folder a weights argument points into (for its config and as the default output)."""
+    p = Path(weights.split(",")[0])
+    for cand in (p, p.parent, p.parent.parent):
+        if (cand / "config.yaml").exists():
+            return cand
+    return None
+
+
+def eval_config(cfg: Config, overrides: dict) -> Config:
+    """The run's own data settings (same data, same split seed) unless the user overrides them."""
+    run = _run_folder(cfg.weights) if cfg.weights else None
+    if run is None:
+        return cfg
+    saved = load_yaml(run / "config.yaml")
+    keep = {k: v for k, v in overrides.items()}
+    saved.update({k: v for k, v in keep.items() if k not in ("cfg", "recipe")})
+    saved["resume"] = False
+    return build_config(saved)
+
+
+def run_eval(cfg: Config, overrides: dict | None = None, out_dir: Path | None = None) -> dict:
+    """Evaluate ``cfg.weights`` on ``cfg.eval_split``; writes metrics.json, per_class.csv, per_image.csv, preds."""
+    if not cfg.weights:
+        raise ConfigError("eval needs weights=RUN_DIR (or a checkpoint path; comma-separate several for an ensemble)")
+    cfg = eval_config(cfg, overrides or {})
+    predictor = load_predictor(cfg.weights, cfg.device, cfg.precision, cfg.tta)
+    meta = predictor.meta
+    codec = MaskCodec.from_dict(meta["codec"])
+    plan = plan_data(cfg)
+    split = cfg.eval_split
+    if split == "all":
+        samples = plan.splits["train"] + plan.splits["val"] + plan.splits["test"]
+    else:
+        samples = plan.splits.get(split) or []
+        if not samples and split == "test" and plan.splits["val"]:
+            print("note: the data has no test split; evaluating on val")
+            split, samples = "val", plan.splits["val"]
+    if not samples:
+        raise ConfigError(f"eval_split={split}: no samples in that split")
+    threshold = (meta.get("tuned") or {}).get("threshold", cfg.threshold)
+    ds = SegmentationDataset(samples, codec=codec, in_channels=meta["in_channels"], pad_to=meta["pad_to"],
+                             pad_mode=meta["pad_mode"], rle=plan.rle)
+    loader = DataLoader(ds, batch_size=max(cfg.batch, 8), collate_fn=functools.partial(pad_collate,
+                        ignore_index=codec.ignore_index))
+    run = _run_folder(cfg.weights)
+    out = Path(out_dir) if out_dir else (run / (f"eval_{split}" if split != "test" else "eval") if run else
+                                          Path(cfg.project) / "eval")
+    (out / "pred").mkdir(parents=True, exist_ok=True)
+    pred_paths: list[str] = []
+
+    def save_preds(batch, probs, pred):
+        for i, idx in enumerate(batch["index"].tolist()):
+            sample = ds.samples[idx]
+            h, w = batch["size"][i]
+            p = pred[i].cpu().numpy()
+            if meta["pad_to"]:  # undo the centre padding evaluation applied
+                top, left = (p.shape[0] - h) // 2, (p.shape[1] - w) // 2
+                p = p[top:top + h, left:left + w]
+            else:
+                p = p[:h, :w]
+            path = out / "pred" / f"{sample.id}.png"
+            Image.fromarray(p.astype(np.uint8)).save(path)
+            pred_paths.append(str(path))
+
+    metrics = evaluate(lambda b: predictor.probs(b["image"]), loader, codec.num_classes, codec.ignore_index,
+                       predictor.precision.device, threshold=threshold, per_image=True, on_batch=save_preds,
+                       desc=f"eval {split}")
+    confusion = metrics.pop("confusion").numpy()
+    per_image = metrics.pop("per_image_iou")
+    per_image_tgs = metrics.pop("per_image_tgs", None)
+    names = meta["class_names"]
+    for row in metrics["per_class"]:
+        row["class"] = names[row["class"]] if row["class"] < len(names) else str(row["class"])
+    np.save(out / "confusion.npy", confusion.astype(np.int64))
+    metrics.update({"split": split, "images": len(ds), "weights": cfg.weights, "tta": cfg.tta, "threshold": threshold})
+    write_json(out / "metrics.json", metrics)
+    with (out / "per_class.csv").open("w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=["class", "iou", "acc", "precision", "recall", "f1", "pixels"])
+        w.writeheader()
+        w.writerows(metrics["per_class"])
+    with (out / "per_image.csv").open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["image", "mask", "pred", "iou"] + (["tgs"] if per_image_tgs else []))
+        for i, s in enumerate(ds.samples):
+            w.writerow([s.image, s.mask or "", pred_paths[i], f"{per_image[i]:.6f}"]
+                       + ([f"{per_image_tgs[i]:.6f}"] if per_image_tgs else []))
+    print_table(metrics, names)
+    print(f"eval written to {out}")
+    if cfg.report and run is not None:
+        try:
+            from ..report.html import write_report
+
+            print(f"report: {write_report(run)}")
+        except ImportError as e:  # the report needs matplotlib; metrics are already written
+            print(f"note: no HTML report ({e})")
+    return metrics
+
+
+def print_table(metrics: dict, names: list[str]) -> None:
+    """Per-class table and the headline metrics, on the terminal."""
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"{metrics.get('split', '')}: {metrics.get('images', '')} images")
+    for col in ("class", "IoU", "acc", "precision", "recall", "F1", "pixels"):
+        table.add_column(col, justify="right" if col != "class" else "left")
+    for row in metrics["per_class"]:
+        table.add_row(str(row["class"]), *(f"{row[k]:.4f}" for k in ("iou", "acc", "precision", "recall", "f1")),
+                      str(row["pixels"]))
+    Console().print(table)
+    keys = ("pixel_acc", "miou", "mpa", "precision", "recall", "f1", "fwiou", "fg_iou", "tgs")
+    print("  ".join(f"{k}={metrics[k]:.4f}" for k in keys if k in metrics))

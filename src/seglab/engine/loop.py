@@ -1,0 +1,169 @@
+"""The training and evaluation loops as plain functions, read top to bottom (torchvision-reference style)."""
+from __future__ import annotations
+
+import math
+import signal
+import time
+from typing import Callable, Iterable
+
+import torch
+import torch.nn as nn
+from tqdm.auto import tqdm
+
+from ..metrics import ConfusionMatrix, per_image_iou
+from .distributed import all_reduce_sum, is_main
+from .precision import Precision
+
+
+class Normalizer(nn.Module):
+    """uint8/uint16 batch -> float, scaled to 0..1, minus mean, over std; runs on the device."""
+
+    def __init__(self, mean: list[float], std: list[float], scale: float):
+        super().__init__()
+        self.scale = scale
+        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1))
+        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x.float() / self.scale - self.mean) / self.std
+
+
+def logits_to_pred(logits: torch.Tensor, threshold: float = 0.5) -> torch.Tensor:
+    """Class-index map from logits: sigmoid > threshold for one channel, argmax otherwise."""
+    if logits.shape[1] == 1:
+        return (logits[:, 0] > math.log(threshold / (1 - threshold))).long()
+    return logits.argmax(1)
+
+
+def probs_to_pred(probs: torch.Tensor, threshold: float = 0.5) -> torch.Tensor:
+    """Class-index map from probabilities (one channel = foreground probability)."""
+    return (probs[:, 0] > threshold).long() if probs.shape[1] == 1 else probs.argmax(1)
+
+
+class StopFlag:
+    """Set by SIGINT/SIGTERM so the loop finishes its current step and saves, instead of dying mid-write."""
+
+    def __init__(self):
+        self.raised = False
+        self._old: dict = {}
+
+    def __enter__(self) -> "StopFlag":
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            try:
+                self._old[sig] = signal.signal(sig, self._handle)
+            except ValueError:  # not the main thread: no signal handling possible
+                pass
+        return self
+
+    def _handle(self, signum, frame) -> None:
+        if self.raised:  # a second Ctrl-C means "now"
+            raise KeyboardInterrupt
+        self.raised = True
+        if is_main():
+            print(f"\n{signal.Signals(signum).name} received: finishing this step and saving a checkpoint "
+                  "(press Ctrl-C again to stop at once)", flush=True)
+
+    def __exit__(self, *exc) -> None:
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+
+
+class NonFiniteLoss(RuntimeError):
+    """Training produced NaN/Inf losses too many times in a row."""
+
+
+def train_one_epoch(model: nn.Module, loader: Iterable, loss_fn: Callable, optimizer: torch.optim.Optimizer,
+                    scheduler, precision: Precision, normalize: Normalizer, *, epoch: int, grad_clip: float = 0.0,
+                    stop: StopFlag | None = None, max_bad_steps: int = 5, desc: str = "train") -> dict:
+    """One pass over ``loader``; returns mean loss, images seen, skipped steps and whether it was interrupted."""
+    model.train()
+    loss_sum = torch.zeros((), device=precision.device)
+    seen, skipped, bad_in_a_row, interrupted = 0, 0, 0, False
+    bar = tqdm(loader, desc=f"{desc} {epoch}", leave=False, disable=not is_main() or None, dynamic_ncols=True)
+    for step, batch in enumerate(bar):
+        images = normalize(precision.to_input(batch["image"]))
+        target = batch["mask"].to(precision.device, non_blocking=True)
+        with precision.autocast():
+            output = model(images)
+        loss = loss_fn(output, target)
+        # One host sync per step: on CPU it costs nothing, and it is what lets a NaN step be skipped before it
+        # poisons the weights (the GradScaler-style alternative still needs a sync to decide).
+        if not torch.isfinite(loss):
+            skipped += 1
+            bad_in_a_row += 1
+            optimizer.zero_grad(set_to_none=True)
+            if is_main():
+                print(f"warning: non-finite loss at epoch {epoch} step {step}: step skipped", flush=True)
+            if bad_in_a_row >= max_bad_steps:
+                raise NonFiniteLoss(f"loss was NaN/Inf in {bad_in_a_row} consecutive steps at epoch {epoch}; "
+                                    "lower lr, enable grad_clip, or use precision=fp32")
+            scheduler.step()
+            continue
+        bad_in_a_row = 0
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+        optimizer.step()
+        scheduler.step()
+        loss_sum += loss.detach() * images.shape[0]
+        seen += images.shape[0]
+        if step % 20 == 0 and bar.disable is False:
+            bar.set_postfix(loss=f"{float(loss):.4f}", lr=f"{optimizer.param_groups[0]['lr']:.2e}")
+        if stop is not None and stop.raised:
+            interrupted = True
+            break
+    totals = all_reduce_sum(torch.stack([loss_sum, torch.tensor(float(seen), device=precision.device)]))
+    return {"loss": float(totals[0] / totals[1].clamp(min=1)), "images": int(totals[1]), "skipped": skipped,
+            "interrupted": interrupted}
+
+
+@torch.inference_mode()
+def evaluate(predict_probs: Callable[[torch.Tensor], torch.Tensor], loader: Iterable, num_classes: int,
+             ignore_index: int | None, device: torch.device, *, threshold: float = 0.5,
+             loss_fn: Callable | None = None, logits_fn: Callable | None = None, per_image: bool = False,
+             on_batch: Callable[[dict, torch.Tensor, torch.Tensor], None] | None = None, desc: str = "val") -> dict:
+    """Metrics of ``predict_probs`` (normalised batch -> probabilities) over a loader.
+
+    ``logits_fn`` (when given with ``loss_fn``) supplies logits for the validation loss; ``on_batch``
+    receives each batch with its probabilities and predictions (used to save predictions).
+    """
+    cm = ConfusionMatrix(num_classes, ignore_index, device)
+    loss_sum = torch.zeros((), device=device)
+    count = torch.zeros((), device=device)
+    image_ious, image_tgs = [], []
+    start, n_images = time.perf_counter(), 0
+    for batch in tqdm(loader, desc=desc, leave=False, disable=not is_main() or None, dynamic_ncols=True):
+        target = batch["mask"].to(device, non_blocking=True)
+        if loss_fn is not None and logits_fn is not None:
+            logits = logits_fn(batch)
+            loss_sum += loss_fn(logits, target).detach() * target.shape[0]
+            probs = torch.sigmoid(logits.float()) if logits.shape[1] == 1 else torch.softmax(logits.float(), 1)
+        else:
+            probs = predict_probs(batch)
+        pred = probs_to_pred(probs, threshold)
+        cm.update(pred, target)
+        count += target.shape[0]
+        n_images += target.shape[0]
+        if per_image:
+            image_ious.append(per_image_iou(pred, target, num_classes, ignore_index).cpu())
+            if num_classes == 2:
+                from ..metrics.tgs import tgs_scores_torch
+
+                valid = target != ignore_index if ignore_index is not None else torch.ones_like(target, dtype=torch.bool)
+                image_tgs.append(tgs_scores_torch((pred == 1) & valid, (target == 1) & valid).cpu())
+        if on_batch is not None:
+            on_batch(batch, probs, pred)
+    cm.all_reduce()
+    metrics = cm.compute()
+    metrics["images_per_s"] = n_images / max(time.perf_counter() - start, 1e-9)
+    if loss_fn is not None and logits_fn is not None:
+        totals = all_reduce_sum(torch.stack([loss_sum, count]))
+        metrics["loss"] = float(totals[0] / totals[1].clamp(min=1))
+    if per_image:
+        metrics["per_image_iou"] = torch.cat(image_ious).tolist() if image_ious else []
+        if image_tgs:
+            metrics["per_image_tgs"] = torch.cat(image_tgs).tolist()
+            metrics["tgs"] = float(torch.cat(image_tgs).mean())
+    metrics["confusion"] = cm.mat.cpu()
+    return metrics

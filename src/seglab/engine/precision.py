@@ -1,0 +1,77 @@
+"""One precision path for every loop: pick device, autocast dtype and memory format once."""
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass(frozen=True)
+class Precision:
+    """What a run computes in: device, autocast dtype (None = fp32) and memory format."""
+
+    device: torch.device
+    dtype: torch.dtype | None
+    channels_last: bool
+
+    @property
+    def enabled(self) -> bool:
+        """True when autocast is on."""
+        return self.dtype is not None
+
+    def autocast(self) -> contextlib.AbstractContextManager:
+        """Autocast context for forward passes (a no-op in fp32)."""
+        return torch.autocast(self.device.type, dtype=self.dtype or torch.float32, enabled=self.enabled)
+
+    def to_input(self, x: torch.Tensor) -> torch.Tensor:
+        """Move an input batch to the device in the chosen memory format."""
+        x = x.to(self.device, non_blocking=True)
+        if self.channels_last and x.ndim == 4:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return x
+
+    def prepare_model(self, model: torch.nn.Module) -> torch.nn.Module:
+        """Move a model to the device in the chosen memory format."""
+        model = model.to(self.device)
+        return model.to(memory_format=torch.channels_last) if self.channels_last else model
+
+
+def cpu_supports_bf16() -> bool:
+    """True when the CPU has native bf16 matrix units (AMX or AVX512-BF16), where bf16 pays off."""
+    try:
+        flags = open("/proc/cpuinfo").read()
+    except OSError:
+        return False
+    return "amx_bf16" in flags or "avx512_bf16" in flags
+
+
+def resolve_device(device: str = "auto") -> torch.device:
+    """``auto`` picks CUDA, then MPS, then CPU; anything else is passed to ``torch.device``."""
+    if device == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    return torch.device(device)
+
+
+def resolve_precision(precision: str = "auto", device: str | torch.device = "auto") -> Precision:
+    """Turn ``precision`` (auto, fp32, bf16, fp16) and ``device`` into a Precision."""
+    dev = device if isinstance(device, torch.device) else resolve_device(device)
+    if precision not in ("auto", "fp32", "bf16", "fp16"):
+        raise ValueError(f"precision must be one of auto, fp32, bf16, fp16; got {precision!r}")
+    if precision == "auto":
+        if dev.type == "cuda":
+            precision = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+        elif dev.type == "cpu" and cpu_supports_bf16():
+            precision = "bf16"
+        else:
+            precision = "fp32"
+    if precision == "fp16" and dev.type == "cpu":
+        raise ValueError("precision=fp16 is not supported on CPU; use bf16 or fp32")
+    dtype = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+    # channels_last helps conv nets on CUDA tensor cores and on CPU oneDNN kernels alike.
+    channels_last = dev.type in ("cuda", "cpu") and dtype is not None
+    return Precision(dev, dtype, channels_last)

@@ -1,0 +1,347 @@
+"""``seglab train``: data plan -> loaders -> model -> epochs of train/validate -> checkpoints and a summary."""
+from __future__ import annotations
+
+import functools
+import math
+import os
+import random
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
+
+from ..config import Config, save_config
+from ..data.dataset import SegmentationDataset, channel_stats, dtype_scale, load_image, pad_collate
+from ..data.plan import DataPlan, plan_data
+from ..data.transforms import build_train_transform
+from ..errors import ConfigError
+from ..losses import build_loss
+from ..models import create_model
+from .checkpoint import load_checkpoint, save_checkpoint
+from .distributed import barrier, cleanup, init_distributed, is_main
+from .loop import NonFiniteLoss, Normalizer, StopFlag, evaluate, train_one_epoch
+from .optim import build_optimizer, build_scheduler
+from .precision import resolve_precision
+from .run_dir import new_run_dir, resume_run_dir, write_json
+
+IMAGENET_MEAN, IMAGENET_STD = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
+
+
+def log(msg: str) -> None:
+    """Print on rank 0 only."""
+    if is_main():
+        print(msg, flush=True)
+
+
+def seed_everything(seed: int, deterministic: bool = False) -> None:
+    """Seed Python, NumPy and torch; optionally force deterministic kernels."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    if deterministic:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.backends.cudnn.benchmark = False
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+
+
+def head_channels(num_classes: int) -> int:
+    """Model output channels: one logit for binary tasks, one per class otherwise."""
+    return 1 if num_classes == 2 else num_classes
+
+
+def auto_workers(cached: bool) -> int:
+    """DataLoader workers from the machine: keep one core for the model; none when decoding is already done."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    if cores <= 2:
+        return 0 if cached else 1
+    return min(8, cores - 1)
+
+
+def model_kwargs(cfg: Config, in_channels: int, num_classes: int) -> dict[str, Any]:
+    """Builder arguments for ``create_model`` from the config."""
+    kw: dict[str, Any] = {"num_classes": head_channels(num_classes), "in_channels": in_channels}
+    if cfg.encoder:
+        kw["encoder"] = cfg.encoder
+        kw["encoder_weights"] = cfg.encoder_weights or None
+    elif cfg.encoder_weights:
+        raise ConfigError("encoder_weights needs an encoder model (e.g. model=unet_encoder encoder=resnet34)")
+    kw.update(cfg.model_args)
+    return kw
+
+
+def normalisation(cfg: Config, plan: DataPlan, train_ds: SegmentationDataset) -> tuple[list[float], list[float]]:
+    """mean/std: the config's, ImageNet's for pretrained RGB encoders, else measured on (a sample of) the train set."""
+    if cfg.mean and cfg.std:
+        return list(cfg.mean), list(cfg.std)
+    if cfg.encoder_weights and plan.in_channels == 3:
+        return IMAGENET_MEAN, IMAGENET_STD
+    cached = train_ds.cached_arrays()
+    if cached is not None:
+        images = [img for img, _ in cached[:: max(1, len(cached) // 256)]]
+    else:
+        samples = train_ds.samples[:: max(1, len(train_ds.samples) // 32)]
+        images = [load_image(s.image, plan.in_channels) for s in samples]
+    return channel_stats(images)
+
+
+def build_meta(cfg: Config, plan: DataPlan, mean: list[float], std: list[float], scale: float) -> dict[str, Any]:
+    """Everything needed to decode data and use the model later, stored in each checkpoint."""
+    return {"codec": plan.codec.to_dict(), "class_names": plan.class_names, "in_channels": plan.in_channels,
+            "mean": mean, "std": std, "scale": scale, "pad_to": cfg.pad_to, "pad_mode": cfg.pad_mode,
+            "threshold": cfg.threshold, "min_area": cfg.min_area, "model": cfg.model, "encoder": cfg.encoder}
+
+
+def make_loader(ds, cfg: Config, train: bool, workers: int, world: int, epoch_seed: int = 0) -> DataLoader:
+    """A DataLoader: shuffled (seeded per epoch) for training, sequential for evaluation; distributed-aware."""
+    collate = functools.partial(pad_collate, ignore_index=ds.codec.ignore_index)
+    sampler = None
+    if world > 1:
+        sampler = DistributedSampler(ds, shuffle=train, seed=cfg.seed, drop_last=False)
+    elif train:
+        sampler = RandomSampler(ds, generator=torch.Generator().manual_seed(epoch_seed))
+    batch = cfg.batch if train else max(cfg.batch, min(4 * cfg.batch, 64))  # eval has no gradients: bigger batches
+    return DataLoader(ds, batch_size=batch, sampler=sampler, num_workers=workers, collate_fn=collate,
+                      drop_last=train and len(ds) > cfg.batch * max(1, world), pin_memory=torch.cuda.is_available(),
+                      worker_init_fn=_seed_worker, persistent_workers=False)
+
+
+def _seed_worker(worker_id: int) -> None:
+    """Give each worker its own reproducible NumPy/random/albumentations stream."""
+    seed = torch.initial_seed() % 2**32
+    np.random.seed(seed)
+    random.seed(seed)
+    info = torch.utils.data.get_worker_info()
+    transform = getattr(info.dataset, "transform", None) if info else None
+    if transform is not None and hasattr(transform, "set_random_seed"):
+        transform.set_random_seed(seed)
+
+
+def class_weight_values(cfg: Config, plan: DataPlan, train_ds: SegmentationDataset) -> list[float] | None:
+    """class_weights: explicit list, or 'auto' from train-set pixel frequencies."""
+    if not cfg.class_weights:
+        return None
+    if isinstance(cfg.class_weights, (list, tuple)):
+        if len(cfg.class_weights) != plan.codec.num_classes:
+            raise ConfigError(f"class_weights has {len(cfg.class_weights)} values for {plan.codec.num_classes} classes")
+        return [float(w) for w in cfg.class_weights]
+    if cfg.class_weights != "auto":
+        raise ConfigError(f"class_weights must be empty, 'auto' or a list; got {cfg.class_weights!r}")
+    from ..losses import class_weights_from_counts
+
+    counts = np.zeros(plan.codec.num_classes, dtype=np.int64)
+    pairs = train_ds.cached_arrays() or [train_ds.load_pair(s) for s in train_ds.samples[:: max(1, len(train_ds) // 64)]]
+    for _, m in pairs:
+        if m is not None:
+            v = m[m < plan.codec.num_classes].astype(np.int64)
+            counts += np.bincount(v.ravel(), minlength=plan.codec.num_classes)[: plan.codec.num_classes]
+    return [float(w) for w in class_weights_from_counts(counts)]
+
+
+def train(cfg: Config, overrides: dict[str, Any] | None = None) -> Path:
+    """Train one model (or every fold when ``folds > 1``); returns the run folder."""
+    if cfg.folds > 1:
+        from .kfold import train_folds
+
+        return train_folds(cfg, overrides or {})
+    return train_single(cfg, overrides or {})
+
+
+def train_single(cfg: Config, overrides: dict[str, Any], plan: DataPlan | None = None,
+                 run_dir: Path | None = None) -> Path:
+    """The full training of one model into one run folder."""
+    rank, _, world = init_distributed()
+    resume_state = None
+    if cfg.resume:
+        run_dir, cfg = resume_run_dir(cfg, overrides)
+        resume_state = load_checkpoint(run_dir / "checkpoints" / "last.pt")
+        log(f"resuming {run_dir} from epoch {resume_state['epoch'] + 1}")
+    elif run_dir is None:
+        run_dir = new_run_dir(cfg) if is_main() else None
+        if world > 1:  # every rank must write into the folder rank 0 created
+            holder = [str(run_dir) if run_dir else None]
+            torch.distributed.broadcast_object_list(holder, src=0)
+            run_dir = Path(holder[0])
+    seed_everything(cfg.seed, cfg.deterministic)
+    plan = plan or plan_data(cfg)
+    for note in plan.notes:
+        log(f"note: {note}")
+    precision = resolve_precision(cfg.precision, cfg.device)
+    cache = cfg.cache == "ram" or (cfg.cache == "auto" and _fits_in_ram(plan, cfg.cache_gb))
+    workers = cfg.workers if cfg.workers >= 0 else auto_workers(cache)
+    transform = build_train_transform(cfg.augment, cfg.crop, cfg.pad_to, cfg.pad_mode, plan.codec.ignore_index,
+                                      plan.in_channels, seed=cfg.seed)
+    common = dict(codec=plan.codec, in_channels=plan.in_channels, pad_mode=cfg.pad_mode, rle=plan.rle,
+                  on_error=cfg.on_error)
+    train_ds = SegmentationDataset(plan.splits["train"], transform=transform, cache=cache, **common)
+    val_ds = SegmentationDataset(plan.splits["val"], pad_to=cfg.pad_to, cache=cache, **common) \
+        if plan.splits["val"] else None
+    scale = dtype_scale(train_ds[0]["image"].numpy().dtype)
+    mean, std = (resume_state["meta"]["mean"], resume_state["meta"]["std"]) if resume_state else \
+        normalisation(cfg, plan, train_ds)
+    meta = build_meta(cfg, plan, mean, std, scale)
+    num_classes = plan.codec.num_classes
+    if is_main():
+        save_config(cfg, run_dir / "config.yaml")
+        write_json(run_dir / "data.json", {**meta, "splits": {k: len(v) for k, v in plan.splits.items()},
+                                           "format": plan.source.format, "root": str(plan.source.root)})
+    model = create_model(cfg.model, **model_kwargs(cfg, plan.in_channels, num_classes))
+    spec = dict(model.seglab_spec)
+    if resume_state:
+        model.load_state_dict(resume_state["model"])
+    if world > 1 and cfg.sync_bn:
+        model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    model = precision.prepare_model(model)
+    train_model = model
+    if world > 1:
+        ids = [precision.device.index] if precision.device.type == "cuda" else None
+        train_model = torch.nn.parallel.DistributedDataParallel(model, device_ids=ids)
+    if cfg.compile:
+        train_model = torch.compile(train_model)
+    normalize = Normalizer(mean, std, scale).to(precision.device)
+    loss_spec = cfg.loss if cfg.loss != "auto" else ("bce" if num_classes == 2 else "ce")
+    loss_fn = build_loss(loss_spec, num_classes=head_channels(num_classes), ignore_index=plan.codec.ignore_index,
+                         class_weights=class_weight_values(cfg, plan, train_ds))
+    loss_fn = loss_fn.to(precision.device)
+    train_loader = make_loader(train_ds, cfg, True, workers, world)
+    steps_per_epoch = len(train_loader)
+    optimizer = build_optimizer(model, cfg)
+    scheduler = build_scheduler(optimizer, cfg, steps_per_epoch)
+    metric = cfg.metric if cfg.metric != "auto" else ("fg_iou" if num_classes == 2 else "miou")
+    start_epoch, best, best_epoch, stale, train_time, images_done = 0, -math.inf, -1, 0, 0.0, 0
+    if resume_state:
+        optimizer.load_state_dict(resume_state["optimizer"])
+        scheduler.load_state_dict(resume_state["scheduler"])
+        start_epoch = resume_state["epoch"] + 1
+        best, best_epoch = resume_state["best"], resume_state["best_epoch"]
+        stale, train_time, images_done = resume_state["stale"], resume_state["train_time"], resume_state["images"]
+    from ..report.loggers import build_loggers
+
+    loggers = build_loggers(run_dir, cfg.logger.split(","), start_epoch=start_epoch) if is_main() else None
+    log(f"run folder: {run_dir}\ndata: {plan.source.format} at {plan.source.root}: "
+        f"{len(train_ds)} train / {len(val_ds) if val_ds else 0} val images, {num_classes} classes "
+        f"{plan.class_names}, {plan.in_channels} channel(s)\nmodel: {cfg.model} "
+        f"({sum(p.numel() for p in model.parameters()) / 1e6:.2f} M params), precision "
+        f"{precision.dtype or 'fp32'} on {precision.device}, {workers} workers, {steps_per_epoch} steps/epoch")
+
+    def state(epoch: int) -> dict[str, Any]:
+        return {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                "epoch": epoch, "best": best, "best_epoch": best_epoch, "stale": stale, "train_time": train_time,
+                "images": images_done, "model_spec": spec, "meta": meta, "config": cfg.to_dict(), "metric": metric}
+
+    epoch = start_epoch - 1
+    with StopFlag() as stop:
+        for epoch in range(start_epoch, cfg.epochs):
+            # Reseed at every epoch start so a resumed run draws exactly the batches and augmentations it would have.
+            seed_everything(cfg.seed + epoch, cfg.deterministic)
+            transform.set_random_seed(cfg.seed + epoch)
+            train_loader = make_loader(train_ds, cfg, True, workers, world, epoch_seed=cfg.seed + epoch)
+            if world > 1:
+                train_loader.sampler.set_epoch(epoch)
+            _set_encoder_frozen(model, epoch < cfg.freeze_epochs)
+            t0 = time.perf_counter()
+            try:
+                tr = train_one_epoch(train_model, train_loader, loss_fn, optimizer, scheduler, precision, normalize,
+                                     epoch=epoch, grad_clip=cfg.grad_clip, stop=stop)
+            except NonFiniteLoss as e:
+                log(f"error: {e}")
+                raise
+            epoch_time = time.perf_counter() - t0
+            if tr["interrupted"]:
+                log(f"interrupted during epoch {epoch}: the last complete epoch ({epoch - 1}) is saved in "
+                    f"{run_dir / 'checkpoints' / 'last.pt'}; continue with: seglab train resume={run_dir}")
+                break
+            train_time += epoch_time
+            images_done += tr["images"]
+            row = {"epoch": epoch, "lr": optimizer.param_groups[0]["lr"], "train_loss": tr["loss"],
+                   "epoch_time": round(epoch_time, 3), "train_images_per_s": round(tr["images"] / epoch_time, 2)}
+            if val_ds is not None and (epoch + 1) % cfg.val_every == 0 or epoch == cfg.epochs - 1:
+                vm = validate(model, val_ds or train_ds, cfg, precision, normalize, loss_fn, world)
+                row.update({f"val_{k}": v for k, v in vm.items() if isinstance(v, float)})
+                if metric not in vm:
+                    raise ConfigError(f"metric={metric!r} is not computed; choose from "
+                                      f"{sorted(k for k, v in vm.items() if isinstance(v, float))}")
+                value = vm[metric]
+                if value > best:
+                    best, best_epoch, stale = value, epoch, 0
+                    if is_main():
+                        save_checkpoint(state(epoch), run_dir / "checkpoints" / "best.pt")
+                else:
+                    stale += 1
+            if is_main():
+                save_checkpoint(state(epoch), run_dir / "checkpoints" / "last.pt")
+                loggers.log(epoch, row)
+                shown = " ".join(f"{k}={v:.4f}" for k, v in row.items() if k.startswith("val_") and k in
+                                 ("val_loss", "val_pixel_acc", "val_miou", "val_fg_iou", "val_tgs"))
+                log(f"epoch {epoch + 1}/{cfg.epochs} train_loss={tr['loss']:.4f} {shown} "
+                    f"({epoch_time:.1f}s, {row['train_images_per_s']:.1f} img/s)")
+            if cfg.patience and stale >= cfg.patience:
+                log(f"early stopping: {metric} has not improved for {cfg.patience} epochs (best {best:.4f} at epoch "
+                    f"{best_epoch + 1})")
+                break
+            if cfg.time_limit and train_time >= cfg.time_limit * 60:
+                log(f"time limit of {cfg.time_limit} min reached after epoch {epoch + 1}")
+                break
+            if stop.raised:
+                log(f"stopped after epoch {epoch + 1}; continue with: seglab train resume={run_dir}")
+                break
+    barrier()
+    if is_main():
+        loggers.close()
+        summary = {"model": cfg.model, "encoder": cfg.encoder, "params": sum(p.numel() for p in model.parameters()),
+                   "gflops": _gflops(model, plan.in_channels, val_ds or train_ds), "train_time_s": round(train_time, 2),
+                   "train_images_per_s": round(images_done / max(train_time, 1e-9), 2), "epochs_done": epoch + 1,
+                   "best_epoch": best_epoch + 1, "best_metric": metric, "best_value": best,
+                   "precision": str(precision.dtype or "fp32"), "device": str(precision.device), "world_size": world}
+        write_json(run_dir / "summary.json", summary)
+        log(f"done: best {metric}={best:.4f} at epoch {best_epoch + 1}; weights in {run_dir / 'checkpoints'}")
+    cleanup()
+    return run_dir
+
+
+def validate(model, val_ds, cfg: Config, precision, normalize, loss_fn, world: int) -> dict:
+    """Validation metrics and loss of the current model (eval mode, inference, bigger batches)."""
+    model.eval()
+    loader = make_loader(val_ds, cfg, False, 0, world)
+
+    def logits_fn(batch):
+        with precision.autocast():
+            return model(normalize(precision.to_input(batch["image"]))).float()
+
+    metrics = evaluate(None, loader, val_ds.codec.num_classes, val_ds.codec.ignore_index, precision.device,
+                       threshold=cfg.threshold, loss_fn=loss_fn, logits_fn=logits_fn,
+                       per_image=val_ds.codec.binary)
+    model.train()
+    return metrics
+
+
+def _set_encoder_frozen(model, frozen: bool) -> None:
+    """Freeze/unfreeze ``model.encoder`` when the model has one (freeze_epochs)."""
+    if getattr(model, "encoder", None) is None:
+        return
+    from ..models.encoders import freeze_encoder
+
+    freeze_encoder(model, frozen)
+
+
+def _fits_in_ram(plan: DataPlan, budget_gb: float) -> bool:
+    """Estimate decoded size from the first image and decide whether to cache the dataset."""
+    from ..data.io import image_size
+
+    samples = plan.splits["train"] + plan.splits["val"]
+    h, w = image_size(samples[0].image)
+    per_image = h * w * (plan.in_channels * 2 + 1)
+    return len(samples) * per_image < budget_gb * 1e9
+
+
+def _gflops(model, in_channels: int, ds) -> float | None:
+    """GFLOPs of one forward pass at the dataset's first image size (None when it cannot be counted)."""
+    try:
+        from ..models.summary import model_summary
+
+        h, w = ds[0]["image"].shape[-2:]
+        return model_summary(model, (in_channels, int(h), int(w)))["gflops"]
+    except Exception:  # a report nicety: never fail a finished training over it
+        return None

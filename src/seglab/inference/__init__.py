@@ -1,0 +1,1 @@
+"""Inference: predictors (ensembles, TTA), whole-image and tiled prediction of files and folders."""

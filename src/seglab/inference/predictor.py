@@ -1,0 +1,110 @@
+"""Turn raw image batches into class probabilities: one model or an ensemble, with flip/D4 test-time augmentation."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import torch
+import torch.nn as nn
+
+from ..engine.checkpoint import load_checkpoint, model_from_checkpoint
+from ..engine.loop import Normalizer
+from ..engine.precision import Precision, resolve_precision
+from ..errors import CheckpointError
+
+# D4 group as (k rotations by 90 degrees, flip width) pairs; "flip" uses the identity and the two flips.
+_TTA = {
+    "none": [(0, False, False)],
+    "flip": [(0, False, False), (0, True, False), (0, False, True)],
+    "d4": [(k, f, False) for k in range(4) for f in (False, True)],
+}
+
+
+def _apply(x: torch.Tensor, k: int, fw: bool, fh: bool) -> torch.Tensor:
+    if fw:
+        x = x.flip(-1)
+    if fh:
+        x = x.flip(-2)
+    return torch.rot90(x, k, dims=(-2, -1)) if k else x
+
+
+def _undo(x: torch.Tensor, k: int, fw: bool, fh: bool) -> torch.Tensor:
+    if k:
+        x = torch.rot90(x, -k, dims=(-2, -1))
+    if fh:
+        x = x.flip(-2)
+    return x.flip(-1) if fw else x
+
+
+class Predictor:
+    """Averages the probabilities of one or more models over test-time augmentations."""
+
+    def __init__(self, models: Sequence[nn.Module], meta: dict, precision: Precision, tta: str = "none"):
+        if tta not in _TTA:
+            raise ValueError(f"tta must be one of {', '.join(_TTA)}, got {tta!r}")
+        self.precision, self.meta, self.tta = precision, meta, tta
+        self.models = [precision.prepare_model(m).eval() for m in models]
+        self.normalize = Normalizer(meta["mean"], meta["std"], meta["scale"]).to(precision.device)
+
+    @property
+    def num_classes(self) -> int:
+        """Classes including background (2 for binary tasks)."""
+        return self.meta["codec"]["num_classes"]
+
+    @torch.inference_mode()
+    def logits(self, images: torch.Tensor) -> torch.Tensor:
+        """Raw-batch logits of the first model without TTA (for validation losses)."""
+        x = self.normalize(self.precision.to_input(images))
+        with self.precision.autocast():
+            return self.models[0](x).float()
+
+    @torch.inference_mode()
+    def probs(self, images: torch.Tensor) -> torch.Tensor:
+        """(N, K, H, W) probabilities for a raw (N, C, H, W) batch: K=1 foreground probability for binary."""
+        x = self.normalize(self.precision.to_input(images))
+        total, n = None, 0
+        for model in self.models:
+            for k, fw, fh in _TTA[self.tta]:
+                if k % 2 and x.shape[-1] != x.shape[-2] and self.tta == "d4":
+                    continue  # 90-degree turns of a non-square batch only change its shape; skip them
+                with self.precision.autocast():
+                    logits = model(_apply(x, k, fw, fh)).float()
+                p = torch.sigmoid(logits) if logits.shape[1] == 1 else torch.softmax(logits, 1)
+                p = _undo(p, k, fw, fh)
+                total = p if total is None else total + p
+                n += 1
+        return total / n
+
+
+def load_predictor(weights: str | Sequence[str], device: str = "auto", precision: str = "auto",
+                   tta: str = "none") -> Predictor:
+    """Build a Predictor from checkpoint paths or run folders (comma-separated string or list = ensemble)."""
+    paths = [w.strip() for w in weights.split(",")] if isinstance(weights, str) else list(weights)
+    paths = [p for p in paths if p]
+    if not paths:
+        raise CheckpointError("no weights given: pass weights=RUN_DIR or weights=path/to/best.pt")
+    models, metas = [], []
+    for p in paths:
+        path = Path(p)
+        if path.is_dir() and (path / "folds.json").exists():  # a k-fold run: every fold's best model
+            subs = sorted(path.glob("fold*/checkpoints/best.pt"))
+            if not subs:
+                raise CheckpointError(f"{path}: k-fold run without fold checkpoints")
+            states = [(s, load_checkpoint(s)) for s in subs]
+        else:
+            states = [(path, load_checkpoint(path))]
+        for src, state in states:
+            if "meta" not in state:
+                raise CheckpointError(f"{src}: not a seglab training checkpoint (no data meta)")
+            models.append(model_from_checkpoint(state, src))
+            metas.append(state["meta"])
+    first = metas[0]
+    for m, p in zip(metas[1:], paths[1:] + paths[:0]):
+        if m["codec"]["num_classes"] != first["codec"]["num_classes"] or m["in_channels"] != first["in_channels"]:
+            raise CheckpointError(f"ensemble members disagree on classes or channels ({p}); "
+                                  "ensembles need models trained on the same task")
+    meta = dict(first)
+    tuned = [m.get("tuned") for m in metas if m.get("tuned")]
+    if len(paths) == 1 and tuned:
+        meta["tuned"] = tuned[0]
+    return Predictor(models, meta, resolve_precision(precision, device), tta)

@@ -1,0 +1,77 @@
+"""The TGS Salt Identification Challenge (Kaggle 2018) metric.
+
+Per image, with one object per mask: at each IoU threshold t in 0.50, 0.55, ..., 0.95 the prediction is
+a true positive when IoU > t (precision TP / (TP + FP + FN) = 1), else a false positive plus a false
+negative (precision 0); the image score is the mean over the ten thresholds. Both masks empty scores 1;
+exactly one empty scores 0 (its IoU is 0). The dataset score is the mean over images.
+
+"IoU > k/20" is tested as ``20 * intersection > k * union`` in integers, so scores are exact and the
+numpy and torch versions agree bit for bit.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import Tensor
+
+THRESHOLD_STEPS = np.arange(10, 20)  # threshold k / 20 for k = 10..19, i.e. 0.50 ... 0.95
+THRESHOLDS = THRESHOLD_STEPS / 20.0
+
+
+def _as_binary(mask: np.ndarray, name: str, ndim: int) -> np.ndarray:
+    """``mask`` as a bool array, after checking its rank and that it holds only 0/1 (or bool)."""
+    array = np.asarray(mask)
+    if array.ndim != ndim:
+        layout = "(H, W)" if ndim == 2 else "(N, H, W)"
+        raise ValueError(f"{name} must be a {layout} mask; got shape {array.shape}")
+    if array.dtype != bool and not np.isin(array, (0, 1)).all():
+        raise ValueError(f"{name} must be a binary mask (bool or 0/1); threshold probabilities or labels first")
+    return array.astype(bool)
+
+
+def _scores_from_counts(intersection: np.ndarray, union: np.ndarray) -> np.ndarray:
+    """Per-image scores from integer intersection and union pixel counts."""
+    hits = 20 * intersection[..., None] > THRESHOLD_STEPS * union[..., None]
+    return np.where(union == 0, 1.0, hits.mean(-1))
+
+
+def tgs_image_score(pred: np.ndarray, target: np.ndarray) -> float:
+    """TGS score of one ``(H, W)`` binary prediction against its binary target."""
+    pred_mask = _as_binary(pred, "pred", 2)
+    target_mask = _as_binary(target, "target", 2)
+    if pred_mask.shape != target_mask.shape:
+        raise ValueError(f"pred shape {pred_mask.shape} differs from target shape {target_mask.shape}")
+    intersection = np.count_nonzero(pred_mask & target_mask)
+    union = np.count_nonzero(pred_mask | target_mask)
+    return float(_scores_from_counts(np.asarray(intersection), np.asarray(union)))
+
+
+def tgs_score(preds: np.ndarray, targets: np.ndarray) -> float:
+    """Mean TGS score over ``(N, H, W)`` binary predictions and targets."""
+    pred_masks = _as_binary(preds, "preds", 3)
+    target_masks = _as_binary(targets, "targets", 3)
+    if pred_masks.shape != target_masks.shape:
+        raise ValueError(f"preds shape {pred_masks.shape} differs from targets shape {target_masks.shape}")
+    if pred_masks.shape[0] == 0:
+        raise ValueError("tgs_score needs at least one image; got N = 0")
+    intersection = (pred_masks & target_masks).sum(axis=(1, 2))
+    union = (pred_masks | target_masks).sum(axis=(1, 2))
+    return float(_scores_from_counts(intersection, union).mean())
+
+
+def tgs_scores_torch(pred: Tensor, target: Tensor) -> Tensor:
+    """Per-image TGS scores ``(N,)`` float32 of ``(N, H, W)`` binary (bool or 0/1) tensors, on their device."""
+    if pred.ndim != 3 or pred.shape != target.shape:
+        raise ValueError(
+            "pred and target must be (N, H, W) masks of the same shape; "
+            f"got {tuple(pred.shape)} and {tuple(target.shape)}"
+        )
+    for name, mask in (("pred", pred), ("target", target)):
+        if mask.dtype != torch.bool and not bool(((mask == 0) | (mask == 1)).all()):
+            raise ValueError(f"{name} must be a binary mask (bool or 0/1); threshold probabilities or labels first")
+    pred_mask, target_mask = pred.bool(), target.bool()
+    intersection = (pred_mask & target_mask).flatten(1).sum(1)
+    union = (pred_mask | target_mask).flatten(1).sum(1)
+    steps = torch.as_tensor(THRESHOLD_STEPS, device=pred.device)
+    hits = 20 * intersection[:, None] > steps * union[:, None]
+    return torch.where(union == 0, 1.0, hits.float().mean(1))

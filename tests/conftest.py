@@ -1,0 +1,44 @@
+"""Shared fixtures: the real datasets beside the repository (skipped when absent) and small generated ones."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+os.environ.setdefault("MPLBACKEND", "Agg")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+torch.set_num_threads(min(2, torch.get_num_threads()))
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+def shared_dataset(name: str) -> Path:
+    """Path of a real dataset in ../shared/data, skipping the test when it is not there."""
+    path = SHARED / name
+    if not path.is_dir():
+        pytest.skip(f"real dataset {name} not found at {path}")
+    return path
+
+
+@pytest.fixture(scope="session")
+def grains_dir(tmp_path_factory) -> Path:
+    """A small synthetic grains dataset (RGB colour masks, red background / green grain)."""
+    from seglab.data.synthetic import make_grains_dataset
+
+    return make_grains_dataset(tmp_path_factory.mktemp("grains"), n=24, size=64, seed=1)
+
+
+def write_png(path: Path, array: np.ndarray, mode: str | None = None, palette: list[int] | None = None) -> Path:
+    """Save an array as PNG (optionally as a palette image)."""
+    from PIL import Image
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    img = Image.fromarray(array, mode=mode) if mode else Image.fromarray(array)
+    if palette is not None:
+        img = img.convert("P") if img.mode != "P" else img
+        img.putpalette(palette)
+    img.save(path)
+    return path
