@@ -1,0 +1,114 @@
+"""Figures for grain measurements: size-distribution histogram and outlined grains."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from skimage.segmentation import find_boundaries
+
+from seglab.measure.grains import GrainTable
+from seglab.measure.units import display_unit
+
+# Small masks are upscaled so label numbers stay legible next to the grains.
+_MIN_OUTLINE_SIDE_PX = 800
+_DPI = 100
+
+
+def class_colour(class_id: int) -> tuple[float, float, float]:
+    """Return a stable RGB colour for a class id (tab10, class 1 gets the first colour)."""
+    red, green, blue, _ = matplotlib.colormaps["tab10"]((class_id - 1) % 10)
+    return red, green, blue
+
+
+def _save(figure: Figure, path: Path) -> Path:
+    """Render a figure with the Agg canvas (no pyplot, no GUI backend) and write it as PNG."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    FigureCanvasAgg(figure)
+    figure.savefig(path, dpi=_DPI)
+    return path
+
+
+def plot_size_distribution(table: GrainTable, path: str | Path) -> Path:
+    """Write a histogram of equivalent diameters (physical units when calibrated), one colour per class."""
+    column = f"equivalent_diameter_{table.unit}"
+    figure = Figure(figsize=(7, 4.5))
+    axes = figure.add_subplot()
+    class_ids = [class_id for class_id in table.class_names if len(table.values(column, class_id))]
+    if class_ids:
+        samples = [table.values(column, class_id) for class_id in class_ids]
+        edges = np.histogram_bin_edges(np.concatenate(samples), bins="auto")
+        if len(edges) > 51:  # "auto" can produce hundreds of bins for thousands of grains
+            edges = np.histogram_bin_edges(np.concatenate(samples), bins=50)
+        axes.hist(
+            samples,
+            bins=edges,
+            histtype="stepfilled",
+            alpha=0.55,
+            color=[class_colour(class_id) for class_id in class_ids],
+            edgecolor="black",
+            linewidth=0.6,
+            label=[f"{table.class_names[class_id]} (n={len(sample)})" for class_id, sample in zip(class_ids, samples)],
+        )
+        axes.legend()
+    else:
+        axes.text(0.5, 0.5, "no grains found", ha="center", va="center", transform=axes.transAxes)
+    axes.set_xlabel(f"Equivalent diameter ({display_unit(table.unit)})")
+    axes.set_ylabel("Grain count")
+    axes.set_title("Grain size distribution")
+    figure.tight_layout()
+    return _save(figure, Path(path))
+
+
+def outline_overlay(table: GrainTable, image: np.ndarray | None = None) -> np.ndarray:
+    """Return an RGB float image (the micrograph, or pale class fills) with grain outlines in class colours."""
+    labels = table.labels
+    grain_class = np.zeros(int(labels.max()) + 1, dtype=np.int64)
+    for row in table.rows:
+        grain_class[int(row["label"])] = int(row["class_id"])
+    pixel_class = grain_class[labels]
+    palette = np.array(
+        [(1.0, 1.0, 1.0)] + [class_colour(class_id) for class_id in range(1, int(grain_class.max()) + 2)]
+    )
+    if image is None:
+        # Pale fills keep the outlines readable while still showing which class each grain is.
+        canvas = 0.65 * np.ones(labels.shape + (3,)) + 0.35 * palette[pixel_class]
+        canvas[pixel_class == 0] = 1.0
+    else:
+        if image.shape[:2] != labels.shape:
+            raise ValueError(
+                f"image shape {image.shape[:2]} does not match mask shape {labels.shape}; pass the matching image"
+            )
+        canvas = np.array(image, dtype=np.float64, copy=True)
+    boundaries = find_boundaries(labels, mode="inner")
+    canvas[boundaries] = palette[pixel_class[boundaries]]
+    return canvas
+
+
+def plot_outlines(
+    table: GrainTable, path: str | Path, image: np.ndarray | None = None, draw_labels: bool = True
+) -> Path:
+    """Write the outlined-grains PNG, optionally numbering each grain with its CSV label."""
+    canvas = outline_overlay(table, image)
+    height, width = table.labels.shape
+    scale = max(1.0, _MIN_OUTLINE_SIDE_PX / max(height, width))
+    figure = Figure(figsize=(width * scale / _DPI, height * scale / _DPI))
+    axes = figure.add_axes((0.0, 0.0, 1.0, 1.0))
+    axes.imshow(canvas, interpolation="nearest")
+    axes.set_axis_off()
+    if draw_labels:
+        for row in table.rows:
+            axes.text(
+                float(row["centroid_col_px"]),
+                float(row["centroid_row_px"]),
+                str(row["label"]),
+                fontsize=7,
+                ha="center",
+                va="center",
+                color="black",
+                bbox={"boxstyle": "round,pad=0.1", "facecolor": "white", "alpha": 0.6, "linewidth": 0},
+            )
+    return _save(figure, Path(path))

@@ -1,0 +1,440 @@
+"""Tests for seglab.measure: grain geometry against analytic shapes and skimage, units, splitting, outputs, I/O."""
+
+from __future__ import annotations
+
+import csv
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tifffile
+from PIL import Image
+from skimage.draw import disk
+from skimage.measure import label, regionprops
+
+from seglab.measure import (
+    measure_grains,
+    parse_pixel_size,
+    read_mask,
+    run_measure,
+    write_measurements,
+)
+
+
+def disc_mask(radius: int, size: int | None = None) -> np.ndarray:
+    """A binary mask holding one centred disc of the given radius."""
+    size = size or 2 * radius + 21
+    mask = np.zeros((size, size), dtype=np.uint8)
+    rows, cols = disk((size / 2, size / 2 + 0.3), radius)
+    mask[rows, cols] = 1
+    return mask
+
+
+def rotated_ellipse_mask(semi_major: float, semi_minor: float, degrees: float, size: int = 240) -> np.ndarray:
+    """An ellipse whose major axis is `degrees` counter-clockwise from the image x-axis (y pointing up on screen)."""
+    rows, cols = np.mgrid[:size, :size].astype(float)
+    x = cols - size / 2 + 0.3
+    y = -(rows - size / 2 - 0.2)  # rows grow downwards; geoscientists measure angles with y up
+    theta = math.radians(degrees)
+    along = x * math.cos(theta) + y * math.sin(theta)
+    across = -x * math.sin(theta) + y * math.cos(theta)
+    return ((along / semi_major) ** 2 + (across / semi_minor) ** 2 <= 1.0).astype(np.uint8)
+
+
+def rotated_rectangle_mask(length: float, width: float, degrees: float, size: int = 240) -> np.ndarray:
+    """A rectangle whose long side is `degrees` counter-clockwise from the image x-axis."""
+    rows, cols = np.mgrid[:size, :size].astype(float)
+    x = cols - size / 2 + 0.3
+    y = -(rows - size / 2 - 0.2)
+    theta = math.radians(degrees)
+    along = x * math.cos(theta) + y * math.sin(theta)
+    across = -x * math.sin(theta) + y * math.cos(theta)
+    return ((np.abs(along) <= length / 2) & (np.abs(across) <= width / 2)).astype(np.uint8)
+
+
+def ramanujan_ellipse_perimeter(a: float, b: float) -> float:
+    """Ramanujan's second approximation of an ellipse perimeter (error ~1e-10 at these ratios)."""
+    h = ((a - b) / (a + b)) ** 2
+    return math.pi * (a + b) * (1 + 3 * h / (10 + math.sqrt(4 - 3 * h)))
+
+
+def only_row(mask: np.ndarray, **kwargs: object) -> dict[str, object]:
+    """Measure a mask expected to hold exactly one grain and return its row."""
+    table = measure_grains(mask, **kwargs)
+    assert len(table.rows) == 1
+    return table.rows[0]
+
+
+# --- geometry against analytic values -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("radius", [20, 35, 60])
+def test_disc_matches_analytic_geometry(radius: int) -> None:
+    row = only_row(disc_mask(radius))
+    assert row["area_px"] == pytest.approx(math.pi * radius**2, rel=0.02)
+    assert row["perimeter_px"] == pytest.approx(2 * math.pi * radius, rel=0.02)
+    assert row["equivalent_diameter_px"] == pytest.approx(2 * radius, rel=0.02)
+    assert row["major_axis_length_px"] == pytest.approx(2 * radius, rel=0.02)
+    assert row["aspect_ratio"] == pytest.approx(1.0, abs=0.03)
+    assert row["circularity"] == pytest.approx(1.0, abs=0.03)
+    assert row["solidity"] == pytest.approx(1.0, abs=0.03)
+    assert row["touches_border"] is False
+
+
+@pytest.mark.parametrize("side", [30, 64])
+def test_axis_aligned_square_geometry(side: int) -> None:
+    mask = np.zeros((side + 20, side + 20), dtype=np.uint8)
+    mask[10 : 10 + side, 10 : 10 + side] = 1
+    row = only_row(mask)
+    assert row["area_px"] == side**2
+    assert row["equivalent_diameter_px"] == pytest.approx(2 * side / math.sqrt(math.pi), rel=1e-9)
+    assert row["aspect_ratio"] == pytest.approx(1.0, abs=1e-9)
+    assert row["solidity"] == pytest.approx(1.0)
+    assert row["feret_diameter_max_px"] == pytest.approx(side * math.sqrt(2), rel=0.02)
+    assert (row["bbox_min_row"], row["bbox_min_col"], row["bbox_max_row"], row["bbox_max_col"]) == (
+        10,
+        10,
+        10 + side,
+        10 + side,
+    )
+    # The Crofton estimator (chosen for discs) integrates over 4 directions; for a square aligned with the grid
+    # that quadrature gives pi*(1+sqrt2)/2 * a = 3.79a, i.e. a known 5-6% under-estimate of 4a.
+    assert row["perimeter_px"] == pytest.approx(math.pi * (1 + math.sqrt(2)) / 2 * side, rel=0.02)
+    assert 0.93 * 4 * side < row["perimeter_px"] < 4 * side
+
+
+@pytest.mark.parametrize("degrees", [20.0, 35.0, -40.0])
+def test_rotated_rectangle_geometry(degrees: float) -> None:
+    length, width = 120.0, 40.0
+    row = only_row(rotated_rectangle_mask(length, width, degrees))
+    assert row["area_px"] == pytest.approx(length * width, rel=0.02)
+    # Tilted straight edges are where Crofton is accurate (within ~2.5%).
+    assert row["perimeter_px"] == pytest.approx(2 * (length + width), rel=0.03)
+    # Second moments of a rectangle are length^2/12 and width^2/12, so the ellipse aspect ratio is length/width.
+    assert row["aspect_ratio"] == pytest.approx(length / width, rel=0.02)
+    assert row["orientation_deg"] == pytest.approx(degrees, abs=1.0)
+
+
+@pytest.mark.parametrize("degrees", [0.0, 30.0, 75.0, -40.0, 90.0])
+def test_rotated_ellipse_geometry(degrees: float) -> None:
+    a, b = 50.0, 20.0
+    row = only_row(rotated_ellipse_mask(a, b, degrees))
+    assert row["area_px"] == pytest.approx(math.pi * a * b, rel=0.02)
+    assert row["perimeter_px"] == pytest.approx(ramanujan_ellipse_perimeter(a, b), rel=0.02)
+    assert row["major_axis_length_px"] == pytest.approx(2 * a, rel=0.02)
+    assert row["minor_axis_length_px"] == pytest.approx(2 * b, rel=0.02)
+    assert row["aspect_ratio"] == pytest.approx(a / b, rel=0.02)
+    assert -90.0 < row["orientation_deg"] <= 90.0
+    # 90 and -90 are the same axis; compare modulo 180 degrees.
+    difference = (row["orientation_deg"] - degrees + 90.0) % 180.0 - 90.0
+    assert abs(difference) < 1.0
+
+
+def test_rows_match_skimage_regionprops_on_same_labels() -> None:
+    mask = np.zeros((160, 260), dtype=np.uint8)
+    mask[:, :160] = disc_mask(25, 160)
+    mask[10:40, 170:250] = 2
+    mask[60:160, 160:260][rotated_ellipse_mask(30, 12, 60, size=100) > 0] = 2
+    table = measure_grains(mask)
+    reference = []
+    for class_id in (1, 2):
+        reference += [(class_id, region) for region in regionprops(label(mask == class_id, connectivity=2))]
+    assert len(table.rows) == len(reference) >= 3
+    for class_id, region in reference:
+        row = next(r for r in table.rows if np.allclose((r["centroid_row_px"], r["centroid_col_px"]), region.centroid))
+        assert row["class_id"] == class_id
+        assert row["area_px"] == region.area
+        assert row["perimeter_px"] == pytest.approx(region.perimeter_crofton)
+        assert row["equivalent_diameter_px"] == pytest.approx(region.equivalent_diameter_area)
+        assert row["major_axis_length_px"] == pytest.approx(region.axis_major_length)
+        assert row["minor_axis_length_px"] == pytest.approx(region.axis_minor_length)
+        assert row["solidity"] == pytest.approx(region.solidity)
+        assert row["circularity"] == pytest.approx(4 * math.pi * region.area / region.perimeter_crofton**2)
+        assert (row["bbox_min_row"], row["bbox_min_col"], row["bbox_max_row"], row["bbox_max_col"]) == region.bbox
+        # skimage measures from the row axis; seglab from the x-axis: the two differ by exactly 90 degrees.
+        expected = math.degrees(region.orientation) + 90.0
+        expected = expected - 180.0 if expected > 90.0 else expected
+        assert row["orientation_deg"] == pytest.approx(expected)
+    assert [row["label"] for row in table.rows] == list(range(1, len(reference) + 1))
+    assert np.array_equal(table.labels > 0, mask > 0)
+
+
+# --- physical units -----------------------------------------------------------------------------------------------
+
+
+def test_physical_units_scale_lengths_by_pixel_size_and_areas_by_its_square() -> None:
+    mask = rotated_ellipse_mask(40, 15, 25)
+    pixels = only_row(mask)
+    microns = only_row(mask, pixel_size="0.5 µm")
+    assert microns["area_um2"] == pytest.approx(pixels["area_px"] * 0.25)
+    for name in (
+        "perimeter",
+        "equivalent_diameter",
+        "major_axis_length",
+        "minor_axis_length",
+        "feret_diameter_max",
+        "centroid_row",
+        "centroid_col",
+    ):
+        assert microns[f"{name}_um"] == pytest.approx(pixels[f"{name}_px"] * 0.5)
+    # Shape descriptors are dimensionless and must not change with the calibration.
+    for name in ("aspect_ratio", "circularity", "solidity", "orientation_deg", "area_px"):
+        assert microns[name] == pytest.approx(pixels[name])
+    as_number = only_row(mask, pixel_size=1.2, unit="mm")
+    as_text = only_row(mask, pixel_size="1.2mm")
+    assert as_number["area_mm2"] == pytest.approx(as_text["area_mm2"]) == pytest.approx(pixels["area_px"] * 1.44)
+
+
+def test_class_totals_carry_physical_units() -> None:
+    mask = np.zeros((50, 50), dtype=np.uint8)
+    mask[5:15, 5:15] = 1
+    mask[30:40, 30:50] = 1
+    table = measure_grains(mask, pixel_size="2um")
+    (totals,) = table.classes
+    assert totals["count"] == 2
+    assert totals["total_area_px"] == 300
+    assert totals["total_area_um2"] == pytest.approx(1200.0)
+    diameters = [2 * math.sqrt(100 / math.pi), 2 * math.sqrt(200 / math.pi)]
+    assert totals["mean_equivalent_diameter_px"] == pytest.approx(np.mean(diameters))
+    assert totals["median_equivalent_diameter_um"] == pytest.approx(2 * np.median(diameters))
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("0.65um", (0.65, "um")),
+        ("0.65 µm", (0.65, "um")),
+        ("0.65μm", (0.65, "um")),
+        ("1.2mm", (1.2, "mm")),
+        ("500 nm/px", (500.0, "nm")),
+        ("1e-3 m", (0.001, "m")),
+        ("2 microns", (2.0, "um")),
+    ],
+)
+def test_parse_pixel_size_accepts_common_spellings(text: str, expected: tuple[float, str]) -> None:
+    value, unit = parse_pixel_size(text)
+    assert value == pytest.approx(expected[0])
+    assert unit == expected[1]
+
+
+@pytest.mark.parametrize("text", ["abc", "0.65", "um", "-1um", "0.65 furlongs", "", "0.65 um um", "1,2mm"])
+def test_parse_pixel_size_rejects_malformed_text(text: str) -> None:
+    with pytest.raises(ValueError, match="pixel_size must look like 0.65um"):
+        parse_pixel_size(text)
+
+
+def test_parse_pixel_size_rejects_zero_and_unitless_numbers() -> None:
+    with pytest.raises(ValueError, match="positive"):
+        parse_pixel_size("0um")
+    with pytest.raises(ValueError, match="no physical unit"):
+        measure_grains(disc_mask(20), pixel_size=0.65)
+    with pytest.raises(ValueError, match="unknown length unit"):
+        measure_grains(disc_mask(20), pixel_size=0.65, unit="parsec")
+
+
+# --- touching grains, connectivity, filtering, ignore pixels ------------------------------------------------------
+
+
+def two_touching_discs() -> np.ndarray:
+    mask = np.zeros((120, 200), dtype=np.uint8)
+    for centre_col in (70, 125):  # radius 30 each, 55 px apart: they overlap in a narrow neck
+        rows, cols = disk((60, centre_col), 30)
+        mask[rows, cols] = 1
+    return mask
+
+
+def test_split_touching_separates_two_discs() -> None:
+    mask = two_touching_discs()
+    assert len(measure_grains(mask).rows) == 1
+    split = measure_grains(mask, split_touching=True)
+    assert len(split.rows) == 2
+    assert sum(row["area_px"] for row in split.rows) == mask.sum()
+    for row in split.rows:  # each half keeps most of its disc: pi*30^2 = 2827 minus half the overlap
+        assert 2600 < row["area_px"] < 2900
+    assert sorted(round(row["centroid_col_px"]) for row in split.rows) == pytest.approx([70, 125], abs=3)
+
+
+def test_split_touching_does_not_cut_elongated_grains() -> None:
+    # The distance ridge of a long tilted rectangle ripples by <1 px; that must not seed extra grains.
+    mask = rotated_rectangle_mask(120, 30, 35)
+    assert len(measure_grains(mask, split_touching=True).rows) == 1
+    three = np.zeros((100, 260), dtype=np.uint8)
+    for centre_col in (60, 115, 170):
+        rows, cols = disk((50, centre_col), 30)
+        three[rows, cols] = 1
+    assert len(measure_grains(three, split_touching=True).rows) == 3
+
+
+def test_connectivity_and_min_area() -> None:
+    mask = np.zeros((40, 40), dtype=np.uint8)
+    mask[5:15, 5:15] = 1
+    mask[15:25, 15:25] = 1  # touches the first square only at a corner
+    mask[30:32, 30:32] = 1  # a 4-pixel speck
+    assert len(measure_grains(mask).rows) == 2
+    assert len(measure_grains(mask, connectivity=4).rows) == 3
+    filtered = measure_grains(mask, connectivity=4, min_area=5)
+    assert [row["area_px"] for row in filtered.rows] == [100, 100]
+    assert filtered.classes[0]["total_area_px"] == 200
+    with pytest.raises(ValueError, match="connectivity must be 4 or 8"):
+        measure_grains(mask, connectivity=6)
+
+
+def test_area_fractions_exclude_ignore_pixels() -> None:
+    mask = np.zeros((100, 100), dtype=np.uint8)
+    mask[10:30, 10:30] = 1  # 400 px
+    mask[50:60, 40:70] = 2  # 300 px
+    mask[90:100, :] = 255  # 1000 ignored px
+    mask[10:30, 19:21] = 255  # cuts the class-1 square into two grains and removes 40 of its pixels
+    table = measure_grains(mask, ignore_index=255, class_names=["background", "tourmaline", "quartz"])
+    valid = 100 * 100 - 1000 - 40
+    assert table.valid_pixels == valid
+    by_class = {row["class_name"]: row for row in table.classes}
+    assert by_class["tourmaline"]["count"] == 2
+    assert by_class["tourmaline"]["total_area_px"] == 360
+    assert by_class["tourmaline"]["area_fraction"] == pytest.approx(360 / valid)
+    assert by_class["quartz"]["area_fraction"] == pytest.approx(300 / valid)
+    background = np.sum(mask == 0) / valid
+    assert sum(row["area_fraction"] for row in table.classes) + background == pytest.approx(1.0)
+    assert all(row["class_id"] != 255 for row in table.rows)
+
+
+def test_named_classes_without_grains_are_reported_with_zero_count() -> None:
+    table = measure_grains(disc_mask(20), class_names=["background", "tourmaline", "quartz"])
+    quartz = next(row for row in table.classes if row["class_name"] == "quartz")
+    assert quartz["count"] == 0
+    assert quartz["area_fraction"] == 0.0
+    assert math.isnan(quartz["mean_equivalent_diameter_px"])
+
+
+def test_bad_masks_and_class_names_raise_clear_errors() -> None:
+    with pytest.raises(ValueError, match="2-D array of class indices"):
+        measure_grains(np.zeros((10, 10, 3), dtype=np.uint8))
+    with pytest.raises(ValueError, match="non-integer"):
+        measure_grains(np.full((10, 10), 0.5))
+    with pytest.raises(ValueError, match="class_names has only 2 entries"):
+        measure_grains(np.array([[0, 1, 2]]), class_names=["background", "tourmaline"])
+
+
+# --- outputs and the file-level entry point -----------------------------------------------------------------------
+
+
+def read_csv(path: Path) -> list[dict[str, str]]:
+    with path.open(newline="", encoding="utf-8") as handle:
+        return list(csv.DictReader(handle))
+
+
+def test_write_measurements_writes_csvs_and_pngs(tmp_path: Path) -> None:
+    mask = two_touching_discs()
+    mask[5:25, 5:45] = 2
+    table = measure_grains(
+        mask, pixel_size="0.65um", class_names=["background", "tourmaline", "quartz"], split_touching=True
+    )
+    image = np.random.default_rng(0).random(mask.shape + (3,))
+    files = write_measurements(table, tmp_path / "out", image=image)
+    assert set(files) == {"grains_csv", "classes_csv", "size_distribution_png", "outlined_png"}
+    for path in files.values():
+        assert path.is_file() and path.stat().st_size > 0
+    grains = read_csv(files["grains_csv"])
+    assert len(grains) == 3
+    assert float(grains[0]["area_um2"]) == pytest.approx(table.rows[0]["area_px"] * 0.65**2)
+    classes = read_csv(files["classes_csv"])
+    assert [(row["class_name"], int(row["count"])) for row in classes] == [("tourmaline", 2), ("quartz", 1)]
+    with Image.open(files["outlined_png"]) as outlined:
+        # Small masks are upscaled to >= 800 px on the long side so label numbers are legible; aspect is kept.
+        assert outlined.size[0] == 800 and outlined.size[1] == pytest.approx(800 * 120 / 200, abs=1)
+        pixels = np.asarray(outlined.convert("RGB"))
+    assert len(np.unique(pixels.reshape(-1, 3), axis=0)) > 10  # an actual picture, not a blank canvas
+    with Image.open(files["size_distribution_png"]) as histogram:
+        assert histogram.size[0] > 100 and histogram.size[1] > 100
+
+
+def test_write_measurements_handles_a_mask_without_grains(tmp_path: Path) -> None:
+    table = measure_grains(np.zeros((30, 30), dtype=np.uint8))
+    files = write_measurements(table, tmp_path)
+    assert read_csv(files["grains_csv"]) == []
+    assert files["size_distribution_png"].stat().st_size > 0
+
+
+def test_run_measure_reads_binary_png_and_writes_outputs(tmp_path: Path) -> None:
+    mask = two_touching_discs() * 255
+    Image.fromarray(mask).save(tmp_path / "mask.png")
+    Image.fromarray(np.full(mask.shape + (3,), 128, dtype=np.uint8)).save(tmp_path / "image.png")
+    result = run_measure(
+        tmp_path / "mask.png",
+        tmp_path / "image.png",
+        out_dir=tmp_path / "out",
+        pixel_size="0.65 µm",
+        split_touching=True,
+        class_names=["background", "tourmaline"],
+    )
+    assert len(result.table.rows) == 2
+    assert {row["class_name"] for row in result.table.rows} == {"tourmaline"}
+    assert all(path.stat().st_size > 0 for path in result.files.values())
+
+
+def test_read_mask_formats(tmp_path: Path) -> None:
+    classes = np.array([[0, 1, 2], [3, 0, 1]], dtype=np.uint16)
+    tifffile.imwrite(tmp_path / "mask.tif", classes)
+    assert np.array_equal(read_mask(tmp_path / "mask.tif"), classes)
+    Image.fromarray(np.array([[0, 255], [255, 0]], dtype=np.uint8)).save(tmp_path / "binary.png")
+    assert np.array_equal(read_mask(tmp_path / "binary.png"), [[0, 1], [1, 0]])
+    # With 255 as the ignore value, a 0/255 mask is left alone rather than turned into foreground.
+    assert np.array_equal(read_mask(tmp_path / "binary.png", ignore_index=255), [[0, 255], [255, 0]])
+    grey_rgb = np.stack([classes.astype(np.uint8)] * 3, axis=-1)
+    Image.fromarray(grey_rgb).save(tmp_path / "grey_rgb.png")
+    assert np.array_equal(read_mask(tmp_path / "grey_rgb.png"), classes)
+
+
+def test_run_measure_errors_name_the_file(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="missing.png"):
+        run_measure(tmp_path / "missing.png", out_dir=tmp_path)
+    (tmp_path / "broken.png").write_bytes(b"not an image")
+    with pytest.raises(ValueError, match="cannot read mask file .*broken.png"):
+        run_measure(tmp_path / "broken.png", out_dir=tmp_path)
+    colour = np.zeros((8, 8, 3), dtype=np.uint8)
+    colour[..., 0] = 200
+    Image.fromarray(colour).save(tmp_path / "colour.png")
+    with pytest.raises(ValueError, match="colour.png.*colour image"):
+        run_measure(tmp_path / "colour.png", out_dir=tmp_path)
+    Image.fromarray(np.zeros((8, 8), dtype=np.uint8)).save(tmp_path / "mask.png")
+    Image.fromarray(np.zeros((9, 8), dtype=np.uint8)).save(tmp_path / "image.png")
+    with pytest.raises(ValueError, match="image.png.*mask.png"):
+        run_measure(tmp_path / "mask.png", tmp_path / "image.png", out_dir=tmp_path)
+
+
+def test_read_mask_keeps_palette_indices(tmp_path: Path) -> None:
+    classes = np.array([[0, 1, 2], [2, 1, 0]], dtype=np.uint8)
+    palette_mask = Image.fromarray(classes, mode="P")
+    palette_mask.putpalette([0, 0, 0, 255, 0, 0, 0, 255, 0] + [0] * (256 * 3 - 9))
+    palette_mask.save(tmp_path / "palette.png")
+    assert np.array_equal(read_mask(tmp_path / "palette.png"), classes)
+
+
+def test_run_measure_stretches_16_bit_images(tmp_path: Path) -> None:
+    mask = disc_mask(20)
+    Image.fromarray(mask).save(tmp_path / "mask.png")
+    tifffile.imwrite(tmp_path / "image.tif", (np.arange(mask.size).reshape(mask.shape) * 7 + 1000).astype(np.uint16))
+    result = run_measure(tmp_path / "mask.png", tmp_path / "image.tif", out_dir=tmp_path / "out", draw_labels=False)
+    assert result.table.rows[0]["area_px"] == mask.sum()
+    assert result.files["outlined_png"].stat().st_size > 0
+
+
+MEMBRANE = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "membrane" / "train"
+
+
+@pytest.mark.realdata
+@pytest.mark.skipif(not MEMBRANE.is_dir(), reason="../shared/data/membrane is not available")
+def test_run_measure_on_real_membrane_mask(tmp_path: Path) -> None:
+    # ISBI membrane labels: 255 = cell interior (the "grains"), 0 = membrane.
+    mask_path, image_path = MEMBRANE / "label" / "0.png", MEMBRANE / "image" / "0.png"
+    cells = np.asarray(Image.open(mask_path)) == 255
+    result = run_measure(mask_path, image_path, out_dir=tmp_path, pixel_size="4nm", class_names=["membrane", "cell"])
+    reference = regionprops(label(cells, connectivity=2))
+    assert len(result.table.rows) == len(reference) > 20
+    assert sum(row["area_px"] for row in result.table.rows) == cells.sum()
+    assert result.table.classes[0]["area_fraction"] == pytest.approx(cells.mean())
+    assert sorted(row["area_nm2"] for row in result.table.rows) == pytest.approx(
+        sorted(region.area * 16.0 for region in reference)
+    )
+    assert all(path.stat().st_size > 0 for path in result.files.values())
