@@ -68,9 +68,9 @@ def test_camvid_style_list_files_with_ignore_index(tmp_path):
 
 
 def test_voc_layout_palette_masks_keep_255_as_ignore(tmp_path):
-    from seglab.data.colors import voc_palette
+    from seglab.report.colors import voc_palette
 
-    palette = voc_palette().ravel().tolist()
+    palette = voc_palette(256).ravel().tolist()
     ids = [f"2007_00000{i}" for i in range(5)]
     for i, name in enumerate(ids):
         m = np.zeros((18, 22), np.uint8)

@@ -6,6 +6,7 @@ Problems a user can fix end as one clear line on stderr and exit code 2, never a
 from __future__ import annotations
 
 import difflib
+import os
 import sys
 from pathlib import Path
 from typing import Callable
@@ -184,7 +185,10 @@ def main(argv: list[str] | None = None) -> int:
         return cmd_help([])
     try:
         return COMMANDS[cmd](rest)
-    except SeglabError as e:
+    except (SeglabError, ValueError, FileNotFoundError) as e:
+        # Problems with the user's input end as one line; SEGLAB_DEBUG=1 shows the full trace for bug reports.
+        if os.environ.get("SEGLAB_DEBUG"):
+            raise
         print(f"error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -114,7 +114,9 @@ def run_eval(cfg: Config, overrides: dict | None = None, out_dir: Path | None = 
         try:
             from ..report.html import write_report
 
-            print(f"report: {write_report(run)}")
+            from ..data.io import read_mask_raw
+
+            print(f"report: {write_report(run, load_mask=lambda p: codec.decode(read_mask_raw(p)[0], p))}")
         except ImportError as e:  # the report needs matplotlib; metrics are already written
             print(f"note: no HTML report ({e})")
     return metrics

@@ -13,10 +13,10 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from ..config import Config
-from ..data.colors import class_palette, colorize, overlay
+from ..report.colors import colorize, overlay, palette
 from ..data.dataset import load_image
 from ..data.formats import list_images
-from ..data.io import IMAGE_EXTS
+from ..data.io import IMAGE_EXTS, image_size
 from ..data.transforms import pad_for_eval
 from ..errors import ConfigError, DataError
 from .predictor import Predictor, load_predictor
@@ -60,16 +60,41 @@ def predict_image(predictor: Predictor, image: np.ndarray, threshold: float, til
     if tile or max(h, w) > WHOLE_IMAGE_LIMIT:
         from .tiled import predict_tiled
 
-        labels = predict_tiled(lambda x: predictor.probs(x), image, num_classes=max(2, predictor.num_classes),
-                               tile=tile or 1024, overlap=overlap, batch_size=2,
-                               preprocess=lambda t: torch.from_numpy(np.ascontiguousarray(t.transpose(2, 0, 1))),
-                               progress=False, threshold=threshold)
-        return labels, None
+        channels = 1 if predictor.num_classes == 2 else predictor.num_classes
+        probs = predict_tiled(lambda x: predictor.probs(x), image, num_classes=channels, tile=tile or 1024,
+                              overlap=overlap, batch_size=2, return_probs=True, progress=False,
+                              preprocess=lambda t: torch.from_numpy(np.ascontiguousarray(t.transpose(2, 0, 1))))
+        labels = (probs[..., 0] > threshold) if channels == 1 else probs.argmax(-1)
+        return labels.astype(np.uint8), None
     padded, _, (top, _, left, _) = pad_for_eval(image, None, meta["pad_to"], meta["pad_mode"], 0)
     probs = predictor.probs(torch.from_numpy(np.ascontiguousarray(padded.transpose(2, 0, 1)))[None])[0]
     probs = probs[:, top:top + h, left:left + w].float().cpu()
     pred = (probs[0] > threshold).long() if probs.shape[0] == 1 else probs.argmax(0)
     return pred.numpy().astype(np.uint8), probs.numpy()
+
+
+def predict_huge(predictor: Predictor, path: Path, out: Path, cfg: Config) -> Path:
+    """Window-by-window prediction of a large (Geo)TIFF into a label TIFF; memory depends on the tile only."""
+    from .tiled import predict_large_file
+
+    channels = 1 if predictor.num_classes == 2 else predictor.num_classes
+    in_ch = predictor.meta["in_channels"]
+
+    def preprocess(tile: np.ndarray) -> torch.Tensor:
+        if tile.shape[2] != in_ch:  # e.g. gray-as-RGB scenes for a 1-channel model
+            tile = tile[..., :1] if in_ch == 1 else np.repeat(tile[..., :1], in_ch, axis=2)
+        return torch.from_numpy(np.ascontiguousarray(tile.transpose(2, 0, 1)))
+
+    return predict_large_file(lambda x: predictor.probs(x), path, out / f"{path.stem}_mask.tif",
+                              num_classes=channels, tile=cfg.tile or 1024, overlap=cfg.overlap, batch_size=2,
+                              preprocess=preprocess, progress=True)
+
+
+def display_rgb(image: np.ndarray) -> np.ndarray:
+    """An (H, W, 3) uint8 view of any image for overlays: gray repeated, 16-bit scaled, extra channels dropped."""
+    if image.dtype != np.uint8:
+        image = (image.astype(np.float32) / max(float(image.max()), 1.0) * 255).astype(np.uint8)
+    return np.repeat(image, 3, axis=2) if image.shape[2] == 1 else np.ascontiguousarray(image[..., :3])
 
 
 def run_predict(cfg: Config) -> Path:
@@ -86,9 +111,13 @@ def run_predict(cfg: Config) -> Path:
     files = source_images(cfg.source)
     out = Path(cfg.project) / (cfg.name or "predict")
     out.mkdir(parents=True, exist_ok=True)
-    palette = class_palette(predictor.num_classes, meta["codec"].get("colors"))
+    colors = meta["codec"].get("colors") if meta["codec"]["mode"] == "rgb" else None
+    class_colors = palette(predictor.num_classes, colors if colors and isinstance(colors[0], list) else None)
     submission: dict[str, np.ndarray] = {}
     for path in tqdm(files, desc="predict", disable=None):
+        if path.suffix.lower() in (".tif", ".tiff") and max(image_size(path)) > WHOLE_IMAGE_LIMIT:
+            print(f"{path.name}: large image, predicted window by window -> {predict_huge(predictor, path, out, cfg)}")
+            continue
         image = load_image(path, meta["in_channels"])
         pred, probs = predict_image(predictor, image, threshold, cfg.tile, cfg.overlap)
         if predictor.num_classes == 2:
@@ -96,11 +125,11 @@ def run_predict(cfg: Config) -> Path:
         stem = path.stem
         if "index" in wanted:
             Image.fromarray(pred).save(out / f"{stem}_mask.png")
-        color = colorize(pred, palette)
+        color = colorize(pred, class_colors)
         if "color" in wanted:
             Image.fromarray(color).save(out / f"{stem}_color.png")
         if "overlay" in wanted:
-            Image.fromarray(overlay(image, color, cfg.alpha, pred)).save(out / f"{stem}_overlay.png")
+            Image.fromarray(overlay(display_rgb(image), color, cfg.alpha)).save(out / f"{stem}_overlay.png")
         if "probs" in wanted and probs is not None:
             np.save(out / f"{stem}_probs.npy", probs.astype(np.float16))
         if cfg.submission:

@@ -1,0 +1,50 @@
+"""``seglab measure``: per-grain measurements from a given mask, or from a model's prediction of an image."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..config import parse_overrides, unknown_key_error
+from ..errors import ConfigError
+from .run import run_measure
+
+OPTIONS = {"mask": "", "image": "", "weights": "", "out": "runs/measure", "pixel_size": None, "unit": "px",
+           "classes": None, "split_touching": False, "min_distance": 7, "min_area": 0, "ignore_index": None,
+           "connectivity": 8, "labels": True, "device": "auto", "tta": "none"}
+
+
+def measure_main(argv: list[str]) -> int:
+    """Parse key=value options, predict the mask first when only an image and weights are given, measure."""
+    opts = dict(OPTIONS)
+    for key, value in parse_overrides(argv).items():
+        if key not in OPTIONS:
+            raise unknown_key_error(key, list(OPTIONS))
+        opts[key] = value
+    mask, image = opts["mask"], opts["image"] or None
+    if not mask:
+        if not (opts["weights"] and image):
+            raise ConfigError("measure needs mask=MASK.png, or image=IMAGE with weights=RUN_DIR to predict the mask")
+        mask = _predict_mask(opts)
+        if opts["classes"] is None:
+            from ..engine.checkpoint import load_checkpoint
+
+            opts["classes"] = load_checkpoint(opts["weights"])["meta"]["class_names"]
+    result = run_measure(mask, image, out_dir=opts["out"], pixel_size=opts["pixel_size"], unit=opts["unit"],
+                         class_names=opts["classes"], split_touching=bool(opts["split_touching"]),
+                         min_distance=int(opts["min_distance"]), min_area=int(opts["min_area"]),
+                         ignore_index=opts["ignore_index"], connectivity=int(opts["connectivity"]),
+                         draw_labels=bool(opts["labels"]))
+    print(f"{len(result.table.rows)} grain(s) measured")
+    for name, path in result.files.items():
+        print(f"  {name}: {path}")
+    return 0
+
+
+def _predict_mask(opts: dict) -> Path:
+    """Predict the class-index mask of ``image`` with ``weights`` and return its path."""
+    from ..config import build_config
+    from ..inference.predict import run_predict
+
+    out = Path(opts["out"])
+    run_predict(build_config({"weights": opts["weights"], "source": opts["image"], "project": str(out.parent),
+                              "name": out.name, "save": "index", "device": opts["device"], "tta": opts["tta"]}))
+    return out / f"{Path(opts['image']).stem}_mask.png"

@@ -1,0 +1,76 @@
+"""Class colours: a palette per task, class-index masks to RGB, and overlays on images."""
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import numpy as np
+from matplotlib.colors import to_rgb
+
+# Pixels whose label is outside 0..C-1 (e.g. CamVid's "Unlabelled" 11, VOC's 255) are drawn in this grey.
+IGNORED_COLOR = np.array([128, 128, 128], dtype=np.uint8)
+
+
+def voc_palette(num_classes: int) -> np.ndarray:
+    """The PASCAL VOC colour map (bit-interleaved class index), the de-facto standard for label colours.
+
+    Written by hand because it is a fixed six-line formula that no installed library exposes.
+    """
+    colors = np.zeros((num_classes, 3), dtype=np.uint8)
+    for index in range(num_classes):
+        c, r, g, b = index, 0, 0, 0
+        for bit in range(8):
+            r |= ((c >> 0) & 1) << (7 - bit)
+            g |= ((c >> 1) & 1) << (7 - bit)
+            b |= ((c >> 2) & 1) << (7 - bit)
+            c >>= 3
+        colors[index] = (r, g, b)
+    return colors
+
+
+def _parse_color(value: Any, index: int) -> tuple[int, int, int]:
+    """One config colour ([r, g, b] in 0..255, "#rrggbb" or a matplotlib name) -> RGB ints."""
+    if isinstance(value, str):
+        try:
+            return tuple(int(round(255 * c)) for c in to_rgb(value))  # type: ignore[return-value]
+        except ValueError as exc:
+            raise ValueError(f"colors[{index}]={value!r} is not a colour: use [r, g, b] or '#rrggbb'") from exc
+    if isinstance(value, Sequence) and len(value) == 3 and all(isinstance(c, (int, float)) for c in value):
+        if not all(0 <= c <= 255 for c in value):
+            raise ValueError(f"colors[{index}]={list(value)} has values outside 0..255")
+        return tuple(int(c) for c in value)  # type: ignore[return-value]
+    raise ValueError(f"colors[{index}]={value!r} is not a colour: use [r, g, b] or '#rrggbb'")
+
+
+def palette(num_classes: int, colors: Sequence[Any] | None = None) -> np.ndarray:
+    """(C, 3) uint8 class colours: the config's ``colors`` when given, binary black/white, else VOC colours."""
+    if num_classes < 1:
+        raise ValueError(f"num_classes must be >= 1, got {num_classes}")
+    if colors:
+        if len(colors) < num_classes:
+            raise ValueError(f"config has {len(colors)} colors for {num_classes} classes: give one colour per class")
+        return np.array([_parse_color(c, i) for i, c in enumerate(colors[:num_classes])], dtype=np.uint8)
+    if num_classes <= 2:
+        return np.array([[0, 0, 0], [240, 240, 240]], dtype=np.uint8)[:num_classes]
+    return voc_palette(num_classes)
+
+
+def colorize(mask: np.ndarray, colors: np.ndarray) -> np.ndarray:
+    """Class-index mask (H, W) -> RGB (H, W, 3) uint8; out-of-range labels become grey."""
+    if mask.ndim != 2:
+        raise ValueError(f"mask must be (H, W) class indices, got shape {mask.shape}")
+    index = mask.astype(np.int64)
+    valid = (index >= 0) & (index < len(colors))
+    rgb = np.empty(mask.shape + (3,), dtype=np.uint8)
+    rgb[valid] = colors[index[valid]]
+    rgb[~valid] = IGNORED_COLOR
+    return rgb
+
+
+def overlay(image: np.ndarray, color_mask: np.ndarray, alpha: float = 0.5) -> np.ndarray:
+    """Alpha-blend an RGB colour mask over an RGB image: ``(1-alpha)*image + alpha*mask``."""
+    if image.shape != color_mask.shape:
+        raise ValueError(f"image {image.shape} and colour mask {color_mask.shape} differ in size")
+    if not 0.0 <= alpha <= 1.0:
+        raise ValueError(f"alpha must be within 0..1, got {alpha}")
+    blended = (1.0 - alpha) * image.astype(np.float32) + alpha * color_mask.astype(np.float32)
+    return np.clip(np.rint(blended), 0, 255).astype(np.uint8)

@@ -1,0 +1,117 @@
+"""The real commands end to end on a tiny dataset: train -> eval -> predict -> measure -> report, and resume."""
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from seglab.cli.main import main
+
+TINY = ["model=unet_small", "batch=4", "lr=0.003", "workers=0", "augment=flips"]
+
+
+def _rows(run: Path) -> list[dict]:
+    with (run / "metrics.csv").open() as f:
+        return list(csv.DictReader(f))
+
+
+@pytest.fixture(scope="module")
+def trained_run(grains_dir, tmp_path_factory) -> Path:
+    project = tmp_path_factory.mktemp("runs")
+    assert main(["train", f"data={grains_dir}", "epochs=3", f"project={project}", "name=tiny", *TINY]) == 0
+    return project / "tiny"
+
+
+def test_train_writes_config_metrics_checkpoints_summary(trained_run):
+    assert (trained_run / "config.yaml").exists()
+    rows = _rows(trained_run)
+    assert [int(r["epoch"]) for r in rows] == [0, 1, 2]
+    assert float(rows[-1]["train_loss"]) < float(rows[0]["train_loss"])
+    summary = json.loads((trained_run / "summary.json").read_text())
+    assert summary["epochs_done"] == 3 and summary["params"] > 1e6 and summary["best_metric"] == "fg_iou"
+    assert (trained_run / "checkpoints" / "best.pt").exists() and (trained_run / "checkpoints" / "last.pt").exists()
+    assert not list((trained_run / "checkpoints").glob("*.tmp"))
+
+
+def test_eval_writes_metrics_tables_predictions_and_report(trained_run):
+    assert main(["eval", f"weights={trained_run}", "eval_split=test"]) == 0
+    out = trained_run / "eval"
+    metrics = json.loads((out / "metrics.json").read_text())
+    for key in ("pixel_acc", "miou", "mpa", "precision", "recall", "f1", "fwiou", "fg_iou", "tgs"):
+        assert 0.0 <= metrics[key] <= 1.0, key
+    assert metrics["split"] == "test" and metrics["images"] == 2 + 1 - 1  # 8:1:1 of 24 -> 2 test images
+    confusion = np.load(out / "confusion.npy")
+    assert confusion.shape == (2, 2) and confusion.sum() == 2 * 64 * 64
+    with (out / "per_image.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 2 and all(Path(r["pred"]).exists() for r in rows)
+    pred = np.array(Image.open(rows[0]["pred"]))
+    assert pred.shape == (64, 64) and set(np.unique(pred)) <= {0, 1}
+    assert (trained_run / "report.html").exists()
+
+
+def test_predict_outputs_have_input_size_even_for_odd_sizes(trained_run, tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(0, 255, (101, 77, 3), dtype=np.uint8)).save(src / "odd.png")
+    Image.fromarray(rng.integers(0, 255, (50, 60), dtype=np.uint8)).save(src / "gray.png")  # gray into an RGB model
+    assert main(["predict", f"weights={trained_run}", f"source={src}", f"project={tmp_path}", "name=pred",
+                 "alpha=0.5", "tta=flip"]) == 0
+    out = tmp_path / "pred"
+    assert np.array(Image.open(out / "odd_mask.png")).shape == (101, 77)
+    assert np.array(Image.open(out / "odd_color.png")).shape == (101, 77, 3)
+    assert np.array(Image.open(out / "odd_overlay.png")).shape == (101, 77, 3)
+    assert np.array(Image.open(out / "gray_mask.png")).shape == (50, 60)
+
+
+def test_measure_from_model_prediction(trained_run, grains_dir, tmp_path):
+    image = sorted((grains_dir / "images").iterdir())[0]
+    assert main(["measure", f"image={image}", f"weights={trained_run}", f"out={tmp_path / 'm'}",
+                 "pixel_size=0.65um"]) == 0
+    assert (tmp_path / "m" / "grains.csv").exists() and (tmp_path / "m" / "classes.csv").exists()
+
+
+def test_unknown_key_and_bad_value_are_clear(trained_run, capsys):
+    assert main(["predict", f"weights={trained_run}", "sauce=x.png"]) == 2
+    assert "Did you mean: source" in capsys.readouterr().err
+    assert main(["train", "optimizer=adamm"]) == 2
+    assert "Did you mean 'adam" in capsys.readouterr().err
+
+
+def _train_cmd(data: Path, project: Path, name: str, epochs: int) -> list[str]:
+    return [sys.executable, "-m", "seglab", "train", f"data={data}", f"epochs={epochs}", f"project={project}",
+            f"name={name}", "deterministic=true", "precision=fp32", "seed=5", *TINY]
+
+
+def test_sigkill_mid_training_then_resume_matches_uninterrupted_run(grains_dir, tmp_path):
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    subprocess.run(_train_cmd(grains_dir, tmp_path, "ref", 4), check=True, env=env, capture_output=True)
+    proc = subprocess.Popen(_train_cmd(grains_dir, tmp_path, "killed", 4), env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    run = tmp_path / "killed"
+    deadline = time.time() + 300
+    while time.time() < deadline:  # kill as soon as two epochs are logged: the third is mid-flight
+        if (run / "metrics.csv").exists() and len(_rows(run)) >= 2:
+            break
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert len(_rows(run)) < 4, "the run finished before it could be killed"
+    resumed = subprocess.run([sys.executable, "-m", "seglab", "train", f"resume={run}"], env=env,
+                             capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "resuming" in resumed.stdout
+    ref, got = _rows(tmp_path / "ref"), _rows(run)
+    assert [r["epoch"] for r in got] == ["0", "1", "2", "3"]
+    for key in ("train_loss", "val_loss", "val_fg_iou"):
+        assert float(got[-1][key]) == pytest.approx(float(ref[-1][key]), rel=1e-5, abs=1e-6), key
