@@ -65,9 +65,8 @@ def model_kwargs(cfg: Config, in_channels: int, num_classes: int) -> dict[str, A
     kw: dict[str, Any] = {"num_classes": head_channels(num_classes), "in_channels": in_channels}
     if cfg.encoder:
         kw["encoder"] = cfg.encoder
-        kw["encoder_weights"] = cfg.encoder_weights or None
-    elif cfg.encoder_weights:
-        raise ConfigError("encoder_weights needs an encoder model (e.g. model=unet_encoder encoder=resnet34)")
+    if cfg.encoder_weights:  # models without an encoder refuse it with a clear message
+        kw["encoder_weights"] = cfg.encoder_weights
     kw.update(cfg.model_args)
     return kw
 
@@ -94,12 +93,31 @@ def build_meta(cfg: Config, plan: DataPlan, mean: list[float], std: list[float],
             "threshold": cfg.threshold, "min_area": cfg.min_area, "model": cfg.model, "encoder": cfg.encoder}
 
 
+class ShardSampler(torch.utils.data.Sampler):
+    """Rank r evaluates items r, r+world, ...: every item exactly once over all ranks.
+
+    DistributedSampler pads with repeated items to even out the shards, which would count some
+    images twice in the all-reduced confusion matrix; evaluation must not.
+    """
+
+    def __init__(self, n: int, rank: int, world: int):
+        self.indices = list(range(rank, n, world))
+
+    def __iter__(self):
+        return iter(self.indices)
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+
 def make_loader(ds, cfg: Config, train: bool, workers: int, world: int, epoch_seed: int = 0) -> DataLoader:
     """A DataLoader: shuffled (seeded per epoch) for training, sequential for evaluation; distributed-aware."""
     collate = functools.partial(pad_collate, ignore_index=ds.codec.ignore_index)
     sampler = None
-    if world > 1:
-        sampler = DistributedSampler(ds, shuffle=train, seed=cfg.seed, drop_last=False)
+    if world > 1 and train:
+        sampler = DistributedSampler(ds, shuffle=True, seed=cfg.seed, drop_last=False)
+    elif world > 1:
+        sampler = ShardSampler(len(ds), torch.distributed.get_rank(), world)
     elif train:
         sampler = RandomSampler(ds, generator=torch.Generator().manual_seed(epoch_seed))
     batch = cfg.batch if train else max(cfg.batch, min(4 * cfg.batch, 64))  # eval has no gradients: bigger batches
@@ -240,6 +258,10 @@ def train_single(cfg: Config, overrides: dict[str, Any], plan: DataPlan | None =
             train_loader = make_loader(train_ds, cfg, True, workers, world, epoch_seed=cfg.seed + epoch)
             if world > 1:
                 train_loader.sampler.set_epoch(epoch)
+                if epoch == start_epoch:  # which images each rank trains on: for checking and debugging shards
+                    (run_dir / "ranks").mkdir(exist_ok=True)
+                    (run_dir / "ranks" / f"rank{rank}.txt").write_text(
+                        "".join(f"{train_ds.samples[i].id}\n" for i in train_loader.sampler))
             _set_encoder_frozen(model, epoch < cfg.freeze_epochs)
             t0 = time.perf_counter()
             try:

@@ -1,0 +1,39 @@
+"""torchrun with two CPU processes (gloo): disjoint shards, one checkpoint writer, metrics equal to one process."""
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from seglab.cli.main import main
+
+
+def test_torchrun_two_ranks(grains_dir, tmp_path):
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29517", "-m", "seglab",
+           "train", f"data={grains_dir}", "model=unet_small", "epochs=2", "batch=4", "workers=0", "precision=fp32",
+           f"project={tmp_path}", "name=ddp", "seed=3"]
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    run = tmp_path / "ddp"
+    assert done.stdout.count("run folder:") == 1  # only rank 0 prints
+    shards = [(run / "ranks" / f"rank{r}.txt").read_text().split() for r in (0, 1)]
+    assert shards[0] and shards[1]
+    assert not set(shards[0]) & set(shards[1]), "ranks trained on overlapping images"
+    data = json.loads((run / "data.json").read_text())
+    assert len(set(shards[0]) | set(shards[1])) == data["splits"]["train"]
+    ckpts = sorted(p.name for p in (run / "checkpoints").iterdir())
+    assert ckpts == ["best.pt", "last.pt"]  # written once, by rank 0, no temp leftovers
+    with (run / "metrics.csv").open() as f:
+        last = list(csv.DictReader(f))[-1]
+    assert json.loads((run / "summary.json").read_text())["world_size"] == 2
+    # The distributed validation (confusion matrices summed over ranks) equals one process evaluating last.pt.
+    assert main(["eval", f"weights={run / 'checkpoints' / 'last.pt'}", "eval_split=val", "precision=fp32",
+                 "report=false"]) == 0
+    single = json.loads((run / "eval_val" / "metrics.json").read_text())
+    for key in ("pixel_acc", "miou", "fg_iou"):
+        assert float(last[f"val_{key}"]) == pytest.approx(single[key], abs=1e-6), key
