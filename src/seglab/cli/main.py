@@ -113,8 +113,11 @@ def cmd_models(args: list[str]) -> int:
         table.add_column(col)
     from ..models.registry import _MODELS
 
+    import torch
+
     for name in list_models(pattern):
-        model = create_model(name, num_classes=2)
+        with torch.device("meta"):  # parameter and FLOP counts need no memory and no compute
+            model = create_model(name, num_classes=2)
         info = model_summary(model, (3, imgsz, imgsz)) if model_summary else {"params": sum(
             p.numel() for p in model.parameters()), "gflops": float("nan")}
         doc = (_MODELS[name].__doc__ or "").strip().splitlines()[0] if _MODELS[name].__doc__ else ""

@@ -55,6 +55,10 @@ class UNet(nn.Module):
                                  for i in reversed(range(depth)))
         self.head = nn.Conv2d(chs[0], num_classes, 1)
 
+    def cam_layers(self) -> dict[str, nn.Module]:
+        """Contracting-path levels, shallow to deep, for Grad-CAM (the last is the bottleneck)."""
+        return {"inc": self.inc, **{f"downs.{i}": down for i, down in enumerate(self.downs)}}
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h, w = x.shape[-2:]
         ph, pw = (-h) % self.stride, (-w) % self.stride

@@ -1,0 +1,151 @@
+"""The "improved U-Net": any timm encoder, an smp-like decoder, optional attention, hypercolumn and deep supervision.
+
+Decoder: from the deepest encoder feature, each block up-samples x2 (bilinear), concatenates the
+encoder feature at that stride when there is one, and applies two 3x3 conv-BN-ReLU (channels
+256, 128, 64, 32, 16 for a stride-32 encoder). Encoders whose shallowest feature is at stride 2 or 4
+(resnet, convnext) simply get skip-less blocks at the top; VGG's stride-1 feature is used as the last skip.
+With ``encoder="resnet34"`` the parameter count equals segmentation_models_pytorch's ``Unet("resnet34")``.
+"""
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .blocks import ConvBNReLU, attention_block, crop_to_scale, model_output, pad_to_multiple
+from .encoders import EncoderStagesMixin, TimmEncoder
+from .options import reject_unknown_options
+from .registry import register_model
+
+DECODER_CHANNELS = (256, 128, 64, 32, 16)
+
+
+class DecoderBlock(nn.Module):
+    """x2 bilinear up-sampling, concat with the skip and attention (if a skip), two 3x3 conv-BN-ReLU, attention."""
+
+    def __init__(self, in_ch: int, skip_ch: int, out_ch: int, attention: str | None = None):
+        super().__init__()
+        # Attention re-weights the concatenation of up-sampled and skip features; without a skip there is none.
+        self.attention_in = attention_block(attention, in_ch + skip_ch) if skip_ch else nn.Identity()
+        self.conv1 = ConvBNReLU(in_ch + skip_ch, out_ch, 3)
+        self.conv2 = ConvBNReLU(out_ch, out_ch, 3)
+        self.attention_out = attention_block(attention, out_ch)
+
+    def forward(self, x: torch.Tensor, skip: torch.Tensor | None = None) -> torch.Tensor:
+        if skip is not None:
+            x = F.interpolate(x, size=skip.shape[-2:], mode="bilinear", align_corners=False)
+            x = torch.cat([x, skip], dim=1)
+        else:
+            x = F.interpolate(x, scale_factor=2, mode="bilinear", align_corners=False)
+        return self.attention_out(self.conv2(self.conv1(self.attention_in(x))))
+
+
+class EncoderUNet(EncoderStagesMixin, nn.Module):
+    """U-Net decoder over a ``TimmEncoder``; see the module docstring."""
+
+    def __init__(self, num_classes: int = 1, in_channels: int = 3, encoder: str = "resnet34",
+                 encoder_weights: str | None = None, decoder_channels: Sequence[int] | None = None,
+                 decoder_attention: str | None = None, hypercolumn: bool = False, dropout: float = 0.0,
+                 deep_supervision: bool = False):
+        super().__init__()
+        if not 0.0 <= dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {dropout}")
+        self.encoder = TimmEncoder(encoder, in_channels, encoder_weights)
+        self.stride = self.encoder.stride
+        n_blocks = math.log2(self.stride)
+        if not n_blocks.is_integer():
+            raise ValueError(f"encoder {encoder!r} has stride {self.stride}, not a power of two; choose another")
+        n_blocks = int(n_blocks)
+        if decoder_channels is None:
+            decoder_channels = (DECODER_CHANNELS + (16,) * n_blocks)[:n_blocks]
+        decoder_channels = tuple(decoder_channels)
+        if len(decoder_channels) != n_blocks:
+            raise ValueError(f"decoder_channels needs {n_blocks} entries for encoder {encoder!r} "
+                             f"(stride {self.stride}), got {len(decoder_channels)}")
+
+        # Skip for the block that brings the decoder to stride r: the deepest encoder feature at r, if any.
+        self.skip_indices: list[int | None] = []
+        in_ch = self.encoder.out_channels[-1]
+        blocks = []
+        for i, out_ch in enumerate(decoder_channels):
+            reduction = self.stride // 2 ** (i + 1)
+            skip = max((j for j, r in enumerate(self.encoder.reductions[:-1]) if r == reduction), default=None)
+            self.skip_indices.append(skip)
+            skip_ch = self.encoder.out_channels[skip] if skip is not None else 0
+            blocks.append(DecoderBlock(in_ch, skip_ch, out_ch, decoder_attention))
+            in_ch = out_ch
+        self.decoder = nn.ModuleList(blocks)
+
+        self.hypercolumn = hypercolumn
+        head_in = sum(decoder_channels) if hypercolumn else decoder_channels[-1]
+        self.dropout = nn.Dropout2d(dropout) if dropout > 0 else nn.Identity()
+        self.head = nn.Conv2d(head_in, num_classes, 3, padding=1)
+        self.deep_supervision = deep_supervision
+        if deep_supervision:
+            self.aux_heads = nn.ModuleList(nn.Conv2d(c, num_classes, 1) for c in decoder_channels[:-1])
+            # Image-level "is anything there" logit from the deepest features (empty-mask classifier).
+            self.cls_head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(dropout),
+                                          nn.Linear(self.encoder.out_channels[-1], 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor | dict:
+        h, w = x.shape[-2:]
+        features = self.encoder(pad_to_multiple(x, self.stride))
+        y = features[-1]
+        scales = []
+        for block, skip in zip(self.decoder, self.skip_indices):
+            y = block(y, features[skip] if skip is not None else None)
+            scales.append(y)
+        if self.hypercolumn:
+            size = y.shape[-2:]
+            y = torch.cat([y] + [F.interpolate(s, size=size, mode="bilinear", align_corners=False)
+                                 for s in scales[:-1]], dim=1)
+        logits = self.head(self.dropout(y))[..., :h, :w]
+        if not (self.training and self.deep_supervision):
+            return logits
+        aux = [crop_to_scale(head(s), h, w, self.stride // 2 ** (i + 1))
+               for i, (head, s) in enumerate(zip(self.aux_heads, scales))]
+        return model_output(logits, self.training, aux, self.cls_head(features[-1]))
+
+
+def _build(model_name: str, builder, unknown: dict, **options) -> EncoderUNet:
+    """Check the options and build an EncoderUNet."""
+    reject_unknown_options(model_name, unknown, builder)
+    return EncoderUNet(**options)
+
+
+@register_model
+def unet_encoder(num_classes: int = 1, in_channels: int = 3, encoder: str = "resnet34",
+                 encoder_weights: str | None = None, decoder_channels: Sequence[int] | None = None,
+                 decoder_attention: str | None = None, hypercolumn: bool = False, dropout: float = 0.0,
+                 deep_supervision: bool = False, **unknown) -> EncoderUNet:
+    """U-Net with any timm encoder (default resnet34, 24.4 M parameters, same as smp's Unet)."""
+    return _build("unet_encoder", unet_encoder, unknown, num_classes=num_classes, in_channels=in_channels,
+                  encoder=encoder, encoder_weights=encoder_weights, decoder_channels=decoder_channels,
+                  decoder_attention=decoder_attention, hypercolumn=hypercolumn, dropout=dropout,
+                  deep_supervision=deep_supervision)
+
+
+def _preset(model_name: str, default_encoder: str, doc: str):
+    """A named U-Net preset: unet_encoder with another default encoder (still overridable)."""
+
+    def builder(num_classes: int = 1, in_channels: int = 3, encoder: str = default_encoder,
+                encoder_weights: str | None = None, decoder_channels: Sequence[int] | None = None,
+                decoder_attention: str | None = None, hypercolumn: bool = False, dropout: float = 0.0,
+                deep_supervision: bool = False, **unknown) -> EncoderUNet:
+        return _build(model_name, builder, unknown, num_classes=num_classes, in_channels=in_channels,
+                      encoder=encoder, encoder_weights=encoder_weights, decoder_channels=decoder_channels,
+                      decoder_attention=decoder_attention, hypercolumn=hypercolumn, dropout=dropout,
+                      deep_supervision=deep_supervision)
+
+    builder.__name__ = builder.__qualname__ = model_name
+    builder.__doc__ = doc
+    return register_model(builder)
+
+
+unet_vgg16 = _preset("unet_vgg16", "vgg16", "U-Net on a VGG16 encoder (TernausNet-like, skips at strides 1..16).")
+unet_resnet34 = _preset("unet_resnet34", "resnet34", "U-Net on a ResNet-34 encoder (24.4 M parameters).")
+unet_resnet50 = _preset("unet_resnet50", "resnet50", "U-Net on a ResNet-50 encoder (32.5 M parameters).")
+unet_resnext50 = _preset("unet_resnext50", "resnext50_32x4d", "U-Net on a ResNeXt-50 32x4d encoder.")
