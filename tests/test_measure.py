@@ -390,17 +390,25 @@ def test_run_measure_errors_name_the_file(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="missing.png"):
         run_measure(tmp_path / "missing.png", out_dir=tmp_path)
     (tmp_path / "broken.png").write_bytes(b"not an image")
-    with pytest.raises(ValueError, match="cannot read mask file .*broken.png"):
+    with pytest.raises(ValueError, match="broken.png.*not an image"):
         run_measure(tmp_path / "broken.png", out_dir=tmp_path)
-    colour = np.zeros((8, 8, 3), dtype=np.uint8)
-    colour[..., 0] = 200
-    Image.fromarray(colour).save(tmp_path / "colour.png")
-    with pytest.raises(ValueError, match="colour.png.*colour image"):
-        run_measure(tmp_path / "colour.png", out_dir=tmp_path)
     Image.fromarray(np.zeros((8, 8), dtype=np.uint8)).save(tmp_path / "mask.png")
     Image.fromarray(np.zeros((9, 8), dtype=np.uint8)).save(tmp_path / "image.png")
     with pytest.raises(ValueError, match="image.png.*mask.png"):
         run_measure(tmp_path / "mask.png", tmp_path / "image.png", out_dir=tmp_path)
+
+
+def test_colour_filled_masks_red_background_green_grain(tmp_path: Path) -> None:
+    colour = np.zeros((40, 40, 3), dtype=np.uint8)
+    colour[...] = (255, 0, 0)
+    colour[5:15, 5:15] = (0, 255, 0)
+    colour[25:35, 20:30] = (0, 255, 0)
+    Image.fromarray(colour).save(tmp_path / "colour.png")
+    np.testing.assert_array_equal(read_mask(tmp_path / "colour.png"), (colour[..., 1] == 255).astype(np.uint8))
+    swapped = read_mask(tmp_path / "colour.png", colors=[[0, 255, 0], [255, 0, 0]])
+    np.testing.assert_array_equal(swapped, (colour[..., 0] == 255).astype(np.uint8))
+    table = run_measure(tmp_path / "colour.png", out_dir=tmp_path / "out").table
+    assert len(table.rows) == 2 and sorted(r["area_px"] for r in table.rows) == [100, 100]
 
 
 def test_read_mask_keeps_palette_indices(tmp_path: Path) -> None:
