@@ -130,8 +130,9 @@ class SegmentationDataset(Dataset):
                 image = image[..., None]
         elif self.pad_to:
             image, mask, _ = pad_for_eval(image, mask, self.pad_to, self.pad_mode, self.codec.ignore_index)
-        return {"image": torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1))),
-                "mask": torch.from_numpy(np.ascontiguousarray(mask)).long(), "index": i, "size": size}
+        # np.require copies read-only cached arrays, which torch cannot wrap safely
+        return {"image": torch.from_numpy(np.require(image.transpose(2, 0, 1), requirements=["C", "W"])),
+                "mask": torch.from_numpy(np.require(mask, requirements=["C", "W"])).long(), "index": i, "size": size}
 
     def cached_arrays(self) -> list[tuple[np.ndarray, np.ndarray | None]] | None:
         """Decoded pairs when cached (for statistics), else None."""

@@ -1,0 +1,35 @@
+"""``seglab explain``: Grad-CAM heatmaps of a checkpoint's predictions for an image or a folder of images."""
+from __future__ import annotations
+
+from typing import Any
+
+from ..config import parse_overrides, unknown_key_error
+from ..errors import ConfigError
+
+OPTIONS: dict[str, Any] = {"weights": "", "source": "", "class": 1, "layer": "", "sweep": False, "layers": "",
+                           "out": "runs/explain", "device": "auto"}
+
+
+def explain_main(argv: list[str]) -> int:
+    """``seglab explain weights=RUN source=IMAGE_OR_FOLDER [class=1 layer=NAME | sweep=true layers=all_conv]``."""
+    from ..inference.predict import source_images
+    from .run import Explainer
+
+    opts = dict(OPTIONS)
+    for key, value in parse_overrides(argv).items():
+        if key not in OPTIONS:
+            raise unknown_key_error(key, list(OPTIONS))
+        opts[key] = value
+    if not opts["weights"] or not opts["source"]:
+        raise ConfigError("explain needs weights=RUN_DIR and source=IMAGE_OR_FOLDER")
+    explainer = Explainer(str(opts["weights"]), str(opts["device"]))
+    files = source_images(str(opts["source"]))
+    for path in files:
+        result = explainer.explain(path, opts["class"], layer=str(opts["layer"]) or None, sweep=bool(opts["sweep"]),
+                                   layers=str(opts["layers"]) or None, out_dir=opts["out"])
+        print(f"{path.name}: class {result['class_index']} ({result['class_name']}) on "
+              f"{result['class_pixels']} predicted pixels; layer(s) {', '.join(result['layers'])}")
+        for note in result["notes"]:
+            print(f"  note: {note}")
+    print(f"Grad-CAM of {len(files)} image(s) written to {opts['out']}")
+    return 0

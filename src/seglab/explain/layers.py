@@ -1,0 +1,119 @@
+"""Which layers of a segmentation model Grad-CAM can look at, and turning a user's layer name into a module.
+
+Order of preference for the default layer list (shallow to deep):
+
+1. ``model.cam_layers()`` when the model defines it (every seglab model family should);
+2. the stages of ``model.encoder``: a ``TimmEncoder``'s feature modules, or the children of any other encoder;
+3. otherwise the last ``Conv2d`` of each resolution level on the way down to the coarsest feature map,
+   found by running one small dummy batch with forward hooks on every module (the resolution of a
+   layer is only known once it has run: pooling is often functional and invisible in the module tree),
+   each widened to the block around it (see ``last_conv_per_level``).
+"""
+from __future__ import annotations
+
+import difflib
+
+import torch
+import torch.nn as nn
+
+ALL_CONV = "all_conv"
+
+
+def cam_layers(model: nn.Module, in_channels: int = 3) -> dict[str, nn.Module]:
+    """Named candidate layers for Grad-CAM, shallow to deep (see the module docstring for the fallbacks)."""
+    if callable(getattr(model, "cam_layers", None)):
+        layers = dict(model.cam_layers())
+        if layers:
+            return layers
+    encoder = getattr(model, "encoder", None)
+    if isinstance(encoder, nn.Module):
+        if callable(getattr(encoder, "stages", None)):
+            return {f"encoder.{name}": module for name, module in encoder.stages().items()}
+        children = dict(encoder.named_children())
+        if children:
+            return {f"encoder.{name}": module for name, module in children.items()}
+    return last_conv_per_level(model, in_channels)
+
+
+def conv_layers(model: nn.Module) -> dict[str, nn.Module]:
+    """Every Conv2d of the encoder (of the whole model when it has no ``encoder``), in definition order."""
+    encoder = getattr(model, "encoder", None)
+    root, prefix = (encoder, "encoder.") if isinstance(encoder, nn.Module) else (model, "")
+    return {prefix + name: m for name, m in root.named_modules() if isinstance(m, nn.Conv2d)}
+
+
+def last_conv_per_level(model: nn.Module, in_channels: int = 3, size: int | None = None) -> dict[str, nn.Module]:
+    """Per resolution level, down to the coarsest: the block around the last Conv2d run at that level.
+
+    The block is the outermost module enclosing the conv whose output has the conv's shape (e.g. a
+    conv-BN-ReLU unit or a whole stage): Grad-CAM of a raw, pre-normalisation conv output is often all
+    negative and vanishes after its ReLU, while the block's post-activation features give usable maps.
+    """
+    size = size or max(64, 2 * int(getattr(model, "stride", 32)))
+    modules = dict(model.named_modules())
+    shapes: dict[str, tuple[int, ...]] = {}
+    convs: list[str] = []  # Conv2d names in execution order
+
+    def record(module: nn.Module, inputs: tuple, output: object, name: str) -> None:
+        if isinstance(output, torch.Tensor) and output.ndim == 4:
+            shapes[name] = tuple(output.shape[1:])
+            if isinstance(module, nn.Conv2d) and output.shape[-1] * output.shape[-2] > 1:  # skip pooled SE gates
+                convs.append(name)
+
+    hooks = [m.register_forward_hook(lambda mod, inp, out, name=name: record(mod, inp, out, name))
+             for name, m in modules.items() if name]
+    was_training = model.training
+    try:
+        model.eval()
+        with torch.no_grad():
+            model(torch.zeros(1, in_channels, size, size, device=next(model.parameters()).device))
+    finally:
+        for hook in hooks:
+            hook.remove()
+        model.train(was_training)
+    if not convs:
+        raise ValueError(f"{type(model).__name__} has no Conv2d layers to explain; give layer=MODULE.PATH")
+    area = {name: shapes[name][1] * shapes[name][2] for name in convs}
+    coarsest = min(area.values())
+    runs: list[str] = []  # the last conv of each run of equal resolutions, in execution order
+    for name in convs:
+        if runs and shapes[runs[-1]][1:] == shapes[name][1:]:
+            runs[-1] = name
+        elif runs and area[runs[-1]] == coarsest:
+            break  # the encoder half ends with the coarsest run; what follows is the decoder going back up
+        else:
+            runs.append(name)
+    blocks = [_enclosing_block(name, shapes) for name in runs]
+    return {name: modules[name] for name in dict.fromkeys(blocks)}
+
+
+def _enclosing_block(conv: str, shapes: dict[str, tuple[int, ...]]) -> str:
+    """The outermost ancestor of ``conv`` (never the model itself) that ran and kept the conv's output shape."""
+    parts = conv.split(".")
+    for depth in range(1, len(parts)):
+        ancestor = ".".join(parts[:depth])
+        if shapes.get(ancestor) == shapes[conv]:
+            return ancestor
+    return conv
+
+
+def resolve_layer(model: nn.Module, name: str, in_channels: int = 3) -> tuple[str, nn.Module]:
+    """(qualified name, module) for a dotted module path or CAM layer name; a wrong name gets close matches."""
+    modules = dict(model.named_modules())
+    if name in modules and name:
+        return name, modules[name]
+    aliases = layer_aliases(modules)
+    if name in aliases:
+        return aliases[name], modules[aliases[name]]
+    candidates = list(cam_layers(model, in_channels))
+    close = difflib.get_close_matches(name, [n for n in modules if n] + list(aliases), n=5, cutoff=0.5)
+    hint = f" Did you mean: {', '.join(close)}?" if close else ""
+    raise ValueError(f"layer {name!r} is not a module of {type(model).__name__}.{hint} "
+                     f"CAM layers of this model (shallow to deep): {', '.join(candidates)}; any dotted path from "
+                     f"model.named_modules() also works, or layers={ALL_CONV} to sweep every encoder convolution")
+
+
+def layer_aliases(modules: dict[str, nn.Module]) -> dict[str, str]:
+    """Short names for timm-encoder layers: ``encoder.layer4`` for ``encoder.model.layer4``."""
+    return {name.replace("encoder.model.", "encoder.", 1): name for name in modules
+            if name.startswith("encoder.model.")}

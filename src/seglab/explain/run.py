@@ -1,0 +1,124 @@
+"""Explain a trained checkpoint's prediction of an image with Grad-CAM: one layer, or a sweep over many."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from ..data.dataset import load_image
+from ..data.transforms import pad_for_eval
+from ..inference.predictor import load_predictor
+from ..report.images import to_display_rgb
+from .gradcam import grad_cams
+from .layers import ALL_CONV, cam_layers, conv_layers, resolve_layer
+from .render import file_safe, save_layer_images, save_sweep_grid
+
+
+class Explainer:
+    """A checkpoint loaded once, in fp32 (see ``gradcam``), to explain many images."""
+
+    def __init__(self, weights: str, device: str = "auto"):
+        predictor = load_predictor(weights, device=device, precision="fp32")
+        if len(predictor.models) != 1:
+            raise ValueError(f"explain looks at one model at a time, but {weights!r} holds {len(predictor.models)} "
+                             "(an ensemble or k-fold run): pass one checkpoint, e.g. weights=RUN/fold0")
+        self.model: nn.Module = predictor.models[0].eval()
+        self.normalize = predictor.normalize
+        self.meta = predictor.meta
+        self.device = predictor.precision.device
+        self.threshold = float((self.meta.get("tuned") or {}).get("threshold", self.meta.get("threshold", 0.5)))
+
+    @property
+    def class_names(self) -> list[str]:
+        """Class names in index order (background first)."""
+        names = list(self.meta.get("class_names") or [])
+        count = self.meta["codec"]["num_classes"]
+        return names if len(names) == count else [str(i) for i in range(count)]
+
+    def class_index(self, value: int | str) -> int:
+        """A class given by index or name -> its index, or a ValueError listing the classes."""
+        names = self.class_names
+        if isinstance(value, str) and not value.lstrip("-").isdigit():
+            if value not in names:
+                raise ValueError(f"class {value!r} is not one of this model's classes: {', '.join(names)}")
+            return names.index(value)
+        index = int(value)
+        if not 0 <= index < len(names):
+            listing = ", ".join(f"{i}={n}" for i, n in enumerate(names))
+            raise ValueError(f"class {index} does not exist; this model has classes {listing}")
+        return index
+
+    def layers(self, layer: str | None = None, sweep: bool = False,
+               layers: str | Sequence[str] | None = None) -> dict[str, nn.Module]:
+        """The layers to explain: ``layer`` (default: the deepest CAM layer), or a sweep over ``layers``.
+
+        ``layers`` for a sweep: None (every CAM layer), ``"all_conv"`` (every encoder convolution)
+        or dotted module names (a list or one comma-separated string).
+        """
+        in_ch = self.meta["in_channels"]
+        if layer and (sweep or layers):
+            raise ValueError("give layer=NAME for one layer, or sweep=true [layers=...] for several, not both")
+        if not (sweep or layers):
+            if layer:
+                name, module = resolve_layer(self.model, layer, in_ch)
+                return {name: module}
+            name, module = list(cam_layers(self.model, in_ch).items())[-1]
+            return {name: module}
+        if layers is None or layers == "cam":
+            return cam_layers(self.model, in_ch)
+        if layers == ALL_CONV:
+            return conv_layers(self.model)
+        names = [n.strip() for n in layers.split(",")] if isinstance(layers, str) else list(layers)
+        return dict(resolve_layer(self.model, n, in_ch) for n in names if n)
+
+    def explain(self, image_path: str | Path, class_index: int | str = 1, layer: str | None = None,
+                sweep: bool = False, layers: str | Sequence[str] | None = None,
+                out_dir: str | Path | None = "runs/explain") -> dict:
+        """Grad-CAM of one image; writes per-layer pictures (and the sweep grid) to ``out_dir`` unless it is None.
+
+        Returns image, class_index, class_name, class_pixels (pixels predicted as the class; 0 means
+        every CAM is zero), layers, cams ({layer: (H, W) float32 in 0..1 at the image size}), mask,
+        files and notes (why a CAM is empty, when one is).
+        """
+        path = Path(image_path)
+        index = self.class_index(class_index)
+        chosen = self.layers(layer, sweep, layers)
+        image = load_image(path, self.meta["in_channels"])
+        h, w = image.shape[:2]
+        padded, _, (top, _, left, _) = pad_for_eval(image, None, self.meta["pad_to"], self.meta["pad_mode"], 0)
+        raw = torch.from_numpy(np.ascontiguousarray(padded.transpose(2, 0, 1)))[None].to(self.device)
+        cams, mask = grad_cams(self.model, self.normalize(raw), chosen, index, self.threshold)
+        cams = {name: cam[top:top + h, left:left + w] for name, cam in cams.items()}
+        mask = mask[top:top + h, left:left + w]
+        result = {"image": path, "class_index": index, "class_name": self.class_names[index],
+                  "class_pixels": int(mask.sum()), "layers": list(cams), "cams": cams, "mask": mask, "files": {},
+                  "notes": explain_notes(cams, int(mask.sum()), self.class_names[index])}
+        if out_dir is not None:
+            out = Path(out_dir)
+            display = to_display_rgb(image)
+            prefix = f"{path.stem}_cam_{file_safe(self.class_names[index])}"  # one class never overwrites another
+            for name, cam in cams.items():
+                result["files"][name] = save_layer_images(display, cam, out, prefix, name)
+            if len(cams) > 1:
+                title = f"{path.name}: Grad-CAM of class {index} ({self.class_names[index]})"
+                result["files"]["grid"] = save_sweep_grid(display, cams, mask, out / f"{prefix}_sweep.png", title)
+        return result
+
+
+def explain_notes(cams: dict[str, np.ndarray], class_pixels: int, class_name: str) -> list[str]:
+    """Plain-language reasons for empty CAMs, so an all-blue heatmap is not mistaken for a result."""
+    if class_pixels == 0:
+        return [f"no pixel is predicted as {class_name!r}, so there is nothing to explain: every CAM is zero"]
+    return [f"layer {name}: all-zero CAM, no positive evidence for {class_name!r} at this depth (in U-Nets "
+            "the skip connections often carry the decision; sweep=true compares every level)"
+            for name, cam in cams.items() if not cam.any()]
+
+
+def explain_image(weights: str, image_path: str | Path, class_index: int | str = 1, layer: str | None = None,
+                  sweep: bool = False, out_dir: str | Path | None = "runs/explain",
+                  layers: str | Sequence[str] | None = None, device: str = "auto") -> dict:
+    """Grad-CAM of one image for one class of a checkpoint (see ``Explainer.explain`` for the result)."""
+    return Explainer(weights, device).explain(image_path, class_index, layer, sweep, layers, out_dir)

@@ -1,0 +1,99 @@
+"""``seglab export`` (checkpoint -> ONNX, optional parity check) and ``seglab bench`` (inference speed per backend)."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn as nn
+
+from ..config import parse_overrides, unknown_key_error
+from ..errors import ConfigError
+
+EXPORT_OPTIONS: dict[str, Any] = {"weights": "", "out": "", "opset": 17, "imgsz": 128, "dynamic": True,
+                                  "dynamo": False, "verify": True, "check": ""}
+BENCH_OPTIONS: dict[str, Any] = {"model": "unet_encoder", "encoder": "", "weights": "", "imgsz": "128,512",
+                                 "batch": 1, "warmup": 3, "iters": 10, "backends": "torch_fp32,torch_bf16,onnxruntime",
+                                 "device": "cpu", "threads": 0, "in_channels": 3, "num_classes": 1, "out": ""}
+
+
+def _options(argv: list[str], defaults: dict[str, Any]) -> dict[str, Any]:
+    """key=value arguments over ``defaults``; unknown keys get the closest valid ones."""
+    opts = dict(defaults)
+    for key, value in parse_overrides(argv).items():
+        if key not in defaults:
+            raise unknown_key_error(key, list(defaults))
+        opts[key] = value
+    return opts
+
+
+def _int_list(value: Any, key: str) -> list[int]:
+    """``128,512`` / ``[128, 512]`` / ``128`` -> [128, 512] / [128]."""
+    items = value if isinstance(value, list) else str(value).split(",")
+    try:
+        out = [int(v) for v in items if str(v).strip()]
+    except ValueError:
+        raise ConfigError(f"{key}={value!r}: expected integers such as {key}=128,512") from None
+    if not out or min(out) < 1:
+        raise ConfigError(f"{key}={value!r}: expected positive integers such as {key}=128,512")
+    return out
+
+
+def export_main(argv: list[str]) -> int:
+    """``seglab export weights=RUN [out=model.onnx opset=17 imgsz=128 dynamic=true check=IMAGES]``."""
+    from .onnx_export import export_onnx
+
+    opts = _options(argv, EXPORT_OPTIONS)
+    if not opts["weights"]:
+        raise ConfigError("export needs weights=RUN_DIR or weights=path/to/best.pt")
+    path = export_onnx(opts["weights"], opts["out"] or None, opset=int(opts["opset"]), dynamic=bool(opts["dynamic"]),
+                       imgsz=int(opts["imgsz"]), dynamo=bool(opts["dynamo"]), verify=bool(opts["verify"]))
+    print(f"ONNX model written to {path} (input: raw pixels as float32, normalisation inside)")
+    if opts["check"]:
+        from ..inference.predict import source_images
+        from .parity import check_parity
+
+        parity = check_parity(opts["weights"], path, source_images(str(opts["check"])))
+        print(f"parity on {parity['images']} image(s): max |logit difference| {parity['max_abs_logit_diff']:.2e}, "
+              f"mask agreement {100 * parity['mask_agreement']:.3f}%")
+    return 0
+
+
+def bench_target(opts: dict[str, Any]) -> tuple[nn.Module, dict, str]:
+    """(model, meta, title) from weights= (a checkpoint) or model= [encoder=] (random weights)."""
+    if opts["weights"]:
+        from ..engine.checkpoint import load_checkpoint, model_from_checkpoint
+
+        state = load_checkpoint(opts["weights"])
+        if "meta" not in state:
+            raise ConfigError(f"{opts['weights']}: not a seglab training checkpoint (no data meta)")
+        return model_from_checkpoint(state, opts["weights"]), state["meta"], f"{opts['weights']}"
+    from ..models import create_model
+    from .bench import random_meta
+
+    kwargs = {"encoder": opts["encoder"]} if opts["encoder"] else {}  # unet_encoder's own default is resnet34
+    model = create_model(opts["model"], num_classes=int(opts["num_classes"]), in_channels=int(opts["in_channels"]),
+                         **kwargs)
+    encoder = getattr(getattr(model, "encoder", None), "name", "")
+    title = f"{opts['model']}" + (f" ({encoder})" if encoder else "") + ", random weights"
+    return model, random_meta(int(opts["in_channels"]), int(opts["num_classes"])), title
+
+
+def bench_main(argv: list[str]) -> int:
+    """``seglab bench [model=unet_encoder encoder=resnet34 | weights=RUN] imgsz=128,512 batch=1 iters=10``."""
+    from .bench import bench_model, print_results, to_markdown
+
+    opts = _options(argv, BENCH_OPTIONS)
+    model, meta, title = bench_target(opts)
+    backends = [b.strip() for b in str(opts["backends"]).split(",") if b.strip()]
+    results = bench_model(model, meta, _int_list(opts["imgsz"], "imgsz"), batch=int(opts["batch"]),
+                          warmup=int(opts["warmup"]), iters=int(opts["iters"]), backends=backends,
+                          device=str(opts["device"]), threads=int(opts["threads"]))
+    title = f"{title}; {int(opts['threads']) or torch.get_num_threads()} thread(s) on {opts['device']}"
+    print_results(results, title)
+    if opts["out"]:
+        out = Path(opts["out"])
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(to_markdown(results, title), encoding="utf-8")
+        print(f"Markdown table written to {out}")
+    return 0

@@ -1,0 +1,85 @@
+"""Predict with an exported ONNX model through onnxruntime, behind the same interface as ``Predictor``."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..errors import CheckpointError
+from ..inference.predictor import _TTA, _apply, _undo
+from .onnx_export import INPUT_NAME, OUTPUT_NAME, default_onnx_path
+
+
+class OnnxPredictor:
+    """``probs(raw_batch)``, ``logits(raw_batch)``, ``meta`` and ``num_classes`` like ``Predictor``, on onnxruntime."""
+
+    def __init__(self, path: str | Path, tta: str = "none", providers: list[str] | None = None,
+                 threads: int = 0):
+        import onnxruntime as ort
+
+        if tta not in _TTA:
+            raise ValueError(f"tta must be one of {', '.join(_TTA)}, got {tta!r}")
+        self.path, self.tta = Path(path), tta
+        if not self.path.is_file():
+            raise CheckpointError(f"{self.path}: no such ONNX file; create it with `seglab export weights=RUN`")
+        options = ort.SessionOptions()
+        if threads:
+            options.intra_op_num_threads = threads
+        try:
+            self.session = ort.InferenceSession(str(self.path), options,
+                                                providers=providers or ["CPUExecutionProvider"])
+        except Exception as e:  # noqa: BLE001  (onnxruntime's load errors, e.g. InvalidProtobuf, derive from Exception)
+            raise CheckpointError(f"{self.path}: onnxruntime cannot load it ({e})") from None
+        props = self.session.get_modelmeta().custom_metadata_map
+        if "seglab_meta" not in props:
+            raise CheckpointError(f"{self.path}: not a seglab ONNX export (no seglab_meta in its metadata); "
+                                  "export with `seglab export weights=RUN`")
+        self.meta: dict = json.loads(props["seglab_meta"])
+        self.stride = int(self.meta.get("pad_stride", 1))
+        self.device = torch.device("cpu")
+
+    @property
+    def num_classes(self) -> int:
+        """Classes including background (2 for binary tasks)."""
+        return self.meta["codec"]["num_classes"]
+
+    def _run(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits of a float (N, C, H, W) batch; sides under the stride are mirror-padded first and cropped back."""
+        h, w = x.shape[-2:]
+        pixels = x.float().cpu().numpy()
+        if h < self.stride or w < self.stride:
+            # The graph's reflect padding needs sides >= the stride (a pad must be shorter than the side);
+            # numpy's reflect repeats the reflection as far as needed.
+            pixels = np.pad(pixels, ((0, 0), (0, 0), (0, max(0, self.stride - h)), (0, max(0, self.stride - w))),
+                            mode="reflect" if min(h, w) > 1 else "edge")
+        logits = self.session.run([OUTPUT_NAME], {INPUT_NAME: np.ascontiguousarray(pixels)})[0]
+        return torch.from_numpy(logits[..., :h, :w])
+
+    def logits(self, images: torch.Tensor) -> torch.Tensor:
+        """Raw-batch logits without TTA."""
+        return self._run(images)
+
+    def probs(self, images: torch.Tensor) -> torch.Tensor:
+        """(N, K, H, W) probabilities for a raw (N, C, H, W) batch: K=1 foreground probability for binary."""
+        total, n = None, 0
+        for k, fw, fh in _TTA[self.tta]:
+            if k % 2 and images.shape[-1] != images.shape[-2] and self.tta == "d4":
+                continue  # as Predictor: 90-degree turns of a non-square batch only change its shape
+            logits = self._run(_apply(images, k, fw, fh))
+            p = torch.sigmoid(logits) if logits.shape[1] == 1 else torch.softmax(logits, 1)
+            p = _undo(p, k, fw, fh)
+            total = p if total is None else total + p
+            n += 1
+        return total / n
+
+
+def load_onnx_predictor(path: str | Path, tta: str = "none") -> OnnxPredictor:
+    """An OnnxPredictor for a .onnx file, or for a run folder / checkpoint exported beside it (best.onnx)."""
+    if "," in str(path):
+        raise ValueError("backend=onnx predicts with one model; ensembles need backend=torch")
+    path = Path(path)
+    if path.suffix.lower() != ".onnx":
+        path = default_onnx_path(path)
+    return OnnxPredictor(path, tta)
