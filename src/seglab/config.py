@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import typing
 from dataclasses import dataclass, field
 from importlib import resources
@@ -100,6 +101,7 @@ class Config:
     overlap: float = 0.25
     save: str = "index,color,overlay"
     submission: str = ""
+    backend: str = "torch"
     report: bool = True
 
     def to_dict(self) -> dict[str, Any]:
@@ -118,6 +120,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "precision": ("auto", "fp32", "bf16", "fp16"),
     "eval_split": ("test", "val", "train", "all"),
     "tta": ("none", "flip", "d4"),
+    "backend": ("torch", "onnx"),
 }
 
 _FIELDS = {f.name: f for f in dataclasses.fields(Config)}
@@ -155,8 +158,13 @@ def _coerce(key: str, value: Any) -> Any:
         if isinstance(value, float) and value.is_integer():
             return int(value)
     elif typ is float:
+        if isinstance(value, str):
+            value = _float_text(value)  # YAML 1.1 reads 1e-3 (no dot, no exponent sign) as text
         if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
+            try:
+                return float(value)
+            except OverflowError:
+                raise ConfigError(f"config key {key!r}: {value} is too large for a float") from None
     elif typ is str:
         if isinstance(value, (str, int, float)) and not isinstance(value, bool):
             return str(value)
@@ -173,6 +181,24 @@ def _coerce(key: str, value: Any) -> Any:
         if value is None:
             return {}
     raise ConfigError(f"config key {key!r} expects {typ.__name__}, got {value!r}")
+
+
+def _check_acyclic(key: str, value: Any, parents: tuple = ()) -> None:
+    """Reject a value that contains itself (YAML ``&a [*a]``): no setting means that, and saving it would recurse."""
+    if isinstance(value, (list, tuple, dict)):
+        if any(value is parent for parent in parents):
+            raise ConfigError(f"config key {key!r} contains itself (a YAML alias inside its own anchor)")
+        for item in value.values() if isinstance(value, dict) else value:
+            _check_acyclic(key, item, (*parents, value))
+
+
+def _float_text(text: str) -> Any:
+    """``text`` as a float when it spells a finite number (``1e-3``), else unchanged."""
+    try:
+        number = float(text)
+    except ValueError:
+        return text
+    return number if math.isfinite(number) else text
 
 
 def _check_choices(cfg: Config) -> None:
@@ -195,8 +221,9 @@ def parse_overrides(args: list[str]) -> dict[str, Any]:
         key = key.strip().lstrip("-").replace("-", "_")
         try:
             value = yaml.safe_load(raw) if raw.strip() else ""
-        except yaml.YAMLError:
-            value = raw  # not YAML: keep the text as it was typed (paths with colons etc.)
+        except (yaml.YAMLError, ValueError, RecursionError):
+            # not YAML (paths with colons, a bad date such as 2020-13-45, absurd nesting): keep the text as typed
+            value = raw
         if isinstance(value, (int, float)) and not isinstance(value, bool) and _TYPES.get(key) is str:
             value = raw  # keep "0.10" or "007" exactly as typed for string fields
         out[key] = value
@@ -207,11 +234,15 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     """Read a YAML mapping with safe_load, with an error naming the file."""
     path = Path(path)
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise ConfigError(f"{path}: config file not found") from None
-    except (yaml.YAMLError, UnicodeDecodeError) as e:
-        raise ConfigError(f"{path}: not valid YAML ({e})") from None
+    except (OSError, ValueError) as e:  # a folder, no permission, not UTF-8 text, a NUL in the path
+        raise ConfigError(f"{path}: cannot read config file ({e})") from None
+    try:
+        data = yaml.safe_load(text) or {}
+    except (yaml.YAMLError, ValueError, RecursionError) as e:  # safe_load's constructors raise ValueError (bad dates)
+        raise ConfigError(f"{path}: not valid YAML ({type(e).__name__}: {e})") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping of key: value, got {type(data).__name__}")
     return data
@@ -223,12 +254,20 @@ def list_recipes() -> list[str]:
     return sorted(p.name[:-5] for p in folder.iterdir() if p.name.endswith(".yaml"))
 
 
+def _exists(path: Path) -> bool:
+    """``path.exists()``, with names the OS cannot even look up (too long, a NUL) counting as absent."""
+    try:
+        return path.exists()
+    except (OSError, ValueError):
+        return False
+
+
 def recipe_path(name: str) -> Path:
     """Path of a shipped recipe by name, or of a user's recipe file."""
-    if Path(name).suffix in (".yaml", ".yml") and Path(name).exists():
+    if Path(name).suffix in (".yaml", ".yml") and _exists(Path(name)):
         return Path(name)
     path = Path(str(resources.files("seglab") / "recipes" / f"{name}.yaml"))
-    if not path.exists():
+    if not _exists(path):
         close = difflib.get_close_matches(name, list_recipes(), n=2)
         hint = f" Did you mean {', '.join(close)}?" if close else ""
         raise ConfigError(f"unknown recipe {name!r}.{hint} Shipped recipes: {', '.join(list_recipes())}")
@@ -245,12 +284,13 @@ def build_config(overrides: dict[str, Any] | None = None, cfg_file: str | Path |
     if recipe:
         merged.update(load_yaml(recipe_path(str(recipe))))
     if cfg_file:
-        merged.update(load_yaml(cfg_file))
+        merged.update(load_yaml(str(cfg_file)))  # cfg=1.5 on the command line arrives as a number
     merged.update(overrides)
     values = {}
     for key, value in merged.items():
         if key not in _FIELDS:
-            raise unknown_key_error(key)
+            raise unknown_key_error(str(key))  # YAML keys may be numbers or null
+        _check_acyclic(key, value)
         values[key] = _coerce(key, value)
     cfg = Config(**values)
     _check_choices(cfg)

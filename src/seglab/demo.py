@@ -9,12 +9,12 @@ from .config import build_config
 from .data.synthetic import make_grains_dataset
 
 DEMO_SETTINGS = {
-    "model": "unet_small", "epochs": 12, "batch": 8, "lr": 0.003, "optimizer": "adamw", "scheduler": "cosine",
+    "model": "unet_small", "epochs": 6, "batch": 8, "lr": 0.003, "optimizer": "adamw", "scheduler": "cosine",
     "warmup_epochs": 0.5, "augment": "light", "loss": "bce+dice", "split": "8:1:1", "seed": 0, "exist_ok": True,
 }
 
 
-def run_demo(out: str = "runs/demo", images: int = 160, epochs: int | None = None, **overrides) -> dict:
+def run_demo(out: str = "runs/demo", images: int = 128, epochs: int | None = None, **overrides) -> dict:
     """Generate the grains dataset, train, evaluate on the held-out test split, predict and measure."""
     from .engine.evaluator import run_eval
     from .engine.trainer import train
@@ -30,7 +30,8 @@ def run_demo(out: str = "runs/demo", images: int = 160, epochs: int | None = Non
     if epochs is not None:
         settings["epochs"] = epochs
     run = train(build_config(settings), settings)
-    metrics = run_eval(build_config({"weights": str(run), "eval_split": "test", "project": str(out)}), {})
+    eval_args = {"weights": str(run), "eval_split": "test"}
+    metrics = run_eval(build_config(eval_args), eval_args)
     from .data.plan import plan_data
 
     test_list = out / "test_images.txt"  # the held-out images, as a list file predict accepts

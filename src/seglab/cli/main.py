@@ -26,6 +26,9 @@ USAGE = """usage: seglab COMMAND [key=value ...]
   report               HTML report of a run: seglab report runs/NAME
   compare              compare runs:         seglab compare runs/A runs/B [out=DIR]
   measure              grain measurements:   seglab measure mask=PRED.png [image=IMG pixel_size=0.65um]
+  explain              Grad-CAM heatmaps:    seglab explain weights=runs/NAME source=IMG [class=1 layer=... | sweep=true]
+  export               ONNX export + parity: seglab export weights=runs/NAME [check=IMAGES]
+  bench                inference speed:      seglab bench [model=unet_encoder | weights=RUN] imgsz=128,512
   classify             classification study: seglab classify train|eval|predict|compare|sweep ...
   help                 every config key with its default (the commented defaults file)
 
@@ -164,6 +167,9 @@ COMMANDS: dict[str, Callable[[list[str]], int]] = {
     "compare": _delegate("report.cli", "compare_main"),
     "measure": _delegate("measure.cli", "measure_main"),
     "classify": _delegate("classify.cli", "main"),
+    "explain": _delegate("explain.cli", "explain_main"),
+    "export": _delegate("export.cli", "export_main"),
+    "bench": _delegate("export.cli", "bench_main"),
 }
 
 

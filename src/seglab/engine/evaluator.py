@@ -36,8 +36,8 @@ def eval_config(cfg: Config, overrides: dict) -> Config:
     if run is None:
         return cfg
     saved = load_yaml(run / "config.yaml")
-    keep = {k: v for k, v in overrides.items()}
-    saved.update({k: v for k, v in keep.items() if k not in ("cfg", "recipe")})
+    saved.update({k: v for k, v in overrides.items() if k not in ("cfg", "recipe")})
+    saved["weights"] = cfg.weights  # what to evaluate always comes from this call, never from the run's config
     saved["resume"] = False
     return build_config(saved)
 

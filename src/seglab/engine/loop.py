@@ -78,7 +78,7 @@ def train_one_epoch(model: nn.Module, loader: Iterable, loss_fn: Callable, optim
     """One pass over ``loader``; returns mean loss, images seen, skipped steps and whether it was interrupted."""
     model.train()
     loss_sum = torch.zeros((), device=precision.device)
-    seen, skipped, bad_in_a_row, interrupted = 0, 0, 0, False
+    seen, skipped, bad_in_a_row, interrupted, fallbacks = 0, 0, 0, False, 0
     bar = tqdm(loader, desc=f"{desc} {epoch}", leave=False, disable=not is_main() or None, dynamic_ncols=True)
     for step, batch in enumerate(bar):
         images = normalize(precision.to_input(batch["image"]))
@@ -86,6 +86,11 @@ def train_one_epoch(model: nn.Module, loader: Iterable, loss_fn: Callable, optim
         with precision.autocast():
             output = model(images)
         loss = loss_fn(output, target)
+        if precision.enabled and not torch.isfinite(loss):
+            # bf16/fp16 overflow: redo this step in fp32 before calling it a bad step.
+            fallbacks += 1
+            output = model(images)
+            loss = loss_fn(output, target)
         # One host sync per step: on CPU it costs nothing, and it is what lets a NaN step be skipped before it
         # poisons the weights (the GradScaler-style alternative still needs a sync to decide).
         if not torch.isfinite(loss):
@@ -114,8 +119,11 @@ def train_one_epoch(model: nn.Module, loader: Iterable, loss_fn: Callable, optim
             interrupted = True
             break
     totals = all_reduce_sum(torch.stack([loss_sum, torch.tensor(float(seen), device=precision.device)]))
+    if fallbacks and is_main():
+        print(f"note: {fallbacks} step(s) of epoch {epoch} overflowed in {precision.dtype} and were recomputed in fp32",
+              flush=True)
     return {"loss": float(totals[0] / totals[1].clamp(min=1)), "images": int(totals[1]), "skipped": skipped,
-            "interrupted": interrupted}
+            "interrupted": interrupted, "fp32_fallbacks": fallbacks}
 
 
 @torch.inference_mode()

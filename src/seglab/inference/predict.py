@@ -99,7 +99,12 @@ def display_rgb(image: np.ndarray) -> np.ndarray:
 
 def run_predict(cfg: Config) -> Path:
     """Predict every source image; returns the output folder."""
-    predictor = load_predictor(cfg.weights, cfg.device, cfg.precision, cfg.tta)
+    if cfg.backend == "onnx":
+        from ..export.onnx_predictor import load_onnx_predictor
+
+        predictor = load_onnx_predictor(cfg.weights, cfg.tta)
+    else:
+        predictor = load_predictor(cfg.weights, cfg.device, cfg.precision, cfg.tta)
     meta = predictor.meta
     tuned = meta.get("tuned") or {}
     threshold = tuned.get("threshold", cfg.threshold)
