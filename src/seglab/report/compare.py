@@ -64,7 +64,8 @@ def compare_runs(run_dirs: Sequence[str | Path], split: str | None = None) -> li
             "images_per_s": metrics.get("images_per_s"),
         }
         for key, value in metrics.items():
-            if key != "images_per_s" and isinstance(value, (int, float)) and not isinstance(value, bool):
+            numeric = isinstance(value, (int, float)) and not isinstance(value, bool)
+            if numeric and key not in ("images_per_s", "images", "threshold"):  # settings, not metrics
                 row[key] = value
                 if key not in metric_keys:
                     metric_keys.append(key)
