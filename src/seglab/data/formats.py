@@ -52,9 +52,12 @@ class DataSource:
 
 
 def list_images(folder: Path) -> list[Path]:
-    """Image files directly inside a folder, sorted (hidden files skipped)."""
+    """Image files directly inside a folder, sorted (hidden files skipped).
+
+    Broken or looping symlinks are kept: reading them then names the file, instead of the pair vanishing silently.
+    """
     return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_EXTS and not p.name.startswith(".")
-                  and p.is_file())
+                  and (p.is_file() or (p.is_symlink() and not p.exists())))
 
 
 def _find_dir(root: Path, names: tuple[str, ...]) -> Path | None:

@@ -27,6 +27,8 @@ def _read_tiff(path: Path) -> np.ndarray:
         arr = tifffile.imread(str(path))
     except Exception as e:  # tifffile raises many types for corrupt files
         raise DataError(f"{path}: cannot read TIFF ({type(e).__name__}: {e})") from None
+    if arr.dtype.kind not in "biuf":  # complex or structured samples: no model input or mask means anything here
+        raise DataError(f"{path}: unsupported TIFF pixel type {arr.dtype}; expected integer or float samples")
     if arr.ndim == 3 and arr.shape[0] < arr.shape[-1] and arr.shape[0] <= 16 and arr.shape[-1] > 16:
         arr = np.moveaxis(arr, 0, -1)  # planar (C, H, W) stacks -> (H, W, C)
     return arr
@@ -44,8 +46,14 @@ def _open_pil(path: Path) -> Image.Image:
         raise DataError(f"{path}: is a folder, expected an image file") from None
     except UnidentifiedImageError:
         raise DataError(f"{path}: not an image (unknown or corrupt format)") from None
-    except (OSError, SyntaxError, ValueError) as e:
+    except OSError as e:
+        if e.errno is not None:  # the OS refused (permissions, a symlink loop, a broken link), not the decoder
+            raise DataError(f"{path}: cannot open ({e.strerror})") from None
         raise DataError(f"{path}: corrupt or truncated image ({e})") from None
+    except MemoryError:
+        raise DataError(f"{path}: the header claims more pixels than memory holds (corrupt file?)") from None
+    except Exception as e:  # decoders given damaged bytes raise many types (SyntaxError, OverflowError, struct.error)
+        raise DataError(f"{path}: corrupt or truncated image ({type(e).__name__}: {e})") from None
 
 
 def _check_size(path: Path, arr: np.ndarray) -> np.ndarray:
@@ -108,6 +116,8 @@ def read_mask_raw(path: str | Path) -> tuple[np.ndarray, bool]:
         arr = arr[..., :3]
     if arr.ndim == 3 and arr.shape[2] == 3 and (arr[..., 0] == arr[..., 1]).all() and (arr[..., 1] == arr[..., 2]).all():
         arr = arr[..., 0]  # gray saved as RGB
+    if arr.ndim not in (2, 3):  # e.g. a multi-page TIFF stack
+        raise DataError(f"{path}: a mask must be a 2-D image, got an array of shape {arr.shape}")
     if arr.ndim == 3 and arr.shape[2] != 3:
         raise DataError(f"{path}: a mask must be one channel or RGB colours, got {arr.shape[2]} channels")
     if np.issubdtype(arr.dtype, np.floating):
@@ -132,5 +142,5 @@ def image_size(path: str | Path) -> tuple[int, int]:
     try:
         with Image.open(path) as img:
             return img.height, img.width
-    except (OSError, UnidentifiedImageError, SyntaxError, ValueError) as e:
-        raise DataError(f"{path}: not a readable image ({e})") from None
+    except Exception as e:  # as in _open_pil: a damaged header can make PIL raise any type
+        raise DataError(f"{path}: not a readable image ({type(e).__name__}: {e})") from None

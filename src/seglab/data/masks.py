@@ -156,6 +156,7 @@ def infer_mask_codec(paths: Sequence[Path], mode: str = "auto", num_classes: int
             colors = suggest_colors(survey)
             notes.append(f"mask colours taken in order of pixel frequency: colors={colors}; "
                          "set `colors` to fix the class order")
+        _need_two_classes(colors, paths[0].parent)
         return MaskCodec("rgb", len(colors), ignore_index, colors=[list(c) if isinstance(c, (list, tuple)) else c
                                                                      for c in colors]), notes
     if survey.rgb and mode == "auto":
@@ -163,6 +164,7 @@ def infer_mask_codec(paths: Sequence[Path], mode: str = "auto", num_classes: int
             raise DataError(f"{paths[0].parent}: RGB masks with {len(values)}+ distinct colours look like photos, "
                             "not label masks; check mask_dir")
         colors = suggest_colors(survey)
+        _need_two_classes(colors, paths[0].parent)
         notes.append(f"RGB colour masks: {len(colors)} colours, classes in order of pixel frequency: colors={colors}. "
                      "Set `colors` in your config to fix this order")
         return MaskCodec("rgb", len(colors), ignore_index, colors=colors), notes
@@ -177,12 +179,19 @@ def infer_mask_codec(paths: Sequence[Path], mode: str = "auto", num_classes: int
         top = max(values)
         return MaskCodec("binary", 2, ignore_index, fg_value=top if top > 1 else 1), notes
     real = [v for v in values if v != ignore_index]
-    if mode == "auto" and real and max(real) >= 2 * len(real) and len(real) <= 16 and num_classes == 0:
+    if mode == "auto" and len(real) >= 2 and max(real) >= 2 * len(real) and len(real) <= 16 and num_classes == 0:
         notes.append(f"gray-level masks with values {real}: mapped to classes 0..{len(real) - 1} in ascending order; "
                      f"set colors={real} to make this explicit")
         return MaskCodec("rgb", len(real), ignore_index, colors=real), notes
     n = num_classes or (max(real) + 1 if real else 2)
     return MaskCodec("index", max(n, 2), ignore_index), notes
+
+
+def _need_two_classes(colors: Sequence, folder: Path) -> None:
+    """A colour table with one entry would train a one-class model that learns nothing: say so instead."""
+    if len(colors) < 2:
+        raise DataError(f"{folder}: the masks hold a single colour/value {list(colors)}, so there is nothing to "
+                        "segment; check mask_dir, or list every class in `colors` (at least two)")
 
 
 def suggest_colors(survey: MaskSurvey) -> list:
