@@ -118,10 +118,6 @@ def test_sigint_mid_epoch_stops_after_that_step_and_keeps_the_last_epoch(tmp_pat
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the handler was put back
 
 
-@pytest.mark.xfail(strict=True, raises=CheckpointError,
-                   reason="an interrupt during epoch 0 saves nothing, yet the trainer says 'the last "
-                   "complete epoch (-1) is saved in last.pt'; trainer.py should save the initial state as last.pt "
-                   "(epoch -1) before the first epoch, so every interrupt leaves a checkpoint to resume from")
 def test_interrupt_in_the_first_epoch_leaves_a_checkpoint(tmp_path, monkeypatch, capsys):
     data = _tiny_dataset(tmp_path / "data")
     monkeypatch.setattr(trainer_module, "train_one_epoch", _signal_self_during(epoch=0, step=1))
@@ -304,18 +300,12 @@ def test_repeated_nan_stops_training_with_a_clear_message():
     assert all(torch.equal(a, b) for a, b in zip(before, model.parameters()))
 
 
-@pytest.mark.xfail(strict=True, raises=pytest.fail.Exception,
-                   reason="an epoch shorter than max_bad_steps whose every step is NaN returns loss 0.0 "
-                   "and training goes on; train_one_epoch should raise NonFiniteLoss when seen == 0 and skipped > 0")
 def test_an_epoch_with_only_nan_steps_is_not_reported_as_loss_zero():
     model, optimizer, scheduler, loader = _loop_parts(steps=2)
     with pytest.raises(NonFiniteLoss):
         train_one_epoch(model, loader, NanAt(), optimizer, scheduler, FP32, NORMALIZE, epoch=0, max_bad_steps=5)
 
 
-@pytest.mark.xfail(strict=True, raises=NonFiniteLoss,
-                   reason="NonFiniteLoss subclasses RuntimeError, not SeglabError, so `seglab train` "
-                   "ends in a traceback; make it `class NonFiniteLoss(SeglabError, RuntimeError)` in loop.py")
 def test_nan_training_ends_in_one_error_line(tmp_path, monkeypatch, capsys):
     data = _tiny_dataset(tmp_path / "data", n=12)  # 6 steps per epoch: more than max_bad_steps
     monkeypatch.setattr(trainer_module, "build_loss", lambda *a, **k: NanAt())

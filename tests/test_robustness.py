@@ -357,9 +357,6 @@ def test_train_with_on_error_skip_on_a_unicode_path_trains_without_the_bad_file(
     assert "4 train / 2 val images" in capsys.readouterr().out
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError,
-                   reason="trainer._fits_in_ram calls image_size(samples[0].image) before the dataset "
-                   "skips bad files, so on_error=skip fails when the first training image is the broken one")
 def test_train_with_on_error_skip_when_the_first_image_is_broken(tmp_path, capsys):
     data = _split_folders(tmp_path, broken="a0")
     TRIED["cli train skip first"] += 1
@@ -369,9 +366,6 @@ def test_train_with_on_error_skip_when_the_first_image_is_broken(tmp_path, capsy
     assert code == 0, capsys.readouterr().err
 
 
-@pytest.mark.xfail(strict=True, raises=RuntimeError,
-                   reason="UNet.forward pads to a multiple of its stride (16) but its reflect-padded "
-                   "bottleneck needs >= 2 pixels, so images under 32 px crash inside torch (models/unet.py)")
 def test_tiny_images_train(tmp_path, capsys):
     make_pairs(tmp_path)
     write_png(tmp_path / "images" / "s0.png", _image(0, (1, 1)))
@@ -397,8 +391,6 @@ def test_mixed_bit_depths_are_refused(tmp_path):
         load_dataset(tmp_path)
 
 
-@pytest.mark.xfail(strict=True, raises=(UnicodeDecodeError, csv.Error),
-                   reason="data/rle.py read_rle_csv lets UnicodeDecodeError and csv.Error escape")
 @pytest.mark.parametrize("content", [b"id,rle_mask\n\xff\xfe,1 2\n", b'id,rle_mask\na,"' + b"1 " * 70000 + b"\n"],
                          ids=["not_utf8", "field_too_large"])
 def test_broken_rle_csv_is_a_data_error(content, tmp_path):

@@ -94,8 +94,10 @@ def read_rle_csv(path: str | Path) -> dict[str, str]:
     """Read an ``id,rle_mask`` CSV (also ``ImageId,EncodedPixels``) into ``{id: rle}``; missing RLE = ''."""
     path = Path(path)
     try:
-        with path.open(newline="") as handle:
+        with path.open(newline="", encoding="utf-8") as handle:
             rows = list(csv.reader(handle))
+    except (UnicodeDecodeError, csv.Error) as error:
+        raise DataError(f"{path}: not a readable RLE CSV ({error})") from None
     except OSError as error:
         raise DataError(f"cannot read RLE CSV {path}: {error.strerror or error}") from error
     if not rows:

@@ -10,6 +10,7 @@ import torch
 import torch.nn as nn
 from tqdm.auto import tqdm
 
+from ..errors import SeglabError
 from ..metrics import ConfusionMatrix, per_image_iou
 from .distributed import all_reduce_sum, is_main
 from .precision import Precision
@@ -68,7 +69,7 @@ class StopFlag:
             signal.signal(sig, old)
 
 
-class NonFiniteLoss(RuntimeError):
+class NonFiniteLoss(SeglabError, RuntimeError):
     """Training produced NaN/Inf losses too many times in a row."""
 
 
@@ -118,6 +119,9 @@ def train_one_epoch(model: nn.Module, loader: Iterable, loss_fn: Callable, optim
         if stop is not None and stop.raised:
             interrupted = True
             break
+    if seen == 0 and skipped > 0 and not interrupted:
+        raise NonFiniteLoss(f"every step of epoch {epoch} had a NaN/Inf loss; lower lr, enable grad_clip, "
+                            "or use precision=fp32")
     totals = all_reduce_sum(torch.stack([loss_sum, torch.tensor(float(seen), device=precision.device)]))
     if fallbacks and is_main():
         print(f"note: {fallbacks} step(s) of epoch {epoch} overflowed in {precision.dtype} and were recomputed in fp32",

@@ -250,6 +250,8 @@ def train_single(cfg: Config, overrides: dict[str, Any], plan: DataPlan | None =
                 "images": images_done, "model_spec": spec, "meta": meta, "config": cfg.to_dict(), "metric": metric}
 
     epoch = start_epoch - 1
+    if is_main() and not resume_state:  # an interrupt in the first epoch still leaves something to resume from
+        save_checkpoint(state(-1), run_dir / "checkpoints" / "last.pt")
     with StopFlag() as stop:
         for epoch in range(start_epoch, cfg.epochs):
             # Reseed at every epoch start so a resumed run draws exactly the batches and augmentations it would have.
@@ -352,8 +354,17 @@ def _fits_in_ram(plan: DataPlan, budget_gb: float) -> bool:
     """Estimate decoded size from the first image and decide whether to cache the dataset."""
     from ..data.io import image_size
 
+    from ..errors import DataError
+
     samples = plan.splits["train"] + plan.splits["val"]
-    h, w = image_size(samples[0].image)
+    for sample in samples[:50]:  # the first readable image stands for all (bad ones are skipped or reported later)
+        try:
+            h, w = image_size(sample.image)
+            break
+        except DataError:
+            continue
+    else:
+        return False
     per_image = h * w * (plan.in_channels * 2 + 1)
     return len(samples) * per_image < budget_gb * 1e9
 

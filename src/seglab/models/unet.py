@@ -61,7 +61,8 @@ class UNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h, w = x.shape[-2:]
-        ph, pw = (-h) % self.stride, (-w) % self.stride
+        # pad to the stride, and to at least two strides: the reflect-padded bottleneck needs >= 2 pixels
+        ph, pw = max((-h) % self.stride, 2 * self.stride - h), max((-w) % self.stride, 2 * self.stride - w)
         if ph or pw:  # any size in, same size out: pad to the network's stride, crop the logits
             mode = "reflect" if ph < h and pw < w else "replicate"
             x = F.pad(x, (0, pw, 0, ph), mode=mode)
