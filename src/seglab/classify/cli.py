@@ -1,0 +1,50 @@
+"""``seglab classify train|eval|predict|compare|sweep key=value ...`` (the lead hooks ``main`` under ``seglab``)."""
+from __future__ import annotations
+
+import sys
+
+from seglab.classify import runner
+from seglab.classify.config import parse_args
+from seglab.classify.models import list_classifiers
+
+MODES = {
+    "train": runner.train,
+    "eval": runner.evaluate_run,
+    "predict": runner.predict_run,
+    "compare": runner.compare_run,
+    "sweep": runner.sweep_run,
+}
+
+USAGE = f"""usage: seglab classify MODE key=value ...
+
+modes:
+  train    data=digits|mnist:PATH|cifar10:PATH|FOLDER model=NAME epochs=N batch=N lr=X out=runs/classify/NAME
+  eval     weights=RUN/best.pt [data=...]
+  predict  weights=RUN/best.pt source=IMAGE_OR_FOLDER
+  compare  models=NAME,NAME,... data=... epochs=N
+  sweep    model=NAME param=epochs|filters|n_conv|kernel_size|padding|activation|width|lr|batch values=V1,V2,...
+
+models: {', '.join(list_classifiers())}, or timm:<name>
+example: seglab classify train data=digits epochs=1
+"""
+
+
+def main(argv: list[str]) -> int:
+    """Run one classify mode; returns a process exit code (2 for bad arguments or data)."""
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(USAGE)
+        return 0 if argv else 2
+    mode, args = argv[0], argv[1:]
+    if mode not in MODES:
+        print(f"error: unknown mode {mode!r}; choose one of {', '.join(MODES)}\n\n{USAGE}", file=sys.stderr)
+        return 2
+    try:
+        MODES[mode](parse_args(args))
+    except ValueError as e:  # bad settings or data: a clear message, not a stack trace
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))

@@ -1,0 +1,164 @@
+"""``seglab classify`` settings: one dataclass, ``key=value`` parsing, and per-model training recipes."""
+from __future__ import annotations
+
+import dataclasses
+import difflib
+from dataclasses import dataclass, fields
+
+# Hyper-parameters forwarded to the model builder when set (also what ``sweep`` varies, besides epochs).
+MODEL_KEYS = ("filters", "n_conv", "kernel_size", "padding", "activation", "width")
+SWEEP_PARAMS = ("epochs", *MODEL_KEYS, "lr", "batch")
+
+
+@dataclass
+class ClassifyConfig:
+    """Every setting of train/eval/predict/compare/sweep; None or 'auto' means the model's recipe decides."""
+
+    data: str | None = None  # digits (train default) | mnist:PATH | cifar10:PATH | class-per-folder PATH;
+    # eval/predict default to the data a checkpoint was trained on
+    model: str = "fast_allconv"  # a built-in classifier or timm:<name>
+    epochs: int = 10
+    batch: int | None = None
+    lr: float | None = None
+    optimizer: str = "auto"  # sgd | adam | adamw
+    sched: str = "auto"  # onecycle | cosine | constant
+    warmup: float = 0.2  # fraction of steps spent warming up
+    weight_decay: float | None = None
+    momentum: float = 0.9
+    label_smoothing: float | None = None
+    shift: float = 0.1  # random shifts of up to 10% of the size, as in the study
+    flip: str = "auto"  # auto = on, except for digits (a mirrored digit is not a digit)
+    tta: bool = False  # average predictions with mirrored images at evaluation
+    precision: str = "auto"
+    device: str = "auto"
+    threads: int = 0  # CPU threads for this run (0 = torch's default); 1 is far faster on a busy shared CPU
+    seed: int = 0
+    imgsz: int | None = None
+    fraction: float = 1.0  # train on a random fraction (quick runs)
+    download: bool = True
+    plots: bool = True
+    out: str | None = None  # run folder; default runs/classify/<mode>, <mode>2, ...
+    weights: str | None = None  # eval / predict: a best.pt or last.pt
+    source: str | None = None  # predict: an image file or a folder of images
+    models: str | None = None  # compare: comma-separated model names
+    param: str | None = None  # sweep: which setting to vary
+    values: str | None = None  # sweep: comma-separated values
+    filters: int | None = None
+    n_conv: int | None = None
+    kernel_size: int | None = None
+    padding: str | None = None
+    activation: str | None = None
+    width: int | None = None
+
+    def model_kwargs(self) -> dict:
+        """The model hyper-parameters that were set."""
+        return {k: getattr(self, k) for k in MODEL_KEYS if getattr(self, k) is not None}
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """Training defaults that suit a family of models."""
+
+    optimizer: str
+    lr: float
+    weight_decay: float
+    sched: str
+    label_smoothing: float
+    batch: int
+
+
+RECIPES = {
+    # ResNet-9 / airbench-style: Nesterov SGD, linear one-cycle, strong label smoothing, large batches.
+    "fast": Recipe("sgd", 0.2, 5e-4, "onecycle", 0.2, 512),
+    # The study trained its Keras networks with Adam at its default rate and no schedule.
+    "study": Recipe("adam", 1e-3, 0.0, "constant", 0.0, 128),
+    "timm": Recipe("adamw", 1e-3, 0.05, "cosine", 0.1, 128),
+}
+
+
+def recipe_for(model: str) -> Recipe:
+    """The recipe of a model's family."""
+    if model.startswith("study_"):
+        return RECIPES["study"]
+    if model.startswith("timm:"):
+        return RECIPES["timm"]
+    return RECIPES["fast"]
+
+
+def resolve(cfg: ClassifyConfig, train_size: int) -> ClassifyConfig:
+    """Fill every 'auto'/None setting from the model's recipe; an auto batch never exceeds 1/16 of the data."""
+    if cfg.epochs < 1:
+        raise ValueError(f"epochs must be >= 1, got {cfg.epochs}")
+    if cfg.batch is not None and cfg.batch < 1:
+        raise ValueError(f"batch must be >= 1, got {cfg.batch}")
+    if not 0 < cfg.fraction <= 1:
+        raise ValueError(f"fraction must be in (0, 1], got {cfg.fraction}")
+    if not 0 <= cfg.shift < 0.5:
+        raise ValueError(f"shift is a fraction of the image size in [0, 0.5), got {cfg.shift}")
+    r = recipe_for(cfg.model)
+    data = cfg.data or "digits"
+    batch = cfg.batch or min(r.batch, _power_of_two_at_most(max(16, train_size // 16)))
+    return dataclasses.replace(
+        cfg,
+        data=data,
+        batch=batch,
+        optimizer=r.optimizer if cfg.optimizer == "auto" else cfg.optimizer,
+        lr=r.lr if cfg.lr is None else cfg.lr,
+        weight_decay=r.weight_decay if cfg.weight_decay is None else cfg.weight_decay,
+        sched=r.sched if cfg.sched == "auto" else cfg.sched,
+        label_smoothing=r.label_smoothing if cfg.label_smoothing is None else cfg.label_smoothing,
+    )
+
+
+def flip_enabled(cfg: ClassifyConfig) -> bool:
+    """Horizontal flips: explicit true/false, or auto = on except for digit datasets."""
+    if cfg.flip == "auto":
+        data = cfg.data or "digits"
+        return not (data == "digits" or data.startswith("mnist:"))
+    return _parse_bool(cfg.flip, "flip")
+
+
+def _power_of_two_at_most(n: int) -> int:
+    return 1 << (max(1, n).bit_length() - 1)
+
+
+def parse_args(args: list[str], base: ClassifyConfig | None = None) -> ClassifyConfig:
+    """Apply ``key=value`` arguments to a config; unknown keys are rejected with the closest valid names."""
+    cfg = base or ClassifyConfig()
+    types = {f.name: f.type for f in fields(ClassifyConfig)}
+    updates = {}
+    for arg in args:
+        key, sep, value = arg.partition("=")
+        key = key.strip().lstrip("-").replace("-", "_")
+        if not sep or not key:
+            raise ValueError(f"arguments are key=value, got {arg!r} (for example epochs=5)")
+        if key not in types:
+            close = difflib.get_close_matches(key, list(types), n=3, cutoff=0.5)
+            hint = f" Did you mean {', '.join(close)}?" if close else ""
+            raise ValueError(f"unknown setting {key!r}.{hint} Valid settings: {', '.join(types)}")
+        updates[key] = _convert(key, value.strip(), str(types[key]))
+    return dataclasses.replace(cfg, **updates)
+
+
+def _convert(key: str, value: str, type_name: str) -> object:
+    optional = "None" in type_name
+    if optional and value.lower() in ("none", "null", ""):
+        return None
+    try:
+        if type_name.startswith("int"):
+            return int(value)
+        if type_name.startswith("float"):
+            return float(value)
+    except ValueError:
+        raise ValueError(f"{key} must be a number, got {value!r}") from None
+    if type_name.startswith("bool"):
+        return _parse_bool(value, key)
+    return value
+
+
+def _parse_bool(value: str, key: str) -> bool:
+    if value.lower() in ("1", "true", "yes", "on"):
+        return True
+    if value.lower() in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(f"{key} must be true or false, got {value!r}")

@@ -1,0 +1,288 @@
+"""What each ``seglab classify`` mode does: train, eval, predict, compare and sweep, each into a run folder."""
+from __future__ import annotations
+
+import contextlib
+import csv
+import dataclasses
+import json
+import os
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import torch
+import yaml
+
+from seglab.classify import report
+from seglab.classify.config import (
+    SWEEP_PARAMS,
+    ClassifyConfig,
+    flip_enabled,
+    parse_args,
+    resolve,
+)
+from seglab.classify.data import (
+    IMAGE_SUFFIXES,
+    ClassificationData,
+    channel_stats,
+    decode_image,
+    load_dataset,
+    resize_data,
+    subset,
+)
+from seglab.classify.engine import (
+    EvalResult,
+    Normalized,
+    build_optimizer,
+    build_scheduler,
+    evaluate,
+    predict_logits,
+    train_one_epoch,
+)
+from seglab.classify.models import count_parameters, create_classifier
+from seglab.engine.precision import resolve_precision
+
+METRIC_COLUMNS = ["epoch", "time", "loss", "acc", "val_loss", "val_acc", "lr"]
+COMPARE_COLUMNS = ["model", "params", "epochs", "time_per_epoch", "train_time", "test_acc", "test_loss"]
+
+
+def next_run_dir(out: str | None, mode: str) -> Path:
+    """``out`` as given, or the first free runs/classify/<mode>, <mode>2, ..."""
+    if out:
+        path = Path(out)
+    else:
+        base = Path("runs") / "classify"
+        path, n = base / mode, 2
+        while path.exists():
+            path, n = base / f"{mode}{n}", n + 1
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def save_checkpoint(path: Path, net: Normalized, meta: dict) -> None:
+    """Write model weights and metadata atomically (tmp file, then rename), so a crash never leaves half a file."""
+    state = {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save({**meta, "state_dict": state}, tmp)
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path: str | Path) -> tuple[Normalized, dict]:
+    """Rebuild a normalized classifier from a checkpoint (tensors and plain types only: weights_only=True)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"weights file {path} does not exist; pass weights=runs/classify/NAME/best.pt")
+    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    if "spec" not in ckpt or "state_dict" not in ckpt:
+        raise ValueError(f"{path} is not a seglab classify checkpoint (no 'spec' / 'state_dict')")
+    spec = ckpt["spec"]
+    model = create_classifier(spec["name"], spec["num_classes"], spec["in_channels"], spec["image_size"],
+                              **spec["kwargs"])
+    c = ckpt["in_channels"]
+    net = Normalized(model, [0.0] * c, [1.0] * c)
+    net.load_state_dict(ckpt["state_dict"])
+    return net, ckpt
+
+
+def _load_data(cfg: ClassifyConfig) -> ClassificationData:
+    data = load_dataset(cfg.data or "digits", cfg.imgsz, cfg.seed, cfg.download)
+    if cfg.fraction < 1:
+        data = dataclasses.replace(data, train=subset(data.train, cfg.fraction, cfg.seed))
+    return data
+
+
+@contextlib.contextmanager
+def cpu_threads(threads: int) -> Iterator[None]:
+    """Use ``threads`` CPU threads inside the block (0 keeps the current setting), then restore."""
+    previous = torch.get_num_threads()
+    if threads > 0:
+        torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
+def train(cfg: ClassifyConfig, data: ClassificationData | None = None) -> dict:
+    """Train one model; writes config.yaml, metrics.csv, best.pt/last.pt, plots and results.json."""
+    with cpu_threads(cfg.threads):
+        return _train(cfg, data)
+
+
+def _train(cfg: ClassifyConfig, data: ClassificationData | None) -> dict:
+    data = data or _load_data(cfg)
+    cfg = resolve(cfg, len(data.train))
+    torch.manual_seed(cfg.seed)
+    model = create_classifier(cfg.model, data.num_classes, data.in_channels, data.image_size, **cfg.model_kwargs())
+    params = count_parameters(model)
+    precision = resolve_precision(cfg.precision, cfg.device)
+    net = precision.prepare_model(Normalized(model, *channel_stats(data.train.images)))
+    steps_per_epoch = max(1, len(data.train) // cfg.batch)
+    optimizer = build_optimizer(net, cfg.optimizer, cfg.lr, cfg.weight_decay, cfg.momentum)
+    scheduler = build_scheduler(optimizer, cfg.sched, cfg.epochs * steps_per_epoch, cfg.warmup)
+    run_dir = next_run_dir(cfg.out, "train")
+    meta = {"spec": model.seglab_spec, "class_names": data.class_names, "in_channels": data.in_channels,
+            "image_size": data.image_size, "data": cfg.data}
+    (run_dir / "config.yaml").write_text(yaml.safe_dump(
+        {**dataclasses.asdict(cfg), "params": params, "class_names": data.class_names,
+         "precision_resolved": str(precision.dtype or "float32"), "device_resolved": str(precision.device)},
+        sort_keys=False))
+    generator = torch.Generator().manual_seed(cfg.seed)
+    flip = flip_enabled(cfg)
+    rows: list[dict] = []
+    best_acc = -1.0
+    images_seen = 0
+    print(f"{cfg.model}: {params:,} parameters, {len(data.train)} train / {len(data.test)} test images, "
+          f"{cfg.epochs} epochs, batch {cfg.batch}, {cfg.optimizer} lr {cfg.lr}, {precision.dtype or 'fp32'}")
+    for epoch in range(1, cfg.epochs + 1):
+        lr = optimizer.param_groups[0]["lr"]
+        result = train_one_epoch(net, data.train, optimizer, scheduler, precision, cfg.batch, cfg.label_smoothing,
+                                 cfg.shift, flip, generator)
+        images_seen += result.images
+        val = evaluate(net, data.test, precision, tta=cfg.tta)
+        rows.append({"epoch": epoch, "time": round(result.seconds, 3), "loss": result.loss, "acc": result.acc,
+                     "val_loss": val.loss, "val_acc": val.acc, "lr": lr})
+        _write_metrics(run_dir / "metrics.csv", rows)
+        save_checkpoint(run_dir / "last.pt", net, {**meta, "epoch": epoch, "val_acc": val.acc})
+        if val.acc > best_acc:
+            best_acc = val.acc
+            save_checkpoint(run_dir / "best.pt", net, {**meta, "epoch": epoch, "val_acc": val.acc})
+        print(f"epoch {epoch}/{cfg.epochs}  {result.seconds:.1f}s ({result.images / result.seconds:.0f} img/s)  "
+              f"loss {result.loss:.4f} acc {result.acc:.4f}  val_loss {val.loss:.4f} val_acc {val.acc:.4f}",
+              flush=True)
+    if cfg.plots:
+        report.plot_curves(rows, run_dir / "curves.png")
+        _write_evaluation_plots(run_dir, data, val, data.class_names)
+    train_time = sum(r["time"] for r in rows)
+    summary = {"model": cfg.model, "params": params, "epochs": cfg.epochs,
+               "time_per_epoch": round(train_time / max(1, cfg.epochs), 2), "train_time": round(train_time, 1),
+               "images_per_second": round(images_seen / train_time, 1) if train_time else 0.0,
+               "test_acc": rows[-1]["val_acc"], "test_loss": rows[-1]["val_loss"], "best_test_acc": best_acc,
+               "loss": rows[-1]["loss"], "acc": rows[-1]["acc"], "run_dir": str(run_dir)}
+    (run_dir / "results.json").write_text(json.dumps(summary, indent=2))
+    return summary
+
+
+def _write_metrics(path: Path, rows: list[dict]) -> None:
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=METRIC_COLUMNS)
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def _write_evaluation_plots(run_dir: Path, data: ClassificationData, val: EvalResult,
+                            class_names: list[str]) -> np.ndarray:
+    matrix = report.confusion_matrix(val.targets, val.predictions, len(class_names))
+    report.plot_confusion_matrix(matrix, class_names, run_dir / "confusion_matrix.png")
+    report.plot_per_class_accuracy(matrix, class_names, run_dir / "per_class_accuracy.png")
+    report.plot_prediction_grid(data.test.images, val.targets, val.predictions, class_names,
+                                run_dir / "predictions.png")
+    return matrix
+
+
+def evaluate_run(cfg: ClassifyConfig) -> dict:
+    """Evaluate a checkpoint on the test split; writes confusion matrix, per-class accuracy and an image grid."""
+    if not cfg.weights:
+        raise ValueError("eval needs weights=PATH (a best.pt or last.pt from a train run)")
+    net, ckpt = load_checkpoint(cfg.weights)
+    data = load_dataset(cfg.data or ckpt["data"], cfg.imgsz, cfg.seed, cfg.download)
+    data = _match_checkpoint(data, ckpt)
+    precision = resolve_precision(cfg.precision, cfg.device)
+    net = precision.prepare_model(net)
+    val = evaluate(net, data.test, precision, tta=cfg.tta)
+    run_dir = next_run_dir(cfg.out, "eval")
+    class_names = ckpt["class_names"]
+    matrix = _write_evaluation_plots(run_dir, data, val, class_names) if cfg.plots else \
+        report.confusion_matrix(val.targets, val.predictions, len(class_names))
+    per_class = report.per_class_accuracy(matrix)
+    rows = [{"class": name, "images": int(matrix[i].sum()), "correct": int(matrix[i, i]),
+             "accuracy": float(per_class[i])} for i, name in enumerate(class_names)]
+    report.write_table(rows, ["class", "images", "correct", "accuracy"], run_dir / "per_class")
+    summary = {"weights": str(cfg.weights), "test_acc": val.acc, "test_loss": val.loss, "images": len(data.test),
+               "run_dir": str(run_dir)}
+    (run_dir / "results.json").write_text(json.dumps(summary, indent=2))
+    print(f"test accuracy {val.acc:.4f}, loss {val.loss:.4f} on {len(data.test)} images -> {run_dir}")
+    return summary
+
+
+def _match_checkpoint(data: ClassificationData, ckpt: dict) -> ClassificationData:
+    if data.in_channels != ckpt["in_channels"]:
+        raise ValueError(f"the checkpoint expects {ckpt['in_channels']}-channel images but the data has "
+                         f"{data.in_channels}; evaluate on data like the training data")
+    if list(data.class_names) != list(ckpt["class_names"]):
+        raise ValueError(f"the data's classes {data.class_names} differ from the checkpoint's {ckpt['class_names']}")
+    return resize_data(data, ckpt["image_size"])
+
+
+def predict_run(cfg: ClassifyConfig) -> list[dict]:
+    """Classify an image file or a folder of images; writes predictions.csv and a titled grid."""
+    if not cfg.weights or not cfg.source:
+        raise ValueError("predict needs weights=PATH and source=IMAGE_OR_FOLDER")
+    net, ckpt = load_checkpoint(cfg.weights)
+    source = Path(cfg.source)
+    if source.is_dir():
+        paths = sorted(p for p in source.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+    elif source.is_file():
+        paths = [source]
+    else:
+        raise ValueError(f"source {source} does not exist; give an image file or a folder of images")
+    if not paths:
+        raise ValueError(f"no images ({', '.join(sorted(IMAGE_SUFFIXES))}) found in {source}")
+    mode = "L" if ckpt["in_channels"] == 1 else "RGB"
+    images = torch.from_numpy(np.stack([decode_image(p, ckpt["image_size"], mode) for p in paths]))
+    precision = resolve_precision(cfg.precision, cfg.device)
+    probs = predict_logits(precision.prepare_model(net), images, precision, tta=cfg.tta).softmax(1).cpu()
+    confidence, predictions = probs.max(1)
+    names = ckpt["class_names"]
+    rows = [{"path": str(p), "class": names[int(k)], "confidence": round(float(c), 4)}
+            for p, k, c in zip(paths, predictions, confidence)]
+    run_dir = next_run_dir(cfg.out, "predict")
+    report.write_table(rows, ["path", "class", "confidence"], run_dir / "predictions")
+    if cfg.plots:
+        report.plot_prediction_grid(images, None, predictions, names, run_dir / "predictions.png")
+    for row in rows[:20]:
+        print(f"{row['path']}: {row['class']} ({row['confidence']:.3f})")
+    print(f"{len(rows)} predictions -> {run_dir / 'predictions.csv'}")
+    return rows
+
+
+def compare_run(cfg: ClassifyConfig) -> list[dict]:
+    """Train several models on the same data and tabulate parameters, time and test accuracy."""
+    names = [m.strip() for m in (cfg.models or "study_cnn_cifar10,study_allconv_cifar10,fast_allconv").split(",")
+             if m.strip()]
+    data = _load_data(cfg)
+    run_dir = next_run_dir(cfg.out, "compare")
+    rows = []
+    for name in names:
+        sub = dataclasses.replace(cfg, model=name, out=str(run_dir / _safe(name)))
+        rows.append(train(sub, data))
+        report.write_table(rows, COMPARE_COLUMNS, run_dir / "comparison")
+    print(report.markdown_table(rows, COMPARE_COLUMNS))
+    return rows
+
+
+def sweep_run(cfg: ClassifyConfig) -> list[dict]:
+    """Vary one setting over values; writes the study's table (time, loss, acc, val loss, val acc per value)."""
+    if cfg.param not in SWEEP_PARAMS:
+        raise ValueError(f"sweep needs param= one of {', '.join(SWEEP_PARAMS)}; got {cfg.param!r}")
+    if not cfg.values:
+        raise ValueError("sweep needs values=V1,V2,... (for example param=filters values=8,16,32)")
+    values = [v.strip() for v in cfg.values.split(",") if v.strip()]
+    data = _load_data(cfg)
+    run_dir = next_run_dir(cfg.out, "sweep")
+    rows = []
+    for value in values:
+        sub = parse_args([f"{cfg.param}={value}", f"out={run_dir / _safe(f'{cfg.param}_{value}')}"], cfg)
+        result = train(sub, data)
+        rows.append({cfg.param: value, "params": result["params"], "time": result["train_time"],
+                     "loss": result["loss"], "acc": result["acc"], "val_loss": result["test_loss"],
+                     "val_acc": result["test_acc"]})
+        report.write_table(rows, [cfg.param, "params", "time", "loss", "acc", "val_loss", "val_acc"],
+                           run_dir / "sweep")
+    print(report.markdown_table(rows, [cfg.param, "params", "time", "loss", "acc", "val_loss", "val_acc"]))
+    return rows
+
+
+def _safe(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name)
