@@ -257,6 +257,18 @@ def test_sweep_writes_the_study_table(tmp_path):
     assert "| filters |" in (out / "sweep.md").read_text()
 
 
+def test_compare_tabulates_each_model(tmp_path):
+    out = tmp_path / "compare"
+    assert main(["compare", "models=fast_allconv,study_cnn_mnist", "epochs=1", "fraction=0.3", "plots=false",
+                 "threads=1", f"out={out}"]) == 0
+    rows = _read_csv(out / "comparison.csv")
+    assert [r["model"] for r in rows] == ["fast_allconv", "study_cnn_mnist"]
+    expected = count_parameters(create_classifier("study_cnn_mnist", 10, 1, 8))
+    assert int(rows[1]["params"]) == expected
+    assert all(0 <= float(r["test_acc"]) <= 1 and float(r["train_time"]) > 0 for r in rows)
+    assert (out / "fast_allconv" / "best.pt").is_file()
+
+
 def test_cli_rejects_bad_input_with_the_fix(capsys):
     assert main(["train", "epoch=1"]) == 2
     assert "epochs" in capsys.readouterr().err
