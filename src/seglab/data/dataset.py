@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import warnings
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Callable, Sequence
@@ -25,21 +26,21 @@ def is_gray_rgb(image: np.ndarray) -> bool:
 def infer_in_channels(samples: Sequence[Sample], max_files: int = 16) -> int:
     """Channels of the images; gray-as-RGB counts as 1 (the model then sees the one real channel)."""
     step = max(1, len(samples) // max_files)
-    chans, errors = set(), []
+    chans: Counter = Counter()
+    errors = []
     for s in list(samples)[::step][:max_files]:
         try:
             img = read_image(s.image)
         except DataError as e:  # reported with every other bad file when the dataset is decoded
             errors.append(e)
             continue
-        chans.add(1 if is_gray_rgb(img) else img.shape[2])
+        chans[1 if is_gray_rgb(img) else img.shape[2]] += 1
     if not chans:
         raise errors[0] if errors else DataError("no images to inspect")
-    if len(chans) > 1:
-        if chans == {1, 3}:
-            return 3  # a few gray images among RGB ones: they are expanded to RGB when read
-        raise DataError(f"images have different channel counts {sorted(chans)}; set in_channels explicitly")
-    return chans.pop()
+    if set(chans) == {1, 3}:
+        return 3  # a few gray images among RGB ones: they are expanded to RGB when read
+    # The majority wins; images with another channel count fail (or are skipped) by name when decoded.
+    return chans.most_common(1)[0][0]
 
 
 def load_image(path: Path, in_channels: int) -> np.ndarray:
@@ -73,6 +74,15 @@ class SegmentationDataset(Dataset):
         """Decode every pair once (threads: PIL and numpy release the GIL); skip or raise on bad files."""
         with ThreadPoolExecutor(max(1, workers)) as pool:
             results = list(pool.map(self._try_load, self.samples))
+        # Images are scaled by their dtype's range in training: a 16-bit image among 8-bit ones would be
+        # silently mis-scaled, so the minority bit depth is refused by name.
+        dtypes = Counter(r[0].dtype for r in results if not isinstance(r, DataError))
+        if len(dtypes) > 1:
+            main_dtype = dtypes.most_common(1)[0][0]
+            results = [DataError(f"{smp.image}: pixel type {r[0].dtype} differs from the dataset's {main_dtype}; "
+                                 "convert all images to one bit depth")
+                       if not isinstance(r, DataError) and r[0].dtype != main_dtype else r
+                       for smp, r in zip(self.samples, results)]
         bad = [(s, r) for s, r in zip(self.samples, results) if isinstance(r, DataError)]
         if bad and on_error != "skip":
             shown = "\n  ".join(str(e) for _, e in bad[:10])
