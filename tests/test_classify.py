@@ -294,3 +294,20 @@ def test_cifar10_class_folders_smoke(tmp_path):
     assert main(["train", f"data={tmp_path}", "model=study_allconv_cifar10", "epochs=1", "batch=4", "plots=false",
                  "threads=1", f"out={out}"]) == 0
     assert json.loads((out / "results.json").read_text())["params"] == 79_184 - 7 * (66 * 9 + 1)  # 3 classes, not 10
+
+
+def test_cifar_batch_with_code_payload_is_refused(tmp_path):
+    import pickle
+
+    from seglab.classify.data import read_cifar_batch
+
+    marker = tmp_path / "pwned"
+
+    class Payload:
+        def __reduce__(self):
+            return (open, (str(marker), "w"))
+
+    (tmp_path / "data_batch_1").write_bytes(pickle.dumps({b"data": Payload(), b"labels": [0]}))
+    with pytest.raises(ValueError, match="refusing to unpickle"):
+        read_cifar_batch(tmp_path / "data_batch_1")
+    assert not marker.exists()

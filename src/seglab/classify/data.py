@@ -93,10 +93,31 @@ def read_idx(path: str | Path) -> np.ndarray:
     return np.frombuffer(data, dtype=dtype).reshape(dims).astype(dtype.newbyteorder("="))
 
 
+class _ArrayOnlyUnpickler(pickle.Unpickler):
+    """Unpickles plain containers and numpy arrays only: a downloaded batch file must not be able to run code."""
+
+    ALLOWED = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+               ("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode"),
+               ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar")}
+
+    def find_class(self, module: str, name: str):
+        if (module, name) not in self.ALLOWED:
+            raise ValueError(f"refusing to unpickle {module}.{name}: CIFAR batches hold only arrays and lists")
+        return super().find_class(module, name)
+
+
+def _safe_pickle_load(path: str | Path):
+    """pickle.load restricted to arrays and plain containers (official CIFAR batches need nothing more)."""
+    with open(path, "rb") as f:
+        try:
+            return _ArrayOnlyUnpickler(f, encoding="bytes").load()
+        except (pickle.UnpicklingError, EOFError) as e:
+            raise ValueError(f"{path}: not a readable CIFAR pickle ({e})") from None
+
+
 def read_cifar_batch(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
     """Read one CIFAR python pickle batch into (N x 3 x 32 x 32 uint8 images, labels)."""
-    with open(path, "rb") as f:
-        batch = pickle.load(f, encoding="bytes")  # the official batches are Python 2 pickles of plain arrays
+    batch = _safe_pickle_load(path)  # the official batches are Python 2 pickles of plain arrays
     labels = batch.get(b"labels", batch.get(b"fine_labels"))
     if b"data" not in batch or labels is None:
         raise ValueError(f"{path} is not a CIFAR batch: it has no b'data' / b'labels' entries")
@@ -266,8 +287,7 @@ def load_cifar10(root: str | Path, download: bool = True) -> ClassificationData:
     test_x, test_y = read_cifar_batch(folder / "test_batch")
     names = [f"class{i}" for i in range(10)]
     if (folder / "batches.meta").is_file():
-        with open(folder / "batches.meta", "rb") as f:
-            names = [n.decode() for n in pickle.load(f, encoding="bytes")[b"label_names"]]
+        names = [n.decode() for n in _safe_pickle_load(folder / "batches.meta")[b"label_names"]]
     return ClassificationData(
         ImageSplit(torch.from_numpy(np.concatenate([x for x, _ in train])),
                    torch.from_numpy(np.concatenate([y for _, y in train]))),
