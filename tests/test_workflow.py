@@ -56,7 +56,13 @@ def test_eval_writes_metrics_tables_predictions_and_report(trained_run):
     assert len(rows) == 2 and all(Path(r["pred"]).exists() for r in rows)
     pred = np.array(Image.open(rows[0]["pred"]))
     assert pred.shape == (64, 64) and set(np.unique(pred)) <= {0, 1}
-    assert (trained_run / "report.html").exists()
+    report = (trained_run / "report.html").read_text()
+    assert report.count('<table id="per-class"') == 1 and "background" in report and "object" in report
+    plots = {p.stem for p in (trained_run / "report_files").glob("*.png")}  # every plot, from this real run
+    assert {"curves", "eval_confusion_raw", "eval_confusion_normalized", "eval_per_image_iou", "eval_per_class_iou",
+            "eval_gallery_best", "eval_gallery_worst", "eval_samples", "eval_class_pixels"} <= plots
+    assert all((trained_run / "report_files" / f"{p}.png").stat().st_size > 2000 for p in plots)
+    assert "object" in (trained_run / "report_files" / "eval_confusion_raw.svg").read_text()  # class names drawn
 
 
 def test_predict_outputs_have_input_size_even_for_odd_sizes(trained_run, tmp_path):
