@@ -321,10 +321,22 @@ def test_encoder_unet_options_deep_supervision_hypercolumn_attention():
     assert out["out"].shape == (2, 2, 70, 50) and out["cls"].shape == (2, 1)
     # one logit map per decoder scale above full resolution: strides 16, 8, 4, 2 of the 70x50 input
     assert [a.shape for a in out["aux"]] == [(2, 2, 5, 4), (2, 2, 9, 7), (2, 2, 18, 13), (2, 2, 35, 25)]
-    assert model.head.in_channels == 256 + 128 + 64 + 32 + 16
+    # the full-size last scale plus a 16-channel reduction of each of the four coarser scales
+    assert model.head.in_channels == 16 + 4 * 16 and len(model.hypercolumn_reduce) == 4
     assert isinstance(model.eval()(torch.randn(1, 3, 70, 50)), torch.Tensor)
     with pytest.raises(ValueError, match="decoder_attention"):
         create_model("unet_encoder", encoder="resnet18", decoder_attention="cbam")
+
+
+def test_hypercolumn_reduction_before_upsampling_equals_reduction_after():
+    """The cheap order (1x1 conv, then bilinear up-sampling) computes the same hypercolumn as the textbook order."""
+    import torch.nn.functional as F
+
+    conv = torch.nn.Conv2d(64, 16, 1, bias=False)
+    x = torch.randn(2, 64, 9, 7)
+    cheap_order = F.interpolate(conv(x), size=(35, 25), mode="bilinear", align_corners=False)
+    textbook = conv(F.interpolate(x, size=(35, 25), mode="bilinear", align_corners=False))
+    torch.testing.assert_close(cheap_order, textbook, atol=1e-5, rtol=1e-5)
 
 
 def test_encoder_unet_uses_every_skip_of_vgg_and_resnet_layouts():

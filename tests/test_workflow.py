@@ -121,3 +121,20 @@ def test_sigkill_mid_training_then_resume_matches_uninterrupted_run(grains_dir, 
     assert [r["epoch"] for r in got] == ["0", "1", "2", "3"]
     for key in ("train_loss", "val_loss", "val_fg_iou"):
         assert float(got[-1][key]) == pytest.approx(float(ref[-1][key]), rel=1e-5, abs=1e-6), key
+
+
+def test_time_limit_fits_the_lr_schedule_to_the_budget(grains_dir, tmp_path, monkeypatch):
+    """With time_limit, the run stops at the budget and its cosine schedule has annealed by then (not cut mid-way)."""
+    import types
+
+    from seglab.engine import trainer
+
+    clock = iter(range(0, 10**6, 10))  # every clock read advances 10 s: one epoch = 20 s of wall time
+    monkeypatch.setattr(trainer, "time", types.SimpleNamespace(perf_counter=lambda: float(next(clock))))
+    assert main(["train", f"data={grains_dir}", "epochs=50", "time_limit=1", "lr=0.01", f"project={tmp_path}",
+                 "name=budget", *[a for a in TINY if not a.startswith("lr=")]]) == 0
+    rows = _rows(tmp_path / "budget")
+    assert len(rows) == 3  # 60 s budget / 20 s per epoch
+    lrs = [float(r["lr"]) for r in rows]
+    assert lrs[-1] < 0.0002 and lrs[0] > 0.005  # annealed to the floor at the end of the budget
+    assert json.loads((tmp_path / "budget" / "summary.json").read_text())["epochs_done"] == 3

@@ -22,22 +22,42 @@ def build_optimizer(model: torch.nn.Module, cfg: Config) -> torch.optim.Optimize
     return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.momentum > 0)
 
 
-def lr_factor(step: int, total_steps: int, steps_per_epoch: int, cfg: Config) -> float:
-    """Multiplier of the base learning rate at ``step`` (0-based)."""
-    warmup = int(cfg.warmup_epochs * steps_per_epoch)
-    if step < warmup:
-        return (step + 1) / warmup
-    t = (step - warmup) / max(1, total_steps - warmup)
-    if cfg.scheduler == "cosine":
-        return 0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * min(1.0, t)))
-    if cfg.scheduler == "poly":
-        return max(0.0, 1 - t) ** 0.9
-    if cfg.scheduler == "step":
-        return cfg.gamma ** ((step // steps_per_epoch) // max(1, cfg.step_size))
-    return 1.0
+class WarmupSchedule:
+    """Learning-rate multiplier per step: linear warmup, then cosine / poly / step / constant.
+
+    A callable object (not a lambda) so LambdaLR saves its plain-number state in checkpoints: a resumed run keeps
+    the total it was fitted to, and ``set_total_epochs`` can refit the schedule to a time budget mid-run.
+    """
+
+    def __init__(self, cfg: Config, steps_per_epoch: int, epochs: int) -> None:
+        self.kind = cfg.scheduler
+        self.steps_per_epoch = steps_per_epoch
+        self.warmup = int(cfg.warmup_epochs * steps_per_epoch)
+        self.total_steps = epochs * steps_per_epoch
+        self.gamma = cfg.gamma
+        self.step_size = max(1, cfg.step_size)
+
+    def __call__(self, step: int) -> float:
+        """Multiplier of the base learning rate at ``step`` (0-based)."""
+        if step < self.warmup:
+            return (step + 1) / self.warmup
+        t = (step - self.warmup) / max(1, self.total_steps - self.warmup)
+        if self.kind == "cosine":
+            return 0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * min(1.0, t)))
+        if self.kind == "poly":
+            return max(0.0, 1 - t) ** 0.9
+        if self.kind == "step":
+            return self.gamma ** ((step // self.steps_per_epoch) // self.step_size)
+        return 1.0
 
 
-def build_scheduler(optimizer: torch.optim.Optimizer, cfg: Config, steps_per_epoch: int) -> torch.optim.lr_scheduler.LambdaLR:
-    """A LambdaLR stepped once per optimisation step."""
-    total = cfg.epochs * steps_per_epoch
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, total, steps_per_epoch, cfg))
+def build_scheduler(optimizer: torch.optim.Optimizer, cfg: Config, steps_per_epoch: int,
+                    epochs: int | None = None) -> torch.optim.lr_scheduler.LambdaLR:
+    """A LambdaLR stepped once per optimisation step, spanning ``epochs`` (default ``cfg.epochs``)."""
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, WarmupSchedule(cfg, steps_per_epoch, epochs or cfg.epochs))
+
+
+def set_total_epochs(scheduler: torch.optim.lr_scheduler.LambdaLR, epochs: int) -> None:
+    """Stretch or shrink the schedule so it ends after ``epochs`` (used to fit a ``time_limit``)."""
+    for fn in scheduler.lr_lambdas:
+        fn.total_steps = epochs * fn.steps_per_epoch

@@ -23,7 +23,7 @@ from ..models import create_model
 from .checkpoint import load_checkpoint, save_checkpoint
 from .distributed import barrier, cleanup, init_distributed, is_main
 from .loop import NonFiniteLoss, Normalizer, StopFlag, evaluate, train_one_epoch
-from .optim import build_optimizer, build_scheduler
+from .optim import build_optimizer, build_scheduler, set_total_epochs
 from .precision import resolve_precision
 from .run_dir import new_run_dir, resume_run_dir, write_json
 
@@ -229,12 +229,17 @@ def train_single(cfg: Config, overrides: dict[str, Any], plan: DataPlan | None =
     scheduler = build_scheduler(optimizer, cfg, steps_per_epoch)
     metric = cfg.metric if cfg.metric != "auto" else ("fg_iou" if num_classes == 2 else "miou")
     start_epoch, best, best_epoch, stale, train_time, images_done = 0, -math.inf, -1, 0, 0.0, 0
+    wall_time, val_time, total_epochs = 0.0, 0.0, cfg.epochs  # wall_time counts validation: it spends the budget
     if resume_state:
         optimizer.load_state_dict(resume_state["optimizer"])
         scheduler.load_state_dict(resume_state["scheduler"])
         start_epoch = resume_state["epoch"] + 1
         best, best_epoch = resume_state["best"], resume_state["best_epoch"]
         stale, train_time, images_done = resume_state["stale"], resume_state["train_time"], resume_state["images"]
+        wall_time = resume_state.get("wall_time", train_time)
+        # A time-limited run keeps the length it was fitted to; otherwise ``epochs=`` given at resume wins.
+        total_epochs = min(cfg.epochs, resume_state.get("total_epochs", cfg.epochs)) if cfg.time_limit else cfg.epochs
+        set_total_epochs(scheduler, total_epochs)
     from ..report.loggers import build_loggers
 
     loggers = build_loggers(run_dir, cfg.logger.split(","), start_epoch=start_epoch) if is_main() else None
@@ -247,13 +252,14 @@ def train_single(cfg: Config, overrides: dict[str, Any], plan: DataPlan | None =
     def state(epoch: int) -> dict[str, Any]:
         return {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                 "epoch": epoch, "best": best, "best_epoch": best_epoch, "stale": stale, "train_time": train_time,
-                "images": images_done, "model_spec": spec, "meta": meta, "config": cfg.to_dict(), "metric": metric}
+                "images": images_done, "wall_time": wall_time, "total_epochs": total_epochs, "model_spec": spec, "meta": meta, "config": cfg.to_dict(), "metric": metric}
 
     epoch = start_epoch - 1
     if is_main() and not resume_state:  # an interrupt in the first epoch still leaves something to resume from
         save_checkpoint(state(-1), run_dir / "checkpoints" / "last.pt")
     with StopFlag() as stop:
-        for epoch in range(start_epoch, cfg.epochs):
+        epoch = start_epoch
+        while epoch < total_epochs:
             # Reseed at every epoch start so a resumed run draws exactly the batches and augmentations it would have.
             seed_everything(cfg.seed + epoch, cfg.deterministic)
             transform.set_random_seed(cfg.seed + epoch)
@@ -281,7 +287,14 @@ def train_single(cfg: Config, overrides: dict[str, Any], plan: DataPlan | None =
             images_done += tr["images"]
             row = {"epoch": epoch, "lr": optimizer.param_groups[0]["lr"], "train_loss": tr["loss"],
                    "epoch_time": round(epoch_time, 3), "train_images_per_s": round(tr["images"] / epoch_time, 2)}
-            if val_ds is not None and (epoch + 1) % cfg.val_every == 0 or epoch == cfg.epochs - 1:
+            wall_time += epoch_time
+            if cfg.time_limit:  # refit before validating, so the budget's last epoch is always validated
+                timed = epoch + 1 - start_epoch  # epochs timed in this process; validation cost amortised over them
+                expected_val = val_time / (timed - 1) if timed > 1 else 0.0
+                total_epochs = fit_epochs_to_budget(cfg, timed, wall_time + expected_val, total_epochs, scheduler,
+                                                    resume_state, epoch)
+            last = epoch == total_epochs - 1 or bool(cfg.time_limit and wall_time >= cfg.time_limit * 60)
+            if val_ds is not None and (epoch + 1) % cfg.val_every == 0 or last:
                 vm = validate(model, val_ds or train_ds, cfg, precision, normalize, loss_fn, world)
                 row.update({f"val_{k}": v for k, v in vm.items() if isinstance(v, float)})
                 if metric not in vm:
@@ -294,23 +307,29 @@ def train_single(cfg: Config, overrides: dict[str, Any], plan: DataPlan | None =
                         save_checkpoint(state(epoch), run_dir / "checkpoints" / "best.pt")
                 else:
                     stale += 1
+            epoch_val_time = time.perf_counter() - t0 - epoch_time
+            val_time += epoch_val_time
+            wall_time += epoch_val_time  # validation spends the budget too
             if is_main():
                 save_checkpoint(state(epoch), run_dir / "checkpoints" / "last.pt")
                 loggers.log(epoch, row)
                 shown = " ".join(f"{k}={v:.4f}" for k, v in row.items() if k.startswith("val_") and k in
                                  ("val_loss", "val_pixel_acc", "val_miou", "val_fg_iou", "val_tgs"))
-                log(f"epoch {epoch + 1}/{cfg.epochs} train_loss={tr['loss']:.4f} {shown} "
+                log(f"epoch {epoch + 1}/{total_epochs} train_loss={tr['loss']:.4f} {shown} "
                     f"({epoch_time:.1f}s, {row['train_images_per_s']:.1f} img/s)")
             if cfg.patience and stale >= cfg.patience:
                 log(f"early stopping: {metric} has not improved for {cfg.patience} epochs (best {best:.4f} at epoch "
                     f"{best_epoch + 1})")
                 break
-            if cfg.time_limit and train_time >= cfg.time_limit * 60:
+            if cfg.time_limit and wall_time >= cfg.time_limit * 60:
                 log(f"time limit of {cfg.time_limit} min reached after epoch {epoch + 1}")
                 break
             if stop.raised:
                 log(f"stopped after epoch {epoch + 1}; continue with: seglab train resume={run_dir}")
                 break
+            epoch += 1
+        else:
+            epoch -= 1  # the loop ran to completion: ``epoch`` is the last one trained
     barrier()
     if is_main():
         loggers.close()
@@ -323,6 +342,22 @@ def train_single(cfg: Config, overrides: dict[str, Any], plan: DataPlan | None =
         log(f"done: best {metric}={best:.4f} at epoch {best_epoch + 1}; weights in {run_dir / 'checkpoints'}")
     cleanup()
     return run_dir
+
+
+def fit_epochs_to_budget(cfg: Config, epochs_timed: int, wall_time: float, total_epochs: int, scheduler,
+                         resume_state, epoch: int) -> int:
+    """Epochs that fit ``time_limit`` at the mean epoch time so far; the LR schedule is refitted to end there.
+
+    As Ultralytics' ``time=``: a time budget should end with a fully annealed schedule, not be cut mid-way.
+    """
+    done = epoch + 1
+    timed_wall = wall_time - (resume_state.get("wall_time", 0.0) if resume_state else 0.0)
+    per_epoch = timed_wall / max(1, epochs_timed)
+    fit = done + int((cfg.time_limit * 60 - wall_time) / max(per_epoch, 1e-9))
+    new_total = max(done, min(cfg.epochs, fit))
+    if new_total != total_epochs:
+        set_total_epochs(scheduler, new_total)
+    return new_total
 
 
 def validate(model, val_ds, cfg: Config, precision, normalize, loss_fn, world: int) -> dict:

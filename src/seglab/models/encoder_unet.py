@@ -5,6 +5,10 @@ encoder feature at that stride when there is one, and applies two 3x3 conv-BN-Re
 256, 128, 64, 32, 16 for a stride-32 encoder). Encoders whose shallowest feature is at stride 2 or 4
 (resnet, convnext) simply get skip-less blocks at the top; VGG's stride-1 feature is used as the last skip.
 With ``encoder="resnet34"`` the parameter count equals segmentation_models_pytorch's ``Unet("resnet34")``.
+
+Hypercolumn: every decoder scale is reduced by a 1x1 conv to ``HYPERCOLUMN_CHANNELS``, up-sampled to full size and
+concatenated before the 3x3 head. A 1x1 conv and bilinear up-sampling commute, so this equals up-sampling the raw
+scales and reducing each at full size, but up-samples 16 channels instead of up to 256 (3x faster training on CPU).
 """
 from __future__ import annotations
 
@@ -21,6 +25,7 @@ from .options import reject_unknown_options
 from .registry import register_model
 
 DECODER_CHANNELS = (256, 128, 64, 32, 16)
+HYPERCOLUMN_CHANNELS = 16
 
 
 class DecoderBlock(nn.Module):
@@ -80,7 +85,11 @@ class EncoderUNet(EncoderStagesMixin, nn.Module):
         self.decoder = nn.ModuleList(blocks)
 
         self.hypercolumn = hypercolumn
-        head_in = sum(decoder_channels) if hypercolumn else decoder_channels[-1]
+        head_in = decoder_channels[-1]
+        if hypercolumn:
+            self.hypercolumn_reduce = nn.ModuleList(nn.Conv2d(c, HYPERCOLUMN_CHANNELS, 1, bias=False)
+                                                    for c in decoder_channels[:-1])
+            head_in += HYPERCOLUMN_CHANNELS * len(self.hypercolumn_reduce)
         self.dropout = nn.Dropout2d(dropout) if dropout > 0 else nn.Identity()
         self.head = nn.Conv2d(head_in, num_classes, 3, padding=1)
         self.deep_supervision = deep_supervision
@@ -100,8 +109,8 @@ class EncoderUNet(EncoderStagesMixin, nn.Module):
             scales.append(y)
         if self.hypercolumn:
             size = y.shape[-2:]
-            y = torch.cat([y] + [F.interpolate(s, size=size, mode="bilinear", align_corners=False)
-                                 for s in scales[:-1]], dim=1)
+            y = torch.cat([y] + [F.interpolate(reduce(s), size=size, mode="bilinear", align_corners=False)
+                                 for reduce, s in zip(self.hypercolumn_reduce, scales[:-1])], dim=1)
         logits = self.head(self.dropout(y))[..., :h, :w]
         if not (self.training and self.deep_supervision):
             return logits

@@ -1,0 +1,138 @@
+"""TGS salt, fixed time budget, no pretrained weights: seglab's tgs-salt recipe vs smp's Unet("resnet34").
+
+Both models are trained by the same recipe (``recipe=tgs-salt``: bce+lovasz, SGD + cosine fitted to the time budget,
+101 -> 128 reflect padding, flips / shift-scale-rotate / colour, flip TTA) in the same engine, on the same
+coverage-stratified 80/20 split of the 3200 labelled images, for the same wall-clock budget (training and per-epoch
+validation both count). The only difference is the model: seglab's U-Net-ResNet34 with hypercolumn and deep
+supervision (per-scale logits + empty/non-empty head; the recipe's scSE is left out: on CPU it costs 1.4x time) vs segmentation_models_pytorch's plain ``Unet("resnet34")``.
+The last checkpoint (end of the annealed schedule, not a best-on-test pick) is scored on the held-out 20%.
+
+    python benchmarks/bench_tgs.py --minutes 60                      # both variants at once, one core each
+    python benchmarks/bench_tgs.py --minutes 60 --sequential         # one after the other, all cores each
+    python benchmarks/bench_tgs.py --minutes 0.5 --limit 64 --workdir /tmp/tgs   # quick check of the script
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "tgs-salt"
+VARIANTS = ("seglab", "smp")
+
+
+def register_smp_unet() -> None:
+    """Make smp's Unet("resnet34") a seglab model, so both sides run through the identical recipe and engine."""
+    from seglab.models import register_model
+
+    def smp_unet_resnet34(num_classes: int = 1, in_channels: int = 3):
+        import segmentation_models_pytorch as smp
+
+        return smp.Unet("resnet34", encoder_weights=None, in_channels=in_channels, classes=num_classes)
+
+    register_model(smp_unet_resnet34)
+
+
+def write_split(data: Path, workdir: Path, seed: int = 0, limit: int = 0) -> tuple[Path, Path]:
+    """Coverage-stratified 80/20 split (fold 0 of 5 held out), as list files; ``limit`` keeps the first N of each."""
+    import numpy as np
+    from PIL import Image
+
+    from seglab.config import build_config
+    from seglab.data.formats import write_list_file
+    from seglab.data.plan import plan_data
+    from seglab.data.split import coverage_bins, kfold_indices
+
+    plan = plan_data(build_config({"data": str(data), "split": "1:0:0"}))
+    samples = sorted(plan.splits["train"] + plan.splits["val"] + plan.splits["test"], key=lambda s: s.id)
+    coverage = [float((np.asarray(Image.open(s.mask)) > 0).mean()) for s in samples]
+    held = set(kfold_indices(len(samples), 5, seed, coverage_bins(coverage))[0].tolist())
+    train_list, test_list = workdir / "train.txt", workdir / "test.txt"
+    train = [s for i, s in enumerate(samples) if i not in held]
+    test = [s for i, s in enumerate(samples) if i in held]
+    write_list_file(train_list, train[:limit] if limit else train)
+    write_list_file(test_list, test[:limit] if limit else test)
+    return train_list, test_list
+
+
+def run_variant(variant: str, data: Path, minutes: float, workdir: Path) -> dict:
+    """Train one variant for ``minutes`` and score its last checkpoint on the held-out images."""
+    from seglab.config import build_config
+    from seglab.engine.evaluator import run_eval
+    from seglab.engine.trainer import train
+
+    train_list, test_list = workdir / "train.txt", workdir / "test.txt"
+    overrides = {"recipe": "tgs-salt", "data": str(data), "train_list": str(train_list), "val_list": str(test_list),
+                 "epochs": 1000, "time_limit": minutes, "val_every": 2, "workers": 0, "project": str(workdir),
+                 "name": variant, "exist_ok": True, "report": False}
+    if variant == "seglab":
+        # scSE costs 1.4x training time on CPU for a small gain; within a fixed CPU budget more epochs win.
+        overrides["model_args"] = {"hypercolumn": True, "deep_supervision": True, "dropout": 0.1}
+    if variant == "smp":
+        register_smp_unet()
+        overrides.update({"model": "smp_unet_resnet34", "model_args": {}})
+    run = train(build_config(overrides), overrides)
+    metrics = run_eval(build_config({"weights": str(run / "checkpoints" / "last.pt"), "eval_split": "val",
+                                     "report": False}), {})
+    summary = json.loads((run / "summary.json").read_text())
+    return {"variant": variant, "model": summary["model"], "params_m": summary["params"] / 1e6,
+            "epochs": summary["epochs_done"], "train_min": summary["train_time_s"] / 60,
+            "train_ips": summary["train_images_per_s"], "tgs": metrics["tgs"], "fg_iou": metrics["fg_iou"],
+            "miou": metrics["miou"], "images": metrics["images"], "run": str(run)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", default=str(SHARED))
+    parser.add_argument("--minutes", type=float, default=60.0)
+    parser.add_argument("--workdir", default="runs/bench_tgs")
+    parser.add_argument("--limit", type=int, default=0, help="use only N train and N test images (quick checks)")
+    parser.add_argument("--sequential", action="store_true", help="run variants one after the other on all cores")
+    parser.add_argument("--variant", choices=VARIANTS, help=argparse.SUPPRESS)  # child process
+    args = parser.parse_args()
+    data, workdir = Path(args.data), Path(args.workdir)
+    if not data.is_dir():
+        sys.exit(f"error: TGS salt data not found at {data}")
+    if args.variant:
+        print("RESULT " + json.dumps(run_variant(args.variant, data, args.minutes, workdir)), flush=True)
+        return
+    workdir.mkdir(parents=True, exist_ok=True)
+    write_split(data, workdir, limit=args.limit)
+    start, procs, results = time.time(), [], {}
+    cores = sorted(os.sched_getaffinity(0))
+    for i, variant in enumerate(VARIANTS):
+        cmd = [sys.executable, __file__, "--variant", variant, "--data", str(data), "--minutes", str(args.minutes),
+               "--workdir", str(workdir)]
+        log = open(workdir / f"{variant}.log", "w")
+        if args.sequential:
+            procs.append((variant, subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT), log))
+            procs[-1][1].wait()
+            continue
+        # In parallel, each variant gets one core to itself (pinned, one thread), so neither slows the other.
+        core = cores[i % len(cores)]
+        env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+        procs.append((variant, subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env,
+                                                preexec_fn=lambda c=core: os.sched_setaffinity(0, {c})), log))
+    for variant, proc, log in procs:
+        proc.wait()
+        log.close()
+        lines = [ln for ln in (workdir / f"{variant}.log").read_text().splitlines() if ln.startswith("RESULT ")]
+        if proc.returncode or not lines:
+            sys.exit(f"{variant} failed; see {workdir / f'{variant}.log'}")
+        results[variant] = json.loads(lines[0][7:])
+    mode = "one after the other, all cores each" if args.sequential else "in parallel, one core each"
+    print(f"\nTGS salt, {args.minutes:g} min per model ({mode}); held-out 20% = {results['seglab']['images']} images; "
+          f"total wall {(time.time() - start) / 60:.0f} min\n")
+    print("| variant | model | params (M) | epochs | train img/s | TGS metric | salt IoU | mIoU |")
+    print("|---|---|---|---|---|---|---|---|")
+    for r in results.values():
+        print(f"| {r['variant']} | {r['model']} | {r['params_m']:.1f} | {r['epochs']} | {r['train_ips']:.1f} "
+              f"| {r['tgs']:.4f} | {r['fg_iou']:.4f} | {r['miou']:.4f} |")
+
+
+if __name__ == "__main__":
+    main()
