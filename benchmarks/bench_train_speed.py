@@ -1,6 +1,7 @@
 """Training and inference throughput: seglab vs a plain segmentation_models_pytorch loop, same data and model.
 
-U-Net-ResNet34 at 128x128 on the real TGS salt images (101x101 padded to 128), the same augmentation
+U-Net-ResNet34 at 128x128 on the real TGS salt images (101x101 padded to 128; seglab's decoder with smp's nearest
+up-sampling, so both sides train the same architecture and parameter count), the same augmentation
 (flips + random-position reflect padding), batch size and optimizer. Each variant runs in its own
 process so peak memory (max RSS) is its own. Usage:
 
@@ -93,7 +94,7 @@ def seglab_engine(data: Path, images: int, batch: int, infer_batches: int, workd
     write_list_file(workdir / "train.txt", pool)
     write_list_file(workdir / "val.txt", pool[:batch])
     cfg = {"data": str(data), "train_list": str(workdir / "train.txt"), "val_list": str(workdir / "val.txt"),
-           "model": "unet_resnet34", "pad_to": 128, "augment": "hflip,vflip,random_pad", "batch": batch,
+           "model": "unet_resnet34", "model_args": {"upsample": "nearest"}, "pad_to": 128, "augment": "hflip,vflip,random_pad", "batch": batch,
            "epochs": 2, "optimizer": "adamw", "lr": 1e-3, "loss": "bce", "project": str(workdir), "name": "run",
            "exist_ok": True, "report": False}
     run = train(build_config(cfg), cfg)

@@ -44,14 +44,14 @@ def smp_to_seglab_key(key: str) -> str:
     return re.sub(r"^segmentation_head\.0\.", "head.", key)
 
 
-@pytest.mark.parametrize("attention", [None, "scse"])
-def test_same_weights_give_the_same_logits_as_smp_unet(attention):
-    """smp's Unet with bilinear decoder interpolation is the same function as unet_encoder."""
+@pytest.mark.parametrize("attention, upsample", [(None, "bilinear"), ("scse", "bilinear"), (None, "nearest")])
+def test_same_weights_give_the_same_logits_as_smp_unet(attention, upsample):
+    """smp's Unet is the same function as unet_encoder with the same decoder interpolation (smp's default: nearest)."""
     torch.manual_seed(0)
     reference = smp.Unet("resnet18", encoder_weights=None, in_channels=1, classes=3,
-                         decoder_attention_type=attention, decoder_interpolation="bilinear").eval()
+                         decoder_attention_type=attention, decoder_interpolation=upsample).eval()
     ours = create_model("unet_encoder", encoder="resnet18", num_classes=3, in_channels=1,
-                        decoder_attention=attention).eval()
+                        decoder_attention=attention, upsample=upsample).eval()
     for module in reference.modules():  # non-trivial BatchNorm statistics, so that a mis-mapped buffer shows
         if isinstance(module, torch.nn.BatchNorm2d):
             module.running_mean.uniform_(-0.1, 0.1)

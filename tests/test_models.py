@@ -328,6 +328,17 @@ def test_encoder_unet_options_deep_supervision_hypercolumn_attention():
         create_model("unet_encoder", encoder="resnet18", decoder_attention="cbam")
 
 
+def test_decoder_upsample_mode_is_an_option_and_a_wrong_one_is_named():
+    nearest = cheap("unet_encoder", upsample="nearest").eval()
+    bilinear = cheap("unet_encoder").eval()
+    bilinear.load_state_dict(nearest.state_dict())  # same weights: only the up-sampling differs
+    x = torch.randn(1, 3, 64, 64)
+    assert nearest(x).shape == bilinear(x).shape == (1, 1, 64, 64)
+    assert not torch.allclose(nearest(x), bilinear(x))
+    with pytest.raises(ValueError, match="upsample"):
+        create_model("unet_encoder", encoder="resnet18", upsample="cubic")
+
+
 def test_hypercolumn_reduction_before_upsampling_equals_reduction_after():
     """The cheap order (1x1 conv, then bilinear up-sampling) computes the same hypercolumn as the textbook order."""
     import torch.nn.functional as F

@@ -1,6 +1,6 @@
 """The "improved U-Net": any timm encoder, an smp-like decoder, optional attention, hypercolumn and deep supervision.
 
-Decoder: from the deepest encoder feature, each block up-samples x2 (bilinear), concatenates the
+Decoder: from the deepest encoder feature, each block up-samples x2 (bilinear; ``upsample=nearest`` as smp), concatenates the
 encoder feature at that stride when there is one, and applies two 3x3 conv-BN-ReLU (channels
 256, 128, 64, 32, 16 for a stride-32 encoder). Encoders whose shallowest feature is at stride 2 or 4
 (resnet, convnext) simply get skip-less blocks at the top; VGG's stride-1 feature is used as the last skip.
@@ -26,13 +26,19 @@ from .registry import register_model
 
 DECODER_CHANNELS = (256, 128, 64, 32, 16)
 HYPERCOLUMN_CHANNELS = 16
+# bilinear as in the improved-U-Net study; nearest is smp's Unet decoder (and ~8% faster to train on CPU).
+UPSAMPLE_MODES = ("bilinear", "nearest")
 
 
 class DecoderBlock(nn.Module):
-    """x2 bilinear up-sampling, concat with the skip and attention (if a skip), two 3x3 conv-BN-ReLU, attention."""
+    """x2 up-sampling, concat with the skip and attention (if a skip), two 3x3 conv-BN-ReLU, attention."""
 
-    def __init__(self, in_ch: int, skip_ch: int, out_ch: int, attention: str | None = None):
+    def __init__(self, in_ch: int, skip_ch: int, out_ch: int, attention: str | None = None,
+                 upsample: str = "bilinear"):
         super().__init__()
+        if upsample not in UPSAMPLE_MODES:
+            raise ValueError(f"upsample must be one of {UPSAMPLE_MODES}, got {upsample!r}")
+        self.upsample = upsample
         # Attention re-weights the concatenation of up-sampled and skip features; without a skip there is none.
         self.attention_in = attention_block(attention, in_ch + skip_ch) if skip_ch else nn.Identity()
         self.conv1 = ConvBNReLU(in_ch + skip_ch, out_ch, 3)
@@ -41,11 +47,15 @@ class DecoderBlock(nn.Module):
 
     def forward(self, x: torch.Tensor, skip: torch.Tensor | None = None) -> torch.Tensor:
         if skip is not None:
-            x = F.interpolate(x, size=skip.shape[-2:], mode="bilinear", align_corners=False)
-            x = torch.cat([x, skip], dim=1)
+            x = torch.cat([self._up(x, size=skip.shape[-2:]), skip], dim=1)
         else:
-            x = F.interpolate(x, scale_factor=2, mode="bilinear", align_corners=False)
+            x = self._up(x, scale_factor=2)
         return self.attention_out(self.conv2(self.conv1(self.attention_in(x))))
+
+    def _up(self, x: torch.Tensor, **size) -> torch.Tensor:
+        if self.upsample == "nearest":
+            return F.interpolate(x, mode="nearest", **size)
+        return F.interpolate(x, mode="bilinear", align_corners=False, **size)
 
 
 class EncoderUNet(EncoderStagesMixin, nn.Module):
@@ -54,7 +64,7 @@ class EncoderUNet(EncoderStagesMixin, nn.Module):
     def __init__(self, num_classes: int = 1, in_channels: int = 3, encoder: str = "resnet34",
                  encoder_weights: str | None = None, decoder_channels: Sequence[int] | None = None,
                  decoder_attention: str | None = None, hypercolumn: bool = False, dropout: float = 0.0,
-                 deep_supervision: bool = False):
+                 deep_supervision: bool = False, upsample: str = "bilinear"):
         super().__init__()
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {dropout}")
@@ -80,7 +90,7 @@ class EncoderUNet(EncoderStagesMixin, nn.Module):
             skip = max((j for j, r in enumerate(self.encoder.reductions[:-1]) if r == reduction), default=None)
             self.skip_indices.append(skip)
             skip_ch = self.encoder.out_channels[skip] if skip is not None else 0
-            blocks.append(DecoderBlock(in_ch, skip_ch, out_ch, decoder_attention))
+            blocks.append(DecoderBlock(in_ch, skip_ch, out_ch, decoder_attention, upsample))
             in_ch = out_ch
         self.decoder = nn.ModuleList(blocks)
 
@@ -129,12 +139,12 @@ def _build(model_name: str, builder, unknown: dict, **options) -> EncoderUNet:
 def unet_encoder(num_classes: int = 1, in_channels: int = 3, encoder: str = "resnet34",
                  encoder_weights: str | None = None, decoder_channels: Sequence[int] | None = None,
                  decoder_attention: str | None = None, hypercolumn: bool = False, dropout: float = 0.0,
-                 deep_supervision: bool = False, **unknown) -> EncoderUNet:
+                 deep_supervision: bool = False, upsample: str = "bilinear", **unknown) -> EncoderUNet:
     """U-Net with any timm encoder (default resnet34, 24.4 M parameters, same as smp's Unet)."""
     return _build("unet_encoder", unet_encoder, unknown, num_classes=num_classes, in_channels=in_channels,
                   encoder=encoder, encoder_weights=encoder_weights, decoder_channels=decoder_channels,
                   decoder_attention=decoder_attention, hypercolumn=hypercolumn, dropout=dropout,
-                  deep_supervision=deep_supervision)
+                  deep_supervision=deep_supervision, upsample=upsample)
 
 
 def _preset(model_name: str, default_encoder: str, doc: str):
@@ -143,11 +153,11 @@ def _preset(model_name: str, default_encoder: str, doc: str):
     def builder(num_classes: int = 1, in_channels: int = 3, encoder: str = default_encoder,
                 encoder_weights: str | None = None, decoder_channels: Sequence[int] | None = None,
                 decoder_attention: str | None = None, hypercolumn: bool = False, dropout: float = 0.0,
-                deep_supervision: bool = False, **unknown) -> EncoderUNet:
+                deep_supervision: bool = False, upsample: str = "bilinear", **unknown) -> EncoderUNet:
         return _build(model_name, builder, unknown, num_classes=num_classes, in_channels=in_channels,
                       encoder=encoder, encoder_weights=encoder_weights, decoder_channels=decoder_channels,
                       decoder_attention=decoder_attention, hypercolumn=hypercolumn, dropout=dropout,
-                      deep_supervision=deep_supervision)
+                      deep_supervision=deep_supervision, upsample=upsample)
 
     builder.__name__ = builder.__qualname__ = model_name
     builder.__doc__ = doc
