@@ -37,3 +37,27 @@ def test_torchrun_two_ranks(grains_dir, tmp_path):
     single = json.loads((run / "eval_val" / "metrics.json").read_text())
     for key in ("pixel_acc", "miou", "fg_iou"):
         assert float(last[f"val_{key}"]) == pytest.approx(single[key], abs=1e-6), key
+
+
+def test_cpu_procs_trains_data_parallel_from_seglab_train_itself(grains_dir, tmp_path, capfd):
+    """cpu_procs=2: two DDP ranks launched by `seglab train`, each on half the batch, one writer, resumable."""
+    args = ["train", f"data={grains_dir}", "model=unet_small", "epochs=1", "batch=4", "workers=0",
+            "precision=fp32", f"project={tmp_path}", "name=procs", "cpu_procs=2", "report=false"]
+    assert main(args) == 0
+    run = tmp_path / "procs"
+    shards = [(run / "ranks" / f"rank{r}.txt").read_text().split() for r in (0, 1)]
+    assert shards[0] and not set(shards[0]) & set(shards[1])
+    assert json.loads((run / "summary.json").read_text())["world_size"] == 2
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["best.pt", "last.pt"]
+    out = capfd.readouterr().out  # the ranks are child processes: capture at the file-descriptor level
+    per_rank = -(-json.loads((run / "data.json").read_text())["splits"]["train"] // 2)
+    assert out.count("run folder:") == 1 and f"{per_rank // 2} steps/epoch" in out  # batches of 4 / 2 per rank
+    # resume continues the same run with the same two ranks
+    assert main(["train", f"resume={run}", "epochs=2", "cpu_procs=2"]) == 0
+    with (run / "metrics.csv").open() as f:
+        assert [r["epoch"] for r in csv.DictReader(f)] == ["0", "1"]
+
+
+def test_cpu_procs_needs_a_divisible_batch(grains_dir, tmp_path, capsys):
+    assert main(["train", f"data={grains_dir}", "batch=5", "cpu_procs=2", f"project={tmp_path}"]) == 2
+    assert "batch=5 must be divisible by cpu_procs=2" in capsys.readouterr().err

@@ -77,6 +77,7 @@ class Config:
     workers: int = -1
     compile: bool = False
     sync_bn: bool = False
+    cpu_procs: int = 1
     seed: int = 0
     deterministic: bool = False
     patience: int = 0
@@ -209,6 +210,8 @@ def _check_choices(cfg: Config) -> None:
             close = difflib.get_close_matches(str(value), choices, n=1)
             hint = f" Did you mean {close[0]!r}?" if close else ""
             raise ConfigError(f"{key}={value!r} is not one of {', '.join(choices)}.{hint}")
+    if cfg.cpu_procs < 1:
+        raise ConfigError(f"cpu_procs={cfg.cpu_procs}: needs at least 1 process")
 
 
 def parse_overrides(args: list[str]) -> dict[str, Any]:

@@ -10,7 +10,8 @@ from ..config import Config, build_config, load_yaml
 from ..errors import ConfigError
 
 # Keys a resumed run may change; everything else comes from the run's own config.yaml.
-RESUME_OVERRIDABLE = {"epochs", "device", "workers", "time_limit", "precision", "patience", "cache", "logger"}
+RESUME_OVERRIDABLE = {"epochs", "device", "workers", "time_limit", "precision", "patience", "cache", "logger",
+                      "cpu_procs"}
 
 
 def new_run_dir(cfg: Config) -> Path:

@@ -21,6 +21,7 @@ from ..errors import ConfigError
 from ..losses import build_loss
 from ..models import create_model
 from .checkpoint import load_checkpoint, save_checkpoint
+from .cpu_ranks import check_cpu_ranks, launch_cpu_ranks, wants_cpu_ranks
 from .distributed import barrier, cleanup, init_distributed, is_main
 from .loop import NonFiniteLoss, Normalizer, StopFlag, evaluate, train_one_epoch
 from .optim import build_optimizer, build_scheduler, set_total_epochs
@@ -120,7 +121,8 @@ def make_loader(ds, cfg: Config, train: bool, workers: int, world: int, epoch_se
         sampler = ShardSampler(len(ds), torch.distributed.get_rank(), world)
     elif train:
         sampler = RandomSampler(ds, generator=torch.Generator().manual_seed(epoch_seed))
-    batch = cfg.batch if train else max(cfg.batch, min(4 * cfg.batch, 64))  # eval has no gradients: bigger batches
+    batch = cfg.batch // world if cfg.cpu_procs > 1 else cfg.batch  # cpu_procs: batch is the global batch
+    batch = batch if train else max(batch, min(4 * batch, 64))  # eval has no gradients: bigger batches
     return DataLoader(ds, batch_size=batch, sampler=sampler, num_workers=workers, collate_fn=collate,
                       drop_last=train and len(ds) > cfg.batch * max(1, world), pin_memory=torch.cuda.is_available(),
                       worker_init_fn=_seed_worker, persistent_workers=False)
@@ -170,6 +172,11 @@ def train(cfg: Config, overrides: dict[str, Any] | None = None) -> Path:
 def train_single(cfg: Config, overrides: dict[str, Any], plan: DataPlan | None = None,
                  run_dir: Path | None = None) -> Path:
     """The full training of one model into one run folder."""
+    if wants_cpu_ranks(cfg):
+        check_cpu_ranks(cfg)
+        run_dir = resume_run_dir(cfg, overrides)[0] if cfg.resume else (run_dir or new_run_dir(cfg))
+        launch_cpu_ranks(cfg, overrides, None if cfg.resume else run_dir, plan)
+        return run_dir
     rank, _, world = init_distributed()
     resume_state = None
     if cfg.resume:
