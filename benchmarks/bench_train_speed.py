@@ -8,7 +8,9 @@ process so peak memory (max RSS) is its own. Usage:
     python benchmarks/bench_train_speed.py --data ../shared/data/tgs-salt --images 1024 --batch 32
 
 Variants: smp_fp32 (plain loop, fp32), smp_bf16 (plain loop with bf16 autocast + channels_last, the
-reference's best settings on this CPU), seglab (the `seglab train` engine, precision=auto).
+reference's best settings on this CPU), seglab (the `seglab train` engine, precision=auto, one process) and
+seglab_procs2 (the same with cpu_procs=2: two data-parallel processes sharing the cores, global batch unchanged).
+Peak RSS is that of the largest process (for seglab_procs2: one rank, of two).
 """
 from __future__ import annotations
 
@@ -19,6 +21,9 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+
+
+VARIANTS = ("smp_fp32", "smp_bf16", "seglab", "seglab_procs2")
 
 
 def plain_smp(data: Path, images: int, batch: int, bf16: bool, infer_batches: int) -> dict:
@@ -79,7 +84,7 @@ def plain_smp(data: Path, images: int, batch: int, bf16: bool, infer_batches: in
     return {"train_images_per_s": train_ips, "infer_images_per_s": infer_ips}
 
 
-def seglab_engine(data: Path, images: int, batch: int, infer_batches: int, workdir: Path) -> dict:
+def seglab_engine(data: Path, images: int, batch: int, infer_batches: int, workdir: Path, procs: int = 1) -> dict:
     """The same work through `seglab train` (one epoch over the same images) and the seglab Predictor."""
     import torch
 
@@ -96,7 +101,7 @@ def seglab_engine(data: Path, images: int, batch: int, infer_batches: int, workd
     cfg = {"data": str(data), "train_list": str(workdir / "train.txt"), "val_list": str(workdir / "val.txt"),
            "model": "unet_resnet34", "model_args": {"upsample": "nearest"}, "pad_to": 128, "augment": "hflip,vflip,random_pad", "batch": batch,
            "epochs": 2, "optimizer": "adamw", "lr": 1e-3, "loss": "bce", "project": str(workdir), "name": "run",
-           "exist_ok": True, "report": False}
+           "exist_ok": True, "report": False, "cpu_procs": procs}
     run = train(build_config(cfg), cfg)
     rows = (run / "metrics.csv").read_text().splitlines()
     header, last = rows[0].split(","), rows[-1].split(",")  # epoch 2: warm kernels, like step>=1 above
@@ -119,9 +124,16 @@ def run_variant(args) -> None:
 
         with tempfile.TemporaryDirectory() as tmp:
             result = seglab_engine(data, args.images, args.batch, args.infer_batches, Path(tmp))
+    elif args.variant == "seglab_procs2":
+        import tempfile
+
+        with tempfile.TemporaryDirectory() as tmp:
+            result = seglab_engine(data, args.images, args.batch, args.infer_batches, Path(tmp), procs=2)
     else:
         result = plain_smp(data, args.images, args.batch, args.variant == "smp_bf16", args.infer_batches)
-    result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    # The largest process: the variant itself, or its biggest child (DataLoader worker or cpu_procs rank).
+    result["peak_rss_mb"] = max(resource.getrusage(who).ru_maxrss for who in
+                                (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)) / 1024
     print("RESULT " + json.dumps(result), flush=True)
 
 
@@ -131,12 +143,12 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=1024)
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--infer-batches", type=int, default=10)
-    parser.add_argument("--variant", choices=["smp_fp32", "smp_bf16", "seglab"])
+    parser.add_argument("--variant", choices=VARIANTS)
     args = parser.parse_args()
     if args.variant:
         return run_variant(args)
     results = {}
-    for variant in ("smp_fp32", "smp_bf16", "seglab"):
+    for variant in VARIANTS:
         cmd = [sys.executable, __file__, "--variant", variant, "--data", args.data, "--images", str(args.images),
                "--batch", str(args.batch), "--infer-batches", str(args.infer_batches)]
         out = subprocess.run(cmd, capture_output=True, text=True)

@@ -311,3 +311,24 @@ def test_cifar_batch_with_code_payload_is_refused(tmp_path):
     with pytest.raises(ValueError, match="refusing to unpickle"):
         read_cifar_batch(tmp_path / "data_batch_1")
     assert not marker.exists()
+
+
+def test_cpu_procs_trains_on_two_ranks_with_the_global_batch(tmp_path, capfd):
+    """cpu_procs=2: two DDP processes split every batch; rank 0 alone writes the run, which evaluates as usual."""
+    out = tmp_path / "ddp"
+    assert main(["train", "data=digits", "epochs=2", "cpu_procs=2", "batch=64", "plots=false", f"out={out}"]) == 0
+    printed = capfd.readouterr().out
+    assert printed.count("2 processes") == 1  # one header, from rank 0
+    results = json.loads((out / "results.json").read_text())
+    assert results["test_acc"] >= 0.90
+    rows = _read_csv(out / "metrics.csv")
+    assert len(rows) == 2
+    assert results["images_per_second"] > 0 and sorted(p.name for p in out.glob("*.pt")) == ["best.pt", "last.pt"]
+    assert main(["eval", f"weights={out / 'last.pt'}", f"out={tmp_path / 'eval'}", "plots=false"]) == 0
+    evaluated = json.loads((tmp_path / "eval" / "results.json").read_text())
+    assert evaluated["test_acc"] == pytest.approx(float(rows[-1]["val_acc"]), abs=1e-6)
+
+
+def test_cpu_procs_needs_a_divisible_batch(capsys):
+    assert main(["train", "data=digits", "cpu_procs=2", "batch=63"]) == 2
+    assert "cpu_procs=2" in capsys.readouterr().err

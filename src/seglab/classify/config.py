@@ -32,6 +32,7 @@ class ClassifyConfig:
     precision: str = "auto"
     device: str = "auto"
     threads: int = 0  # CPU threads for this run (0 = torch's default); 1 is far faster on a busy shared CPU
+    cpu_procs: int = 1  # CPU data parallelism: N processes (DDP, gloo) share the cores and the batch
     seed: int = 0
     imgsz: int | None = None
     fraction: float = 1.0  # train on a random fraction (quick runs)
@@ -98,6 +99,9 @@ def resolve(cfg: ClassifyConfig, train_size: int) -> ClassifyConfig:
     r = recipe_for(cfg.model)
     data = cfg.data or "digits"
     batch = cfg.batch or min(r.batch, _power_of_two_at_most(max(16, train_size // 16)))
+    if cfg.cpu_procs < 1 or batch % cfg.cpu_procs:
+        raise ValueError(f"cpu_procs={cfg.cpu_procs} needs >= 1 and a batch divisible by it (batch={batch}); "
+                         f"set batch= to a multiple of {max(1, cfg.cpu_procs)}")
     return dataclasses.replace(
         cfg,
         data=data,

@@ -60,12 +60,15 @@ def build_optimizer(model: nn.Module, name: str, lr: float, weight_decay: float,
     decay = [p for p in model.parameters() if p.requires_grad and p.ndim > 1]
     no_decay = [p for p in model.parameters() if p.requires_grad and p.ndim <= 1]
     groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    # Fused kernels: one pass over the weights per step (fp32 weights on CPU/CUDA), as in seglab.engine.optim.
+    fused = True if all(p.device.type in ("cpu", "cuda") and p.dtype == torch.float32 for p in decay + no_decay) \
+        else None
     if name == "sgd":
-        return torch.optim.SGD(groups, lr=lr, momentum=momentum, nesterov=True)
+        return torch.optim.SGD(groups, lr=lr, momentum=momentum, nesterov=True, fused=fused)
     if name == "adam":
-        return torch.optim.Adam(groups, lr=lr)
+        return torch.optim.Adam(groups, lr=lr, fused=fused)
     if name == "adamw":
-        return torch.optim.AdamW(groups, lr=lr)
+        return torch.optim.AdamW(groups, lr=lr, fused=fused)
     raise ValueError(f"optimizer must be sgd, adam or adamw; got {name!r}")
 
 
@@ -95,15 +98,22 @@ def build_scheduler(optimizer: torch.optim.Optimizer, name: str, total_steps: in
 def train_one_epoch(model: nn.Module, split: ImageSplit, optimizer: torch.optim.Optimizer,
                     scheduler: torch.optim.lr_scheduler.LRScheduler, precision: Precision, batch_size: int,
                     label_smoothing: float = 0.0, shift: float = 0.1, flip: bool = True,
-                    generator: torch.Generator | None = None) -> EpochResult:
-    """One pass over ``split`` with batch augmentation; returns mean loss, accuracy and wall time."""
+                    generator: torch.Generator | None = None, rank: int = 0, world: int = 1,
+                    aug_generator: torch.Generator | None = None) -> EpochResult:
+    """One pass over ``split`` with batch augmentation; returns mean loss, accuracy and wall time.
+
+    With ``world`` > 1 (DDP), every rank draws the same batch order from ``generator`` and trains on its
+    ``rank::world`` share of each batch, augmented with its own ``aug_generator``.
+    """
     model.train()
     start = time.perf_counter()
     loss_sum = torch.zeros((), device=precision.device)
     correct = torch.zeros((), device=precision.device, dtype=torch.long)
     seen = 0
     for images, labels in iterate_batches(split, batch_size, shuffle=True, generator=generator, drop_last=True):
-        images = augment_batch(images, shift, flip, generator)
+        if world > 1:
+            images, labels = images[rank::world], labels[rank::world]
+        images = augment_batch(images, shift, flip, aug_generator or generator)
         x = precision.to_input(images)
         y = labels.to(precision.device, non_blocking=True)
         with precision.autocast():
@@ -116,8 +126,12 @@ def train_one_epoch(model: nn.Module, split: ImageSplit, optimizer: torch.optim.
         loss_sum += loss.detach() * len(y)
         correct += (logits.detach().argmax(1) == y).sum()
         seen += len(y)
+    totals = torch.stack([loss_sum.float(), correct.float(), torch.tensor(float(seen), device=loss_sum.device)])
+    if world > 1:
+        torch.distributed.all_reduce(totals)
     seconds = time.perf_counter() - start
-    return EpochResult(loss_sum.item() / max(1, seen), correct.item() / max(1, seen), seconds, seen)
+    seen = int(totals[2])
+    return EpochResult(float(totals[0]) / max(1, seen), float(totals[1]) / max(1, seen), seconds, seen)
 
 
 @torch.no_grad()

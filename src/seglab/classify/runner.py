@@ -106,11 +106,44 @@ def cpu_threads(threads: int) -> Iterator[None]:
 
 def train(cfg: ClassifyConfig, data: ClassificationData | None = None) -> dict:
     """Train one model; writes config.yaml, metrics.csv, best.pt/last.pt, plots and results.json."""
+    if cfg.cpu_procs > 1 and "RANK" not in os.environ:
+        return _train_on_cpu_ranks(cfg, data or _load_data(cfg))
     with cpu_threads(cfg.threads):
         return _train(cfg, data)
 
 
+def _train_on_cpu_ranks(cfg: ClassifyConfig, data: ClassificationData) -> dict:
+    """``cpu_procs`` DDP ranks on this CPU (see seglab.engine.cpu_ranks for why); rank 0 writes the run."""
+    import torch.multiprocessing as mp
+
+    from seglab.engine.cpu_ranks import free_port
+
+    resolve(cfg, len(data.train))  # bad settings fail here, not in every rank
+    run_dir = next_run_dir(cfg.out, "train")
+    cfg = dataclasses.replace(cfg, out=str(run_dir))
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    threads = cfg.threads or max(1, cores // cfg.cpu_procs)
+    mp.start_processes(_rank_main, args=(cfg.cpu_procs, free_port(), threads, cfg, data), nprocs=cfg.cpu_procs,
+                       join=True, start_method="spawn")
+    return json.loads((run_dir / "results.json").read_text())
+
+
+def _rank_main(rank: int, world: int, port: int, threads: int, cfg: ClassifyConfig,
+               data: ClassificationData) -> None:
+    os.environ.update({"RANK": str(rank), "WORLD_SIZE": str(world), "LOCAL_RANK": str(rank),
+                       "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)})
+    torch.distributed.init_process_group("gloo")
+    try:
+        with cpu_threads(threads):
+            _train(cfg, data)
+    finally:
+        torch.distributed.destroy_process_group()
+
+
 def _train(cfg: ClassifyConfig, data: ClassificationData | None) -> dict:
+    distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
+    rank, world = (torch.distributed.get_rank(), torch.distributed.get_world_size()) if distributed else (0, 1)
+    main = rank == 0
     data = data or _load_data(cfg)
     cfg = resolve(cfg, len(data.train))
     torch.manual_seed(cfg.seed)
@@ -118,28 +151,35 @@ def _train(cfg: ClassifyConfig, data: ClassificationData | None) -> dict:
     params = count_parameters(model)
     precision = resolve_precision(cfg.precision, cfg.device)
     net = precision.prepare_model(Normalized(model, *channel_stats(data.train.images)))
+    train_net = torch.nn.parallel.DistributedDataParallel(net) if world > 1 else net
     steps_per_epoch = max(1, len(data.train) // cfg.batch)
     optimizer = build_optimizer(net, cfg.optimizer, cfg.lr, cfg.weight_decay, cfg.momentum)
     scheduler = build_scheduler(optimizer, cfg.sched, cfg.epochs * steps_per_epoch, cfg.warmup)
-    run_dir = next_run_dir(cfg.out, "train")
+    run_dir = next_run_dir(cfg.out, "train") if main else Path(cfg.out or ".")
     meta = {"spec": model.seglab_spec, "class_names": data.class_names, "in_channels": data.in_channels,
             "image_size": data.image_size, "data": cfg.data}
-    (run_dir / "config.yaml").write_text(yaml.safe_dump(
-        {**dataclasses.asdict(cfg), "params": params, "class_names": data.class_names,
-         "precision_resolved": str(precision.dtype or "float32"), "device_resolved": str(precision.device)},
-        sort_keys=False))
-    generator = torch.Generator().manual_seed(cfg.seed)
+    if main:
+        (run_dir / "config.yaml").write_text(yaml.safe_dump(
+            {**dataclasses.asdict(cfg), "params": params, "class_names": data.class_names,
+             "precision_resolved": str(precision.dtype or "float32"), "device_resolved": str(precision.device)},
+            sort_keys=False))
+    generator = torch.Generator().manual_seed(cfg.seed)  # the batch order: the same on every rank
+    aug_generator = torch.Generator().manual_seed(cfg.seed + 1000 * rank) if world > 1 else None
     flip = flip_enabled(cfg)
     rows: list[dict] = []
     best_acc = -1.0
     images_seen = 0
-    print(f"{cfg.model}: {params:,} parameters, {len(data.train)} train / {len(data.test)} test images, "
-          f"{cfg.epochs} epochs, batch {cfg.batch}, {cfg.optimizer} lr {cfg.lr}, {precision.dtype or 'fp32'}")
+    if main:
+        print(f"{cfg.model}: {params:,} parameters, {len(data.train)} train / {len(data.test)} test images, "
+              f"{cfg.epochs} epochs, batch {cfg.batch}, {cfg.optimizer} lr {cfg.lr}, "
+              f"{precision.dtype or 'fp32'}" + (f", {world} processes" if world > 1 else ""))
     for epoch in range(1, cfg.epochs + 1):
         lr = optimizer.param_groups[0]["lr"]
-        result = train_one_epoch(net, data.train, optimizer, scheduler, precision, cfg.batch, cfg.label_smoothing,
-                                 cfg.shift, flip, generator)
+        result = train_one_epoch(train_net, data.train, optimizer, scheduler, precision, cfg.batch,
+                                 cfg.label_smoothing, cfg.shift, flip, generator, rank, world, aug_generator)
         images_seen += result.images
+        if not main:
+            continue  # rank 0 evaluates, logs and saves; the next epoch's gradient sync waits for it
         val = evaluate(net, data.test, precision, tta=cfg.tta)
         rows.append({"epoch": epoch, "time": round(result.seconds, 3), "loss": result.loss, "acc": result.acc,
                      "val_loss": val.loss, "val_acc": val.acc, "lr": lr})
@@ -151,6 +191,8 @@ def _train(cfg: ClassifyConfig, data: ClassificationData | None) -> dict:
         print(f"epoch {epoch}/{cfg.epochs}  {result.seconds:.1f}s ({result.images / result.seconds:.0f} img/s)  "
               f"loss {result.loss:.4f} acc {result.acc:.4f}  val_loss {val.loss:.4f} val_acc {val.acc:.4f}",
               flush=True)
+    if not main:
+        return {}
     if cfg.plots:
         report.plot_curves(rows, run_dir / "curves.png")
         _write_evaluation_plots(run_dir, data, val, data.class_names)

@@ -35,7 +35,8 @@ def check_cpu_ranks(cfg: Config) -> None:
                           f"(each process takes batch / cpu_procs), e.g. batch={cfg.batch - cfg.batch % cfg.cpu_procs}")
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A free TCP port on localhost for the rendezvous."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
@@ -57,7 +58,7 @@ def launch_cpu_ranks(cfg: Config, overrides: dict[str, Any], run_dir: Path | Non
     check_cpu_ranks(cfg)
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     threads = max(1, cores // cfg.cpu_procs)
-    context = mp.start_processes(_rank_main, args=(cfg.cpu_procs, _free_port(), threads, cfg, overrides, run_dir,
+    context = mp.start_processes(_rank_main, args=(cfg.cpu_procs, free_port(), threads, cfg, overrides, run_dir,
                                                    plan), nprocs=cfg.cpu_procs, join=False, start_method="spawn")
     old = signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the ranks too: they save and stop
     try:
