@@ -7,6 +7,7 @@ chosen to fit ``--minutes`` of training, measured on this machine before the run
     python benchmarks/bench_classify_cifar10.py                       # full run (study nets + 30-minute fast net)
     python benchmarks/bench_classify_cifar10.py --fraction 0.02 --study-epochs 1 --epochs 1   # quick check
     python benchmarks/bench_classify_cifar10.py threads=1     # when other jobs share the 2 cores
+    python benchmarks/bench_classify_cifar10.py --fast cpu_procs=2   # the fast net as two data-parallel processes
 """
 from __future__ import annotations
 
@@ -45,6 +46,19 @@ COLUMNS = ["model", "params", "epochs", "time_per_epoch", "train_time", "images_
 
 def measure_images_per_second(cfg: ClassifyConfig, data: ClassificationData, batches: int = 12) -> float:
     """Training throughput of ``cfg`` on this machine, from a few batches after one warm-up batch."""
+    if cfg.cpu_procs > 1:  # data-parallel ranks: time the second of two short epochs of the real launcher
+        import csv
+        import tempfile
+
+        cfg = resolve(cfg, len(data.train))
+        n = cfg.batch * batches
+        small = dataclasses.replace(data, train=subset(data.train, n / len(data.train)),
+                                    test=subset(data.test, 256 / len(data.test)))
+        with tempfile.TemporaryDirectory() as tmp:
+            runner.train(dataclasses.replace(cfg, epochs=2, plots=False, out=tmp), small)
+            with open(Path(tmp) / "metrics.csv") as f:
+                second = list(csv.DictReader(f))[1]
+        return (len(small.train) // cfg.batch * cfg.batch) / float(second["time"])
     cfg = resolve(cfg, len(data.train))
     precision = resolve_precision(cfg.precision, cfg.device)
     model = create_classifier(cfg.model, data.num_classes, data.in_channels, data.image_size, **cfg.model_kwargs())

@@ -189,6 +189,8 @@ def train_single(cfg: Config, overrides: dict[str, Any], plan: DataPlan | None =
             holder = [str(run_dir) if run_dir else None]
             torch.distributed.broadcast_object_list(holder, src=0)
             run_dir = Path(holder[0])
+    else:  # a given folder (a k-fold run's foldK)
+        run_dir.mkdir(parents=True, exist_ok=True)
     seed_everything(cfg.seed, cfg.deterministic)
     plan = plan or plan_data(cfg)
     for note in plan.notes:
