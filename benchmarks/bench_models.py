@@ -18,7 +18,7 @@ TGS_MODELS = ["unet", "unet_small", "unet_resnet34", "unet_resnext50", "unet_vgg
 CAMVID_MODELS = ["bisenet_resnet18", "fcn8s", "deeplabv3plus"]
 
 
-def run_one(model: str, minutes: float, val_images: int, workdir: Path) -> dict:
+def run_one(model: str, minutes: float, val_images: int, workdir: Path, train_images: int = 0) -> dict:
     """Train ``model`` for ``minutes`` and evaluate it; returns one table row."""
     from seglab.config import build_config
     from seglab.data.formats import write_list_file
@@ -37,6 +37,13 @@ def run_one(model: str, minutes: float, val_images: int, workdir: Path) -> dict:
     else:
         data = SHARED / "tgs-salt"
         base = {"data": str(data), "pad_to": 128, "batch": 32, "augment": "hflip,random_pad"}
+        plan = plan_data(build_config(base))  # the data's seeded 8:1:1 split; test stays unseen
+        train = plan.splits["train"][:train_images] if train_images else plan.splits["train"]
+        write_list_file(workdir / f"{model}_train.txt", train)
+        write_list_file(workdir / f"{model}_val.txt", plan.splits["val"])
+        write_list_file(workdir / f"{model}_test.txt", plan.splits["test"])
+        base.update(train_list=str(workdir / f"{model}_train.txt"), val_list=str(workdir / f"{model}_val.txt"),
+                    test_list=str(workdir / f"{model}_test.txt"))
         metric = "tgs"
     cfg = {**base, "model": model, "epochs": 1000, "time_limit": minutes, "lr": 1e-3, "optimizer": "adamw",
            "warmup_epochs": 0.3, "project": str(workdir), "name": model, "exist_ok": True, "metric": metric,
@@ -56,12 +63,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--minutes", type=float, default=3.0)
     parser.add_argument("--val-images", type=int, default=30)
+    parser.add_argument("--train-images", type=int, default=640,
+                        help="TGS images per epoch, so that even big encoders finish epochs within short budgets")
     parser.add_argument("--models", default=",".join(TGS_MODELS + CAMVID_MODELS))
     args = parser.parse_args()
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for model in args.models.split(","):
-            rows.append(run_one(model, args.minutes, args.val_images, Path(tmp)))
+            rows.append(run_one(model, args.minutes, args.val_images, Path(tmp), args.train_images))
             print(json.dumps(rows[-1]), flush=True)
     print(f"\n| model | data | params (M) | GFLOPs | train img/s | infer img/s | epochs in {args.minutes:g} min | metric |")
     print("|---|---|---|---|---|---|---|---|")

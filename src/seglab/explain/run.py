@@ -21,7 +21,8 @@ class Explainer:
     """A checkpoint loaded once, in fp32 (see ``gradcam``), to explain many images."""
 
     def __init__(self, weights: str, device: str = "auto"):
-        predictor = load_predictor(weights, device=device, precision="fp32")
+        # Unfolded: Grad-CAM may target any named layer, BatchNorms included.
+        predictor = load_predictor(weights, device=device, precision="fp32", fold_bn=False)
         if len(predictor.models) != 1:
             raise ValueError(f"explain looks at one model at a time, but {weights!r} holds {len(predictor.models)} "
                              "(an ensemble or k-fold run): pass one checkpoint, e.g. weights=RUN/fold0")

@@ -11,6 +11,7 @@ from ..engine.checkpoint import load_checkpoint, model_from_checkpoint
 from ..engine.loop import Normalizer
 from ..engine.precision import Precision, resolve_precision
 from ..errors import CheckpointError
+from .fold_bn import fold_batchnorm
 
 # D4 group as (k rotations by 90 degrees, flip width) pairs; "flip" uses the identity and the two flips.
 _TTA = {
@@ -39,10 +40,15 @@ def _undo(x: torch.Tensor, k: int, fw: bool, fh: bool) -> torch.Tensor:
 class Predictor:
     """Averages the probabilities of one or more models over test-time augmentations."""
 
-    def __init__(self, models: Sequence[nn.Module], meta: dict, precision: Precision, tta: str = "none"):
+    def __init__(self, models: Sequence[nn.Module], meta: dict, precision: Precision, tta: str = "none",
+                 fold_bn: bool = True):
         if tta not in _TTA:
             raise ValueError(f"tta must be one of {', '.join(_TTA)}, got {tta!r}")
         self.precision, self.meta, self.tta = precision, meta, tta
+        models = [m.eval() for m in models]
+        if fold_bn:  # inference only: BatchNorm folded into the convs (checked to give the same logits)
+            example = torch.rand(1, meta["in_channels"], 128, 128, device=next(models[0].parameters()).device)
+            models = [fold_batchnorm(m, example)[0] for m in models]
         self.models = [precision.prepare_model(m).eval() for m in models]
         self.normalize = Normalizer(meta["mean"], meta["std"], meta["scale"]).to(precision.device)
 
@@ -77,7 +83,7 @@ class Predictor:
 
 
 def load_predictor(weights: str | Sequence[str], device: str = "auto", precision: str = "auto",
-                   tta: str = "none") -> Predictor:
+                   tta: str = "none", fold_bn: bool = True) -> Predictor:
     """Build a Predictor from checkpoint paths or run folders (comma-separated string or list = ensemble)."""
     paths = [w.strip() for w in weights.split(",")] if isinstance(weights, str) else list(weights)
     paths = [p for p in paths if p]
@@ -107,4 +113,4 @@ def load_predictor(weights: str | Sequence[str], device: str = "auto", precision
     tuned = [m.get("tuned") for m in metas if m.get("tuned")]
     if len(paths) == 1 and tuned:
         meta["tuned"] = tuned[0]
-    return Predictor(models, meta, resolve_precision(precision, device), tta)
+    return Predictor(models, meta, resolve_precision(precision, device), tta, fold_bn)
