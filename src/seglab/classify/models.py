@@ -297,9 +297,12 @@ class FastAllConv(nn.Module):
 
 
 @register_classifier
-def fast_allconv(num_classes: int = 10, in_channels: int = 3, image_size: int = 32, width: int = 64,
+def fast_allconv(num_classes: int = 10, in_channels: int = 3, image_size: int = 32, width: int = 32,
                  activation: str = "gelu") -> nn.Module:
-    """Default: fast residual BN all-conv net, ResNet-9 at 32 px (widths 64, 128, 256, 512; 6.57M parameters).
+    """Default: fast residual BN all-conv net, ResNet-9 layout at 32 px (widths 32, 64, 128, 256; 1.65M parameters).
+
+    Half the width of DAWNBench's ResNet-9 (``width=64``, 6.57M): on a 2-core CPU it trains 3.7x faster per image,
+    so a 30-minute budget gets 13 epochs instead of 4, which is worth more than the width.
 
     Each stage halves the image; stages stop while the map is still >= 4 px wide (3 at 32 px, 2 at 28 px,
     1 at 8 px), since wider stages on a 1x1 map cost time and add nothing on small images.

@@ -1,9 +1,10 @@
 """Data-parallel training on one CPU machine: ``cpu_procs=N`` runs N single-machine DDP ranks (gloo).
 
-Why: on small CPUs one PyTorch process scales poorly over its intra-op threads (a 2-core machine trains a U-Net at
-128 px only ~10% faster with 2 threads than with 1), while N processes with cores/N threads each nearly multiply
-throughput. This is what ``torchrun --nproc_per_node=N`` does, launched from ``seglab train`` itself so that a
-laptop user needs no launcher; ``batch`` stays the global batch (each rank takes batch / N).
+Why: where one PyTorch process scales poorly over its intra-op threads (many-core CPUs, small images, a host
+shared with other work), N processes with cores/N threads each get more done. This is what
+``torchrun --nproc_per_node=N`` does, launched from ``seglab train`` itself so that no launcher is needed;
+``batch`` stays the global batch (each rank takes batch / N). On a quiet 2-core machine the gradient all-reduce
+costs more than it saves (BENCHMARKS.md), so the default is one process.
 """
 from __future__ import annotations
 
