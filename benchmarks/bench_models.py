@@ -38,8 +38,8 @@ def run_one(model: str, minutes: float, val_images: int, workdir: Path, train_im
         data = SHARED / "tgs-salt"
         base = {"data": str(data), "pad_to": 128, "batch": 32, "augment": "hflip,random_pad"}
         plan = plan_data(build_config(base))  # the data's seeded 8:1:1 split; test stays unseen
-        train = plan.splits["train"][:train_images] if train_images else plan.splits["train"]
-        write_list_file(workdir / f"{model}_train.txt", train)
+        train_samples = plan.splits["train"][:train_images] if train_images else plan.splits["train"]
+        write_list_file(workdir / f"{model}_train.txt", train_samples)
         write_list_file(workdir / f"{model}_val.txt", plan.splits["val"])
         write_list_file(workdir / f"{model}_test.txt", plan.splits["test"])
         base.update(train_list=str(workdir / f"{model}_train.txt"), val_list=str(workdir / f"{model}_val.txt"),
