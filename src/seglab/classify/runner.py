@@ -116,13 +116,12 @@ def _train_on_cpu_ranks(cfg: ClassifyConfig, data: ClassificationData) -> dict:
     """``cpu_procs`` DDP ranks on this CPU (see seglab.engine.cpu_ranks for why); rank 0 writes the run."""
     import torch.multiprocessing as mp
 
-    from seglab.engine.cpu_ranks import free_port
+    from seglab.engine.cpu_ranks import available_cores, free_port
 
     resolve(cfg, len(data.train))  # bad settings fail here, not in every rank
     run_dir = next_run_dir(cfg.out, "train")
     cfg = dataclasses.replace(cfg, out=str(run_dir))
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    threads = cfg.threads or max(1, cores // cfg.cpu_procs)
+    threads = cfg.threads or max(1, available_cores() // cfg.cpu_procs)
     mp.start_processes(_rank_main, args=(cfg.cpu_procs, free_port(), threads, cfg, data), nprocs=cfg.cpu_procs,
                        join=True, start_method="spawn")
     return json.loads((run_dir / "results.json").read_text())
@@ -130,8 +129,9 @@ def _train_on_cpu_ranks(cfg: ClassifyConfig, data: ClassificationData) -> dict:
 
 def _rank_main(rank: int, world: int, port: int, threads: int, cfg: ClassifyConfig,
                data: ClassificationData) -> None:
-    os.environ.update({"RANK": str(rank), "WORLD_SIZE": str(world), "LOCAL_RANK": str(rank),
-                       "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)})
+    from seglab.engine.cpu_ranks import set_rank_env
+
+    set_rank_env(rank, world, port)
     torch.distributed.init_process_group("gloo")
     try:
         with cpu_threads(threads):

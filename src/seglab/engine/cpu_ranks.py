@@ -36,6 +36,17 @@ def check_cpu_ranks(cfg: Config) -> None:
                           f"(each process takes batch / cpu_procs), e.g. batch={cfg.batch - cfg.batch % cfg.cpu_procs}")
 
 
+def available_cores() -> int:
+    """CPU cores this process may run on (its affinity set where the OS has one)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def set_rank_env(rank: int, world: int, port: int) -> None:
+    """The environment torchrun would give rank ``rank`` of a one-machine job."""
+    os.environ.update({"RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": str(world),
+                       "LOCAL_WORLD_SIZE": str(world), "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)})
+
+
 def free_port() -> int:
     """A free TCP port on localhost for the rendezvous."""
     with socket.socket() as s:
@@ -48,8 +59,7 @@ def _rank_main(rank: int, world: int, port: int, threads: int, cfg: Config, over
     """One rank: torchrun's environment, its share of the cores, then the ordinary training."""
     from .trainer import train_single
 
-    os.environ.update({"RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": str(world),
-                       "LOCAL_WORLD_SIZE": str(world), "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)})
+    set_rank_env(rank, world, port)
     torch.set_num_threads(threads)
     train_single(cfg, overrides, plan=plan, run_dir=run_dir)
 
@@ -57,13 +67,12 @@ def _rank_main(rank: int, world: int, port: int, threads: int, cfg: Config, over
 def launch_cpu_ranks(cfg: Config, overrides: dict[str, Any], run_dir: Path | None, plan=None) -> None:
     """Run ``train_single`` in ``cfg.cpu_procs`` processes and wait; Ctrl-C reaches the ranks, which save and stop."""
     check_cpu_ranks(cfg)
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    threads = max(1, cores // cfg.cpu_procs)
+    threads = max(1, available_cores() // cfg.cpu_procs)
     context = mp.start_processes(_rank_main, args=(cfg.cpu_procs, free_port(), threads, cfg, overrides, run_dir,
                                                    plan), nprocs=cfg.cpu_procs, join=False, start_method="spawn")
     old = signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the ranks too: they save and stop
     try:
-        while not context.join():
-            pass
+        while not context.join():  # False while ranks run; raises if one fails
+            continue
     finally:
         signal.signal(signal.SIGINT, old)

@@ -21,7 +21,7 @@ from ..errors import ConfigError
 from ..losses import build_loss
 from ..models import create_model
 from .checkpoint import load_checkpoint, save_checkpoint
-from .cpu_ranks import check_cpu_ranks, launch_cpu_ranks, wants_cpu_ranks
+from .cpu_ranks import available_cores, check_cpu_ranks, launch_cpu_ranks, wants_cpu_ranks
 from .distributed import barrier, cleanup, init_distributed, is_main
 from .loop import NonFiniteLoss, Normalizer, StopFlag, evaluate, train_one_epoch
 from .optim import build_optimizer, build_scheduler, set_total_epochs
@@ -55,7 +55,7 @@ def head_channels(num_classes: int) -> int:
 
 def auto_workers(cached: bool) -> int:
     """DataLoader workers from the machine: keep one core for the model; none when decoding is already done."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    cores = available_cores()
     if cores <= 2:
         return 0 if cached else 1
     return min(8, cores - 1)
