@@ -13,7 +13,7 @@ import torch.nn.functional as F
 
 from seglab.models import (PretrainedWeightsUnavailable, create_model, freeze_encoder, list_models,
                            model_summary)
-from seglab.models.blocks import mirror_pad
+from seglab.models.blocks import SplitBiasConv2d, mirror_pad
 from seglab.models.fcn import bilinear_upsampler
 
 @pytest.fixture(autouse=True, scope="module")
@@ -312,6 +312,36 @@ def test_fcn8s_has_vgg16_plus_convolutionalised_fc_parameters():
     scores = (4096 + 1) * 21 + (512 + 1) * 21 + (256 + 1) * 21
     upsamplers = 21 * 21 * (4 * 4 + 4 * 4 + 16 * 16)
     assert sum(p.numel() for p in model.parameters()) == vgg16_convs + fc6 + fc7 + scores + upsamplers
+
+
+BF16_SCORE_STEP = """
+import torch, torch.nn as nn
+from seglab.models.blocks import SplitBiasConv2d
+conv = {cls}(4096, 12, 1)
+x = torch.randn(8, 4096, 8, 8, requires_grad=True)
+for _ in range(4):
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss = conv(x).float().mean()
+    loss.backward()
+print("survived")
+"""
+
+
+@pytest.mark.skipif(not torch.backends.mkldnn.is_available(), reason="the bug is in oneDNN's CPU convolution")
+def test_fcn_score_layer_survives_bf16_training_on_cpu():
+    """FCN's 4096 -> classes 1x1 score conv: oneDNN's bf16 bias gradient corrupts the heap; ours must not."""
+    import subprocess
+    import sys
+    assert isinstance(create_model("fcn8s", num_classes=12, fc_channels=64, encoder="vgg11").score_fr,
+                      SplitBiasConv2d)
+    ours = subprocess.run([sys.executable, "-c", BF16_SCORE_STEP.format(cls="SplitBiasConv2d")],
+                          capture_output=True, text=True, timeout=120)
+    assert ours.returncode == 0 and "survived" in ours.stdout, ours.stderr[-500:]
+    torch.manual_seed(0)
+    plain, split = nn.Conv2d(32, 5, 1), SplitBiasConv2d(32, 5, 1)
+    split.load_state_dict(plain.state_dict())
+    x = torch.randn(2, 32, 7, 9)
+    torch.testing.assert_close(split(x), plain(x))
 
 
 def test_encoder_unet_options_deep_supervision_hypercolumn_attention():

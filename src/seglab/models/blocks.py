@@ -96,6 +96,19 @@ class FeatureFusionModule(nn.Module):
         return x + x * self.gate(x)
 
 
+class SplitBiasConv2d(nn.Conv2d):
+    """Conv2d that adds its bias after the convolution instead of inside it: same parameters, same result.
+
+    Why: PyTorch 2.14's CPU (oneDNN) bf16 convolution backward corrupts the heap when it computes the bias
+    gradient of a 1x1 conv with ~4096 input and < 16 output channels (FCN's score layer; process aborts with
+    "malloc_consolidate(): unaligned fastbin chunk"). Leaving the bias out of the oneDNN call avoids the bug.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self._conv_forward(x, self.weight, None)
+        return out if self.bias is None else out + self.bias.to(out.dtype).view(1, -1, 1, 1)
+
+
 def mirror_pad(x: torch.Tensor, left: int, right: int, top: int, bottom: int) -> torch.Tensor:
     """Mirror-extend an (N, C, H, W) tensor by any amount, even more than its own size.
 

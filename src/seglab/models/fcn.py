@@ -17,7 +17,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .blocks import pad_to_multiple
+from .blocks import SplitBiasConv2d, pad_to_multiple
 from .encoders import EncoderStagesMixin, TimmEncoder
 from .options import reject_unknown_options
 from .registry import register_model
@@ -62,7 +62,7 @@ class FCN(EncoderStagesMixin, nn.Module):
         self.fc6 = nn.Sequential(nn.Conv2d(ch[self.pool5_index], fc_channels, 7, padding=3), nn.ReLU(inplace=True),
                                  nn.Dropout2d(dropout))
         self.fc7 = nn.Sequential(nn.Conv2d(fc_channels, fc_channels, 1), nn.ReLU(inplace=True), nn.Dropout2d(dropout))
-        self.score_fr = nn.Conv2d(fc_channels, num_classes, 1)
+        self.score_fr = SplitBiasConv2d(fc_channels, num_classes, 1)  # see SplitBiasConv2d: a oneDNN bf16 bug
         if variant == "32s":
             self.upscore = bilinear_upsampler(num_classes, 32)
         else:
