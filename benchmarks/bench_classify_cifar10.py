@@ -1,8 +1,9 @@
 """CIFAR-10 benchmark of the all-convolutional study: the study's CNN and all-conv nets, and the fast default net.
 
 Reads the class-per-folder JPEG copy in ../shared/data/cifar10, trains each model with ``seglab classify``'s
-engine and prints a Markdown table (parameters, epochs, time, test accuracy).  The fast net's epochs are
-chosen to fit ``--minutes`` of training, measured on this machine before the run (or fixed with ``--epochs``).
+engine and prints a Markdown table (parameters, epochs, time, test accuracy).  The fast net trains with
+``time_limit=--minutes``: after each epoch the engine re-estimates how many epochs fit and refits the learning-rate
+schedule to end there (or use a fixed ``--epochs``).
 
     python benchmarks/bench_classify_cifar10.py                       # full run (study nets + 30-minute fast net)
     python benchmarks/bench_classify_cifar10.py --fraction 0.02 --study-epochs 1 --epochs 1   # quick check
@@ -12,9 +13,7 @@ chosen to fit ``--minutes`` of training, measured on this machine before the run
 from __future__ import annotations
 
 import argparse
-import contextlib
 import dataclasses
-import io
 import sys
 import time
 from pathlib import Path
@@ -22,55 +21,16 @@ from pathlib import Path
 import torch
 
 from seglab.classify import report, runner
-from seglab.classify.config import ClassifyConfig, parse_args, resolve
+from seglab.classify.config import parse_args
 from seglab.classify.data import (
-    ClassificationData,
-    iterate_batches,
     load_image_folder,
     subset,
 )
-from seglab.classify.engine import (
-    Normalized,
-    build_optimizer,
-    build_scheduler,
-    train_one_epoch,
-)
-from seglab.classify.models import create_classifier
-from seglab.engine.precision import resolve_precision
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "cifar10"
 STUDY_ACCURACY = {"study_cnn_cifar10": 0.751, "study_allconv_cifar10": 0.763}
 COLUMNS = ["model", "params", "epochs", "time_per_epoch", "train_time", "images_per_second", "test_acc",
            "study_acc"]
-
-
-def measure_images_per_second(cfg: ClassifyConfig, data: ClassificationData, batches: int = 12) -> float:
-    """Training throughput of ``cfg`` on this machine, from a few batches after one warm-up batch."""
-    if cfg.cpu_procs > 1:  # data-parallel ranks: time the second of two short epochs of the real launcher
-        import csv
-        import tempfile
-
-        cfg = resolve(cfg, len(data.train))
-        n = cfg.batch * batches
-        small = dataclasses.replace(data, train=subset(data.train, n / len(data.train)),
-                                    test=subset(data.test, 256 / len(data.test)))
-        with tempfile.TemporaryDirectory() as tmp:
-            runner.train(dataclasses.replace(cfg, epochs=2, plots=False, out=tmp), small)
-            with open(Path(tmp) / "metrics.csv") as f:
-                second = list(csv.DictReader(f))[1]
-        return (len(small.train) // cfg.batch * cfg.batch) / float(second["time"])
-    cfg = resolve(cfg, len(data.train))
-    precision = resolve_precision(cfg.precision, cfg.device)
-    model = create_classifier(cfg.model, data.num_classes, data.in_channels, data.image_size, **cfg.model_kwargs())
-    net = precision.prepare_model(Normalized(model, [0.5] * data.in_channels, [0.25] * data.in_channels))
-    optimizer = build_optimizer(net, cfg.optimizer, cfg.lr, cfg.weight_decay, cfg.momentum)
-    scheduler = build_scheduler(optimizer, "constant", batches + 1)
-    images = next(iterate_batches(data.train, cfg.batch * (batches + 1), shuffle=True))
-    warmup = dataclasses.replace(data.train, images=images[0][: cfg.batch], labels=images[1][: cfg.batch])
-    timed = dataclasses.replace(data.train, images=images[0][cfg.batch:], labels=images[1][cfg.batch:])
-    train_one_epoch(net, warmup, optimizer, scheduler, precision, cfg.batch)
-    result = train_one_epoch(net, timed, optimizer, scheduler, precision, cfg.batch)
-    return result.images / result.seconds
 
 
 def main(argv: list[str]) -> int:
@@ -80,6 +40,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--study-epochs", type=int, default=20, help="epochs for the two study networks")
     parser.add_argument("--minutes", type=float, default=30.0, help="training budget of the fast net")
     parser.add_argument("--epochs", type=int, default=None, help="fixed epochs for the fast net (overrides --minutes)")
+    parser.add_argument("--max-epochs", type=int, default=50, help="upper bound on the fast net's epochs in --minutes")
     parser.add_argument("--fraction", type=float, default=1.0, help="train on this fraction (quick checks)")
     parser.add_argument("--test-fraction", type=float, default=1.0, help="evaluate on this fraction (quick checks)")
     parser.add_argument("--models", default="study_cnn_cifar10,study_allconv_cifar10,fast_allconv")
@@ -106,11 +67,7 @@ def main(argv: list[str]) -> int:
         elif args.epochs is not None:
             cfg = dataclasses.replace(cfg, epochs=args.epochs)
         else:
-            with contextlib.redirect_stdout(io.StringIO()), runner.cpu_threads(cfg.threads):
-                speed = measure_images_per_second(cfg, data)
-            epochs = max(1, int(args.minutes * 60 * speed * 0.95 / len(data.train)))
-            print(f"{name}: {speed:.0f} images/s measured -> {epochs} epochs fit in {args.minutes:g} minutes")
-            cfg = dataclasses.replace(cfg, epochs=epochs)
+            cfg = dataclasses.replace(cfg, epochs=args.max_epochs, time_limit=args.minutes)
         summary = runner.train(cfg, data)
         rows.append({**summary, "study_acc": STUDY_ACCURACY.get(name, "")})
         report.write_table(rows, COLUMNS, Path(args.out) / "benchmark")

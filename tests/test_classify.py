@@ -332,3 +332,105 @@ def test_cpu_procs_trains_on_two_ranks_with_the_global_batch(tmp_path, capfd):
 def test_cpu_procs_needs_a_divisible_batch(capsys):
     assert main(["train", "data=digits", "cpu_procs=2", "batch=63"]) == 2
     assert "cpu_procs=2" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------- the fast recipe's parts
+
+
+def test_whitening_stem_decorrelates_image_patches():
+    """After ``fit``, the stem's linear responses to 2x2 patches of the data are white (identity covariance)."""
+    from seglab.classify.models import WhiteningStem
+    g = torch.Generator().manual_seed(0)
+    smooth = torch.nn.functional.avg_pool2d(torch.randn(200, 3, 19, 19, generator=g), 4, 1)  # correlated pixels
+    images = smooth + 0.5 * smooth[:, :1]  # and correlated channels
+    stem = WhiteningStem(3)
+    stem.fit(images, eps=1e-6)
+    with torch.no_grad():
+        responses = torch.nn.functional.conv2d(images, stem.conv.weight)  # no bias: the linear part
+    first = responses[:, :12].transpose(0, 1).reshape(12, -1)
+    covariance = first @ first.T / first.shape[1]
+    torch.testing.assert_close(covariance, torch.eye(12), atol=0.02, rtol=0)
+    torch.testing.assert_close(responses[:, 12:], -responses[:, :12])  # the negated copies
+    assert not stem.conv.weight.requires_grad and stem.conv.bias.requires_grad
+
+
+def test_onecycle_schedule_shape_and_refit():
+    from seglab.classify.engine import StepSchedule
+    schedule = StepSchedule("onecycle", 100, warmup=0.2)
+    assert schedule(0) == pytest.approx(0.2) and schedule(20) == pytest.approx(1.0)
+    assert schedule(100) == pytest.approx(0.07) and schedule(60) == pytest.approx(1 - 0.93 * 0.5)
+    schedule.total_steps = 50  # a time budget shortens the run: the decay now ends at step 50
+    assert schedule(10) == pytest.approx(1.0) and schedule(50) == pytest.approx(0.07)
+    with pytest.raises(ValueError, match="sched must be one of"):
+        StepSchedule("linear", 10)
+
+
+def test_lookahead_leaves_early_training_alone_and_finishes_on_the_average():
+    from seglab.classify.engine import Lookahead
+    layer = torch.nn.Linear(1, 1, bias=False)
+    layer.weight.data.fill_(0.0)
+    lookahead = Lookahead(layer, every=1)
+    layer.weight.data.fill_(1.0)
+    lookahead.step(progress=0.0)  # decay 0: the average jumps to the weights, which stay
+    assert layer.weight.item() == pytest.approx(1.0)
+    layer.weight.data.fill_(3.0)
+    lookahead.step(progress=1.0)  # decay 0.95: weights pulled to 0.95 * 1 + 0.05 * 3
+    assert layer.weight.item() == pytest.approx(1.1)
+    layer.weight.data.fill_(5.0)
+    lookahead.finish()  # decay 1: the average, ignoring the latest weights
+    assert layer.weight.item() == pytest.approx(1.1)
+
+
+def test_norm_shifts_get_a_scaled_rate_and_the_same_decay_per_step():
+    from seglab.classify.engine import build_optimizer
+    model = create_classifier("fast_allconv", 10, 3, 32)
+    optimizer = build_optimizer(model, "sgd", 0.5, 1e-3, 0.85, norm_lr_scale=64.0)
+    decay, no_decay, norm = optimizer.param_groups
+    assert norm["lr"] == 0.5 * 64 and norm["lr"] * norm["weight_decay"] == pytest.approx(0.5 * 1e-3)
+    bn_shifts = [m.bias for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert {id(p) for p in norm["params"]} == {id(p) for p in bn_shifts}
+    assert all(p.ndim == 1 for p in no_decay["params"]) and decay["weight_decay"] == 1e-3
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    assert sum(p.numel() for g in optimizer.param_groups for p in g["params"]) == trainable
+
+
+def test_tta_averages_mirrored_and_shifted_views():
+    from seglab.classify.engine import Normalized, predict_logits
+    from seglab.engine.precision import resolve_precision
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.Flatten(), torch.nn.Linear(4 * 14 * 14, 5))
+    images = torch.randint(0, 256, (2, 3, 16, 16), dtype=torch.uint8)
+    x = images.float() / 255
+    model = Normalized(model, [0.0] * 3, [1.0] * 3)  # takes the uint8 images; identity on 0..1 floats
+    fp32 = resolve_precision("fp32", "cpu")
+    got = predict_logits(model, images, fp32, tta=True)
+    padded = torch.nn.functional.pad(x, (1, 1, 1, 1), mode="reflect")
+    views = [x, padded[..., :16, :16], padded[..., 2:, 2:]]
+    mirrored = [(model(v) + model(v.flip(3))) / 2 for v in views]
+    torch.testing.assert_close(got, (mirrored[0] + (mirrored[1] + mirrored[2]) / 2) / 2)
+
+
+def test_time_limit_fits_the_epochs_and_the_schedule(tmp_path, monkeypatch):
+    """A fake clock makes every epoch take 5 s; a 15 s budget of at most 10 epochs trains 3, ending the decay."""
+    from seglab.classify import engine
+
+    class FakeClock:
+        now = 0.0
+
+        def perf_counter(self) -> float:
+            self.now += 5.0
+            return self.now
+
+    monkeypatch.setattr(engine, "time", FakeClock())
+    out = tmp_path / "budget"
+    assert main(["train", "data=digits", "epochs=10", "time_limit=0.25", "threads=1", "plots=false",
+                 f"out={out}"]) == 0
+    rows = _read_csv(out / "metrics.csv")
+    assert [int(r["epoch"]) for r in rows] == [1, 2, 3]
+    results = json.loads((out / "results.json").read_text())
+    assert results["epochs"] == 3 and results["test_acc"] >= 0.9
+    # "lr" is logged at each epoch's start. Refit to 3 epochs after epoch 1, the warm-up (20%) is over
+    # and epoch 3 starts lower than epoch 2; the 10-epoch schedule would still be warming up there.
+    lrs = [float(r["lr"]) for r in rows]
+    assert lrs[0] < lrs[1] and lrs[2] < lrs[1]
+    assert main(["train", "data=digits", "time_limit=-1"]) == 2

@@ -54,15 +54,23 @@ class EvalResult:
     probabilities: torch.Tensor
 
 
-def build_optimizer(model: nn.Module, name: str, lr: float, weight_decay: float,
-                    momentum: float = 0.9) -> torch.optim.Optimizer:
-    """SGD (Nesterov), Adam or AdamW; biases and norm weights get no weight decay."""
-    decay = [p for p in model.parameters() if p.requires_grad and p.ndim > 1]
-    no_decay = [p for p in model.parameters() if p.requires_grad and p.ndim <= 1]
+def build_optimizer(model: nn.Module, name: str, lr: float, weight_decay: float, momentum: float = 0.9,
+                    norm_lr_scale: float = 1.0) -> torch.optim.Optimizer:
+    """SGD (Nesterov), Adam or AdamW; biases get no weight decay.
+
+    ``norm_lr_scale`` multiplies the learning rate of BatchNorm shifts (airbench trains them 64x faster) and
+    divides their weight decay by the same factor, so the decay per step stays as for the other weights.
+    """
+    norms = {id(p) for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) for p in m.parameters()}
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    decay = [p for p in trainable if p.ndim > 1]
+    norm = [p for p in trainable if p.ndim <= 1 and id(p) in norms] if norm_lr_scale != 1 else []
+    no_decay = [p for p in trainable if p.ndim <= 1 and all(p is not q for q in norm)]
     groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    if norm:
+        groups.append({"params": norm, "lr": lr * norm_lr_scale, "weight_decay": weight_decay / norm_lr_scale})
     # Fused kernels: one pass over the weights per step (fp32 weights on CPU/CUDA), as in seglab.engine.optim.
-    fused = True if all(p.device.type in ("cpu", "cuda") and p.dtype == torch.float32 for p in decay + no_decay) \
-        else None
+    fused = True if all(p.device.type in ("cpu", "cuda") and p.dtype == torch.float32 for p in trainable) else None
     if name == "sgd":
         return torch.optim.SGD(groups, lr=lr, momentum=momentum, nesterov=True, fused=fused)
     if name == "adam":
@@ -72,34 +80,75 @@ def build_optimizer(model: nn.Module, name: str, lr: float, weight_decay: float,
     raise ValueError(f"optimizer must be sgd, adam or adamw; got {name!r}")
 
 
+class StepSchedule:
+    """Learning-rate factor per step: ``onecycle`` (airbench's triangle: 0.2 -> 1 at ``warmup``, then -> 0.07),
+    ``cosine`` (linear warmup, cosine decay) or ``constant``. ``total_steps`` may change mid-run (time budgets)."""
+
+    def __init__(self, name: str, total_steps: int, warmup: float = 0.2) -> None:
+        if name not in ("onecycle", "cosine", "constant"):
+            raise ValueError(f"sched must be one of onecycle, cosine, constant; got {name!r}")
+        self.name, self.total_steps, self.warmup = name, max(1, total_steps), warmup
+
+    def __call__(self, step: int) -> float:
+        """The factor at ``step`` (0-based)."""
+        if self.name == "constant":
+            return 1.0
+        warmup_steps = max(1, round(self.warmup * self.total_steps))
+        progress = min(1.0, max(0, step - warmup_steps) / max(1, self.total_steps - warmup_steps))
+        if self.name == "onecycle":
+            if step < warmup_steps:
+                return 0.2 + 0.8 * step / warmup_steps
+            return 1.0 - 0.93 * progress
+        if step < warmup_steps:
+            return (step + 1) / warmup_steps
+        return 0.5 * (1 + math.cos(math.pi * progress))
+
+
 def build_scheduler(optimizer: torch.optim.Optimizer, name: str, total_steps: int,
-                    warmup: float = 0.2) -> torch.optim.lr_scheduler.LRScheduler:
-    """Per-step schedule: ``onecycle`` (linear up then down), ``cosine`` (linear warmup, cosine decay) or ``constant``."""
-    warmup_steps = max(1, round(warmup * total_steps))
+                    warmup: float = 0.2) -> torch.optim.lr_scheduler.LambdaLR:
+    """Per-step LambdaLR over a ``StepSchedule`` (reach it as ``scheduler.lr_lambdas[0]`` to refit the length)."""
+    schedule = StepSchedule(name, total_steps, warmup)
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, [schedule] * len(optimizer.param_groups))
 
-    def onecycle(step: int) -> float:
-        # Linear ramps, as in the ResNet-9 / airbench recipes; the floor keeps the last steps useful.
-        if step < warmup_steps:
-            return (step + 1) / warmup_steps
-        return max(0.02, (total_steps - step) / max(1, total_steps - warmup_steps))
 
-    def cosine(step: int) -> float:
-        if step < warmup_steps:
-            return (step + 1) / warmup_steps
-        progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
-        return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+def set_total_steps(scheduler: torch.optim.lr_scheduler.LambdaLR, total_steps: int) -> None:
+    """Refit the schedule's length (every group shares one ``StepSchedule``)."""
+    scheduler.lr_lambdas[0].total_steps = max(1, total_steps)
 
-    schedules = {"onecycle": onecycle, "cosine": cosine, "constant": lambda step: 1.0}
-    if name not in schedules:
-        raise ValueError(f"sched must be one of {', '.join(schedules)}; got {name!r}")
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, schedules[name])
+
+class Lookahead:
+    """Lookahead with an EMA that grows over the run (airbench): every ``every`` steps the weights are pulled to
+    their running average with decay ``0.95**every * progress**3``, so early training is untouched and the end of a
+    short schedule is averaged; ``finish`` leaves the averaged weights in the model."""
+
+    def __init__(self, model: nn.Module, every: int = 5) -> None:
+        self.model, self.every, self.steps = model, every, 0
+        self.average = {k: v.detach().clone() for k, v in model.state_dict().items() if v.dtype.is_floating_point}
+
+    @torch.no_grad()
+    def step(self, progress: float) -> None:
+        """Count one optimizer step; every ``every`` steps, blend and write back."""
+        self.steps += 1
+        if self.steps % self.every == 0:
+            self._blend(0.95 ** self.every * min(1.0, progress) ** 3)
+
+    @torch.no_grad()
+    def finish(self) -> None:
+        """Put the averaged weights in the model."""
+        self._blend(1.0)
+
+    def _blend(self, decay: float) -> None:
+        state = self.model.state_dict()
+        for k, avg in self.average.items():
+            avg.lerp_(state[k], 1 - decay)
+            state[k].copy_(avg)
 
 
 def train_one_epoch(model: nn.Module, split: ImageSplit, optimizer: torch.optim.Optimizer,
                     scheduler: torch.optim.lr_scheduler.LRScheduler, precision: Precision, batch_size: int,
                     label_smoothing: float = 0.0, shift: float = 0.1, flip: bool = True,
                     generator: torch.Generator | None = None, rank: int = 0, world: int = 1,
-                    aug_generator: torch.Generator | None = None) -> EpochResult:
+                    aug_generator: torch.Generator | None = None, lookahead: Lookahead | None = None) -> EpochResult:
     """One pass over ``split`` with batch augmentation; returns mean loss, accuracy and wall time.
 
     With ``world`` > 1 (DDP), every rank draws the same batch order from ``generator`` and trains on its
@@ -123,6 +172,8 @@ def train_one_epoch(model: nn.Module, split: ImageSplit, optimizer: torch.optim.
         loss.backward()
         optimizer.step()
         scheduler.step()
+        if lookahead is not None:
+            lookahead.step(scheduler.last_epoch / scheduler.lr_lambdas[0].total_steps)
         loss_sum += loss.detach() * len(y)
         correct += (logits.detach().argmax(1) == y).sum()
         seen += len(y)
@@ -134,18 +185,32 @@ def train_one_epoch(model: nn.Module, split: ImageSplit, optimizer: torch.optim.
     return EpochResult(float(totals[0]) / max(1, seen), float(totals[1]) / max(1, seen), seconds, seen)
 
 
+def _tta_logits(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """Mean of the mirrored views, and (from 16 px) of views shifted one pixel up-left and down-right (airbench)."""
+    def mirrored(z: torch.Tensor) -> torch.Tensor:
+        return (model(z).float() + model(z.flip(3)).float()) / 2
+
+    logits = mirrored(x)
+    if min(x.shape[-2:]) < 16:  # a pixel is too much of a small image
+        return logits
+    if x.dtype == torch.uint8:  # reflect padding needs floats; Normalized takes 0..1 floats as well as uint8
+        x = x.float().div(255)
+    h, w = x.shape[-2:]
+    padded = F.pad(x, (1, 1, 1, 1), mode="reflect")
+    shifted = (mirrored(padded[..., :h, :w]) + mirrored(padded[..., 2:, 2:])) / 2
+    return (logits + shifted) / 2
+
+
 @torch.no_grad()
 def predict_logits(model: nn.Module, images: torch.Tensor, precision: Precision, batch_size: int = 512,
                    tta: bool = False) -> torch.Tensor:
-    """Float32 logits for uint8 images; ``tta`` averages with the mirrored images."""
+    """Float32 logits for uint8 images; ``tta`` averages mirrored and one-pixel-shifted views."""
     model.eval()
     chunks = []
     for start in range(0, len(images), batch_size):
         x = precision.to_input(images[start:start + batch_size])
         with precision.autocast():
-            logits = model(x).float()
-            if tta:
-                logits = (logits + model(x.flip(3)).float()) / 2
+            logits = _tta_logits(model, x) if tta else model(x).float()
         chunks.append(logits)
     return torch.cat(chunks) if chunks else torch.zeros(0, 0)
 

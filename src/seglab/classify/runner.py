@@ -33,11 +33,13 @@ from seglab.classify.data import (
 )
 from seglab.classify.engine import (
     EvalResult,
+    Lookahead,
     Normalized,
     build_optimizer,
     build_scheduler,
     evaluate,
     predict_logits,
+    set_total_steps,
     train_one_epoch,
 )
 from seglab.classify.models import count_parameters, create_classifier
@@ -150,11 +152,15 @@ def _train(cfg: ClassifyConfig, data: ClassificationData | None) -> dict:
     model = create_classifier(cfg.model, data.num_classes, data.in_channels, data.image_size, **cfg.model_kwargs())
     params = count_parameters(model)
     precision = resolve_precision(cfg.precision, cfg.device)
-    net = precision.prepare_model(Normalized(model, *channel_stats(data.train.images)))
+    normalized = Normalized(model, *channel_stats(data.train.images))
+    if hasattr(model, "fit_to_data"):  # data-dependent init (the fast net's whitening stem); same on every rank
+        model.fit_to_data((data.train.images[:5000].float().div(255) - normalized.mean) / normalized.std)
+    net = precision.prepare_model(normalized)
     train_net = torch.nn.parallel.DistributedDataParallel(net) if world > 1 else net
     steps_per_epoch = max(1, len(data.train) // cfg.batch)
-    optimizer = build_optimizer(net, cfg.optimizer, cfg.lr, cfg.weight_decay, cfg.momentum)
+    optimizer = build_optimizer(net, cfg.optimizer, cfg.lr, cfg.weight_decay, cfg.momentum, cfg.norm_lr_scale)
     scheduler = build_scheduler(optimizer, cfg.sched, cfg.epochs * steps_per_epoch, cfg.warmup)
+    lookahead = Lookahead(net) if cfg.lookahead else None
     run_dir = next_run_dir(cfg.out, "train") if main else Path(cfg.out or ".")
     meta = {"spec": model.seglab_spec, "class_names": data.class_names, "in_channels": data.in_channels,
             "image_size": data.image_size, "data": cfg.data}
@@ -168,19 +174,31 @@ def _train(cfg: ClassifyConfig, data: ClassificationData | None) -> dict:
     flip = flip_enabled(cfg)
     rows: list[dict] = []
     best_acc = -1.0
-    images_seen = 0
+    images_seen, train_seconds = 0, 0.0
     if main:
         print(f"{cfg.model}: {params:,} parameters, {len(data.train)} train / {len(data.test)} test images, "
               f"{cfg.epochs} epochs, batch {cfg.batch}, {cfg.optimizer} lr {cfg.lr}, "
               f"{precision.dtype or 'fp32'}" + (f", {world} processes" if world > 1 else ""))
-    for epoch in range(1, cfg.epochs + 1):
+    planned = cfg.epochs  # a time_limit may lower it after each epoch
+    epoch = 0
+    while epoch < planned:
+        epoch += 1
         lr = optimizer.param_groups[0]["lr"]
         result = train_one_epoch(train_net, data.train, optimizer, scheduler, precision, cfg.batch,
-                                 cfg.label_smoothing, cfg.shift, flip, generator, rank, world, aug_generator)
+                                 cfg.label_smoothing, cfg.shift, flip, generator, rank, world, aug_generator,
+                                 lookahead)
         images_seen += result.images
+        train_seconds += result.seconds
+        if cfg.time_limit:
+            planned = _epochs_in_budget(cfg, epoch, train_seconds, planned)
+            set_total_steps(scheduler, planned * steps_per_epoch)
+        last = epoch >= planned
+        if last and lookahead is not None:
+            lookahead.finish()
         if not main:
             continue  # rank 0 evaluates, logs and saves; the next epoch's gradient sync waits for it
-        val = evaluate(net, data.test, precision, tta=cfg.tta)
+        # TTA only on the last epoch: it costs several forward passes, and only the final score is reported.
+        val = evaluate(net, data.test, precision, tta=cfg.tta and last)
         rows.append({"epoch": epoch, "time": round(result.seconds, 3), "loss": result.loss, "acc": result.acc,
                      "val_loss": val.loss, "val_acc": val.acc, "lr": lr})
         _write_metrics(run_dir / "metrics.csv", rows)
@@ -188,7 +206,7 @@ def _train(cfg: ClassifyConfig, data: ClassificationData | None) -> dict:
         if val.acc > best_acc:
             best_acc = val.acc
             save_checkpoint(run_dir / "best.pt", net, {**meta, "epoch": epoch, "val_acc": val.acc})
-        print(f"epoch {epoch}/{cfg.epochs}  {result.seconds:.1f}s ({result.images / result.seconds:.0f} img/s)  "
+        print(f"epoch {epoch}/{planned}  {result.seconds:.1f}s ({result.images / result.seconds:.0f} img/s)  "
               f"loss {result.loss:.4f} acc {result.acc:.4f}  val_loss {val.loss:.4f} val_acc {val.acc:.4f}",
               flush=True)
     if not main:
@@ -197,13 +215,26 @@ def _train(cfg: ClassifyConfig, data: ClassificationData | None) -> dict:
         report.plot_curves(rows, run_dir / "curves.png")
         _write_evaluation_plots(run_dir, data, val, data.class_names)
     train_time = sum(r["time"] for r in rows)
-    summary = {"model": cfg.model, "params": params, "epochs": cfg.epochs,
-               "time_per_epoch": round(train_time / max(1, cfg.epochs), 2), "train_time": round(train_time, 1),
+    summary = {"model": cfg.model, "params": params, "epochs": len(rows),
+               "time_per_epoch": round(train_time / max(1, len(rows)), 2), "train_time": round(train_time, 1),
                "images_per_second": round(images_seen / train_time, 1) if train_time else 0.0,
                "test_acc": rows[-1]["val_acc"], "test_loss": rows[-1]["val_loss"], "best_test_acc": best_acc,
                "loss": rows[-1]["loss"], "acc": rows[-1]["acc"], "run_dir": str(run_dir)}
     (run_dir / "results.json").write_text(json.dumps(summary, indent=2))
     return summary
+
+
+def _epochs_in_budget(cfg: ClassifyConfig, done: int, train_seconds: float, planned: int) -> int:
+    """Epochs that fit ``time_limit`` minutes at the pace so far (at least ``done``, at most ``cfg.epochs``).
+
+    Rank 0's estimate is broadcast so that every DDP rank stops after the same epoch.
+    """
+    per_epoch = train_seconds / done
+    fit = done + int((cfg.time_limit * 60 - train_seconds) / per_epoch + 0.1)  # 0.1: tolerate timing noise
+    estimate = torch.tensor([float(min(cfg.epochs, max(done, fit)))])
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.broadcast(estimate, 0)
+    return int(estimate.item())
 
 
 def _write_metrics(path: Path, rows: list[dict]) -> None:
