@@ -410,27 +410,29 @@ def test_tta_averages_mirrored_and_shifted_views():
     torch.testing.assert_close(got, (mirrored[0] + (mirrored[1] + mirrored[2]) / 2) / 2)
 
 
-def test_time_limit_fits_the_epochs_and_the_schedule(tmp_path, monkeypatch):
-    """A fake clock makes every epoch take 5 s; a 15 s budget of at most 10 epochs trains 3, ending the decay."""
+def test_time_limit_fits_the_epochs_and_the_schedule(tmp_path, monkeypatch, capsys):
+    """A fake clock makes every training step take 1 s: 22 steps per epoch, and a 70 s budget fits 3 epochs of 10."""
     from seglab.classify import engine
 
     class FakeClock:
         now = 0.0
 
-        def perf_counter(self) -> float:
-            self.now += 5.0
+        def perf_counter(self) -> float:  # read at an epoch's start, after each step and at its end
+            self.now += 1.0
             return self.now
 
     monkeypatch.setattr(engine, "time", FakeClock())
     out = tmp_path / "budget"
-    assert main(["train", "data=digits", "epochs=10", "time_limit=0.25", "threads=1", "plots=false",
+    assert main(["train", "data=digits", "epochs=10", f"time_limit={70 / 60}", "threads=1", "plots=false",
                  f"out={out}"]) == 0
+    # the budget is fitted from the first 3 steps of epoch 1, not after a whole epoch on the 10-epoch schedule
+    assert "3 epochs fit at the pace of the first 3 steps" in capsys.readouterr().out
     rows = _read_csv(out / "metrics.csv")
     assert [int(r["epoch"]) for r in rows] == [1, 2, 3]
     results = json.loads((out / "results.json").read_text())
     assert results["epochs"] == 3 and results["test_acc"] >= 0.9
-    # "lr" is logged at each epoch's start. Refit to 3 epochs after epoch 1, the warm-up (20%) is over
-    # and epoch 3 starts lower than epoch 2; the 10-epoch schedule would still be warming up there.
+    # "lr" is logged at each epoch's start. On the 3-epoch schedule the warm-up (20%) ends inside epoch 1 and
+    # epoch 3 starts lower than epoch 2; the 10-epoch schedule would still be warming up there.
     lrs = [float(r["lr"]) for r in rows]
     assert lrs[0] < lrs[1] and lrs[2] < lrs[1]
     assert main(["train", "data=digits", "time_limit=-1"]) == 2

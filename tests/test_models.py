@@ -358,6 +358,25 @@ def test_encoder_unet_options_deep_supervision_hypercolumn_attention():
         create_model("unet_encoder", encoder="resnet18", decoder_attention="cbam")
 
 
+def test_empty_gate_blanks_exactly_the_images_the_empty_head_calls_empty():
+    gated = cheap("unet_encoder", deep_supervision=True, empty_gate=True).eval()
+    plain = cheap("unet_encoder", deep_supervision=True).eval()
+    plain.load_state_dict(gated.state_dict())  # the gate adds no weights
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        cls = gated.cls_head(gated.encoder(x)[-1]).flatten()
+        # move the head's decision between the two images: the lower one is called empty, the other not
+        gated.cls_head[-1].bias -= (cls[0] + cls[1]) / 2
+        ungated, out = plain(x), gated(x)
+    empty, kept = int(cls.argmin()), int(cls.argmax())
+    assert (out[empty] == -20).all() and torch.equal(out[kept], ungated[kept])
+    assert isinstance(gated.train()(x), dict)  # training still returns every head for the loss
+    with pytest.raises(ValueError, match="deep_supervision=True"):
+        create_model("unet_encoder", encoder="resnet18", empty_gate=True)
+    with pytest.raises(ValueError, match="binary"):
+        create_model("unet_encoder", encoder="resnet18", num_classes=3, deep_supervision=True, empty_gate=True)
+
+
 def test_decoder_upsample_mode_is_an_option_and_a_wrong_one_is_named():
     nearest = cheap("unet_encoder", upsample="nearest").eval()
     bilinear = cheap("unet_encoder").eval()

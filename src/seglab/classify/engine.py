@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -148,18 +149,21 @@ def train_one_epoch(model: nn.Module, split: ImageSplit, optimizer: torch.optim.
                     scheduler: torch.optim.lr_scheduler.LRScheduler, precision: Precision, batch_size: int,
                     label_smoothing: float = 0.0, shift: float = 0.1, flip: bool = True,
                     generator: torch.Generator | None = None, rank: int = 0, world: int = 1,
-                    aug_generator: torch.Generator | None = None, lookahead: Lookahead | None = None) -> EpochResult:
+                    aug_generator: torch.Generator | None = None, lookahead: Lookahead | None = None,
+                    after_step: Callable[[int, float], None] | None = None) -> EpochResult:
     """One pass over ``split`` with batch augmentation; returns mean loss, accuracy and wall time.
 
     With ``world`` > 1 (DDP), every rank draws the same batch order from ``generator`` and trains on its
-    ``rank::world`` share of each batch, augmented with its own ``aug_generator``.
+    ``rank::world`` share of each batch, augmented with its own ``aug_generator``. ``after_step(steps, seconds)``
+    is called after every step with the steps and seconds of this epoch so far (used to fit a time budget early).
     """
     model.train()
     start = time.perf_counter()
     loss_sum = torch.zeros((), device=precision.device)
     correct = torch.zeros((), device=precision.device, dtype=torch.long)
     seen = 0
-    for images, labels in iterate_batches(split, batch_size, shuffle=True, generator=generator, drop_last=True):
+    batches = iterate_batches(split, batch_size, shuffle=True, generator=generator, drop_last=True)
+    for step, (images, labels) in enumerate(batches, 1):
         if world > 1:
             images, labels = images[rank::world], labels[rank::world]
         images = augment_batch(images, shift, flip, aug_generator or generator)
@@ -177,6 +181,8 @@ def train_one_epoch(model: nn.Module, split: ImageSplit, optimizer: torch.optim.
         loss_sum += loss.detach() * len(y)
         correct += (logits.detach().argmax(1) == y).sum()
         seen += len(y)
+        if after_step is not None:
+            after_step(step, time.perf_counter() - start)
     totals = torch.stack([loss_sum.float(), correct.float(), torch.tensor(float(seen), device=loss_sum.device)])
     if world > 1:
         torch.distributed.all_reduce(totals)

@@ -5,6 +5,7 @@ import contextlib
 import csv
 import dataclasses
 import json
+import math
 import os
 import re
 from collections.abc import Iterator
@@ -179,14 +180,26 @@ def _train(cfg: ClassifyConfig, data: ClassificationData | None) -> dict:
         print(f"{cfg.model}: {params:,} parameters, {len(data.train)} train / {len(data.test)} test images, "
               f"{cfg.epochs} epochs, batch {cfg.batch}, {cfg.optimizer} lr {cfg.lr}, "
               f"{precision.dtype or 'fp32'}" + (f", {world} processes" if world > 1 else ""))
-    planned = cfg.epochs  # a time_limit may lower it after each epoch
+    planned = cfg.epochs  # a time_limit refits it (and the LR schedule) early in epoch 1 and after each epoch
+    probe_step = max(3, steps_per_epoch // 10)
+
+    def fit_budget_early(step: int, seconds: float) -> None:
+        """Fit the planned epochs to the time budget from the first steps, not after a whole epoch at the wrong LR."""
+        nonlocal planned
+        if epoch == 1 and step == probe_step and step < steps_per_epoch:
+            planned = _epochs_in_budget(cfg, step / steps_per_epoch, seconds, planned)
+            set_total_steps(scheduler, planned * steps_per_epoch)
+            if main:
+                print(f"time_limit={cfg.time_limit:g} min: {planned} epochs fit at the pace of the first {step} steps "
+                      "(refitted after every epoch)", flush=True)
+
     epoch = 0
     while epoch < planned:
         epoch += 1
         lr = optimizer.param_groups[0]["lr"]
         result = train_one_epoch(train_net, data.train, optimizer, scheduler, precision, cfg.batch,
                                  cfg.label_smoothing, cfg.shift, flip, generator, rank, world, aug_generator,
-                                 lookahead)
+                                 lookahead, fit_budget_early if cfg.time_limit else None)
         images_seen += result.images
         train_seconds += result.seconds
         if cfg.time_limit:
@@ -224,14 +237,15 @@ def _train(cfg: ClassifyConfig, data: ClassificationData | None) -> dict:
     return summary
 
 
-def _epochs_in_budget(cfg: ClassifyConfig, done: int, train_seconds: float, planned: int) -> int:
-    """Epochs that fit ``time_limit`` minutes at the pace so far (at least ``done``, at most ``cfg.epochs``).
+def _epochs_in_budget(cfg: ClassifyConfig, done: float, train_seconds: float, planned: int) -> int:
+    """Epochs that fit ``time_limit`` minutes at the pace so far (``done`` may be a fraction of an epoch).
 
-    Rank 0's estimate is broadcast so that every DDP rank stops after the same epoch.
+    At least the epochs begun, at most ``cfg.epochs``. Rank 0's estimate is broadcast so that every DDP rank
+    stops after the same epoch.
     """
     per_epoch = train_seconds / done
-    fit = done + int((cfg.time_limit * 60 - train_seconds) / per_epoch + 0.1)  # 0.1: tolerate timing noise
-    estimate = torch.tensor([float(min(cfg.epochs, max(done, fit)))])
+    fit = int(done + (cfg.time_limit * 60 - train_seconds) / per_epoch + 0.1)  # 0.1: tolerate timing noise
+    estimate = torch.tensor([float(min(cfg.epochs, max(math.ceil(done), fit)))])
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         torch.distributed.broadcast(estimate, 0)
     return int(estimate.item())

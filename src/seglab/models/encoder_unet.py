@@ -9,6 +9,9 @@ With ``encoder="resnet34"`` the parameter count equals segmentation_models_pytor
 Hypercolumn: every decoder scale is reduced by a 1x1 conv to ``HYPERCOLUMN_CHANNELS``, up-sampled to full size and
 concatenated before the 3x3 head. A 1x1 conv and bilinear up-sampling commute, so this equals up-sampling the raw
 scales and reducing each at full size, but up-samples 16 channels instead of up to 256 (3x faster training on CPU).
+
+Deep supervision adds a logit map per decoder scale and an image-level empty/non-empty logit (training only);
+``empty_gate=True`` (binary tasks) also uses that logit at inference to blank images it calls empty.
 """
 from __future__ import annotations
 
@@ -64,8 +67,11 @@ class EncoderUNet(EncoderStagesMixin, nn.Module):
     def __init__(self, num_classes: int = 1, in_channels: int = 3, encoder: str = "resnet34",
                  encoder_weights: str | None = None, decoder_channels: Sequence[int] | None = None,
                  decoder_attention: str | None = None, hypercolumn: bool = False, dropout: float = 0.0,
-                 deep_supervision: bool = False, upsample: str = "bilinear"):
+                 deep_supervision: bool = False, upsample: str = "bilinear", empty_gate: bool = False):
         super().__init__()
+        if empty_gate and not (deep_supervision and num_classes == 1):
+            raise ValueError("empty_gate uses the empty/non-empty head of deep_supervision=True on a binary task "
+                             "(num_classes=1); set deep_supervision=True or drop empty_gate")
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {dropout}")
         self.encoder = TimmEncoder(encoder, in_channels, encoder_weights)
@@ -103,6 +109,7 @@ class EncoderUNet(EncoderStagesMixin, nn.Module):
         self.dropout = nn.Dropout2d(dropout) if dropout > 0 else nn.Identity()
         self.head = nn.Conv2d(head_in, num_classes, 3, padding=1)
         self.deep_supervision = deep_supervision
+        self.empty_gate = empty_gate
         if deep_supervision:
             self.aux_heads = nn.ModuleList(nn.Conv2d(c, num_classes, 1) for c in decoder_channels[:-1])
             # Image-level "is anything there" logit from the deepest features (empty-mask classifier).
@@ -122,6 +129,11 @@ class EncoderUNet(EncoderStagesMixin, nn.Module):
             y = torch.cat([y] + [F.interpolate(reduce(s), size=size, mode="bilinear", align_corners=False)
                                  for reduce, s in zip(self.hypercolumn_reduce, scales[:-1])], dim=1)
         logits = self.head(self.dropout(y))[..., :h, :w]
+        if self.empty_gate and not self.training:
+            # Images the empty/non-empty head calls empty get an empty mask, as the TGS solutions did: one false
+            # pixel on an empty image scores 0 there. -20 keeps bf16 sigmoids at exactly 0 after thresholding.
+            empty = self.cls_head(features[-1]).view(-1, 1, 1, 1) < 0
+            return logits.masked_fill(empty, -20.0)
         if not (self.training and self.deep_supervision):
             return logits
         aux = [crop_to_scale(head(s), h, w, self.stride // 2 ** (i + 1))
@@ -139,12 +151,13 @@ def _build(model_name: str, builder, unknown: dict, **options) -> EncoderUNet:
 def unet_encoder(num_classes: int = 1, in_channels: int = 3, encoder: str = "resnet34",
                  encoder_weights: str | None = None, decoder_channels: Sequence[int] | None = None,
                  decoder_attention: str | None = None, hypercolumn: bool = False, dropout: float = 0.0,
-                 deep_supervision: bool = False, upsample: str = "bilinear", **unknown) -> EncoderUNet:
+                 deep_supervision: bool = False, upsample: str = "bilinear", empty_gate: bool = False,
+                 **unknown) -> EncoderUNet:
     """U-Net with any timm encoder (default resnet34, 24.4 M parameters, same as smp's Unet)."""
     return _build("unet_encoder", unet_encoder, unknown, num_classes=num_classes, in_channels=in_channels,
                   encoder=encoder, encoder_weights=encoder_weights, decoder_channels=decoder_channels,
                   decoder_attention=decoder_attention, hypercolumn=hypercolumn, dropout=dropout,
-                  deep_supervision=deep_supervision, upsample=upsample)
+                  deep_supervision=deep_supervision, upsample=upsample, empty_gate=empty_gate)
 
 
 def _preset(model_name: str, default_encoder: str, doc: str):
@@ -153,11 +166,12 @@ def _preset(model_name: str, default_encoder: str, doc: str):
     def builder(num_classes: int = 1, in_channels: int = 3, encoder: str = default_encoder,
                 encoder_weights: str | None = None, decoder_channels: Sequence[int] | None = None,
                 decoder_attention: str | None = None, hypercolumn: bool = False, dropout: float = 0.0,
-                deep_supervision: bool = False, upsample: str = "bilinear", **unknown) -> EncoderUNet:
+                deep_supervision: bool = False, upsample: str = "bilinear", empty_gate: bool = False,
+                 **unknown) -> EncoderUNet:
         return _build(model_name, builder, unknown, num_classes=num_classes, in_channels=in_channels,
                       encoder=encoder, encoder_weights=encoder_weights, decoder_channels=decoder_channels,
                       decoder_attention=decoder_attention, hypercolumn=hypercolumn, dropout=dropout,
-                      deep_supervision=deep_supervision, upsample=upsample)
+                      deep_supervision=deep_supervision, upsample=upsample, empty_gate=empty_gate)
 
     builder.__name__ = builder.__qualname__ = model_name
     builder.__doc__ = doc
