@@ -8,7 +8,8 @@ process so peak memory (max RSS) is its own. Usage:
     python benchmarks/bench_train_speed.py --data ../shared/data/tgs-salt --images 1024 --batch 32
 
 Variants: smp_fp32 (plain loop, fp32), smp_bf16 (plain loop with bf16 autocast + channels_last, the
-reference's best settings on this CPU), seglab (the `seglab train` engine, precision=auto, one process) and
+reference's best settings on a CPU with native bf16 such as Intel AMX), smp_fp32_cl (fp32 + channels_last, its best
+settings on a CPU without native bf16, e.g. AVX2-only AMD EPYC, where bf16 is emulated and slow), seglab (the `seglab train` engine, precision=auto, one process) and
 seglab_procs2 (the same with cpu_procs=2: two data-parallel processes sharing the cores, global batch unchanged).
 Peak RSS is that of the largest process (for seglab_procs2: one rank, of two).
 """
@@ -23,10 +24,10 @@ import time
 from pathlib import Path
 
 
-VARIANTS = ("smp_fp32", "smp_bf16", "seglab", "seglab_procs2")
+VARIANTS = ("smp_fp32", "smp_bf16", "smp_fp32_cl", "seglab", "seglab_procs2")
 
 
-def plain_smp(data: Path, images: int, batch: int, bf16: bool, infer_batches: int) -> dict:
+def plain_smp(data: Path, images: int, batch: int, bf16: bool, infer_batches: int, channels_last: bool) -> dict:
     """A plain training loop as a user would write it around smp.Unet('resnet34')."""
     import albumentations as A
     import cv2
@@ -52,7 +53,7 @@ def plain_smp(data: Path, images: int, batch: int, bf16: bool, infer_batches: in
 
     loader = DataLoader(TGS(), batch_size=batch, shuffle=True, num_workers=2, drop_last=True)
     model = smp.Unet("resnet34", encoder_weights=None, in_channels=3, classes=1)
-    if bf16:
+    if channels_last:
         model = model.to(memory_format=torch.channels_last)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
     loss_fn = torch.nn.BCEWithLogitsLoss()
@@ -61,7 +62,7 @@ def plain_smp(data: Path, images: int, batch: int, bf16: bool, infer_batches: in
     for step, (x, y) in enumerate(loader):
         if step == 1:  # exclude the first step (one-time kernel set-up), as for seglab
             start, seen = time.perf_counter(), 0
-        if bf16:
+        if channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
             out = model(x)
@@ -73,7 +74,7 @@ def plain_smp(data: Path, images: int, batch: int, bf16: bool, infer_batches: in
     train_ips = seen / (time.perf_counter() - start)
     model.eval()
     x = torch.randn(batch, 3, 128, 128)
-    if bf16:
+    if channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
     with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
         model(x)
@@ -116,6 +117,25 @@ def seglab_engine(data: Path, images: int, batch: int, infer_batches: int, workd
     return {"train_images_per_s": train_ips, "infer_images_per_s": infer_ips}
 
 
+def _cpu_name() -> str:
+    """The CPU model name (the machine matters more than anything else in these numbers)."""
+    for line in Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").exists() else []:
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    import platform
+    return platform.processor() or "unknown"
+
+
+def _native_bf16() -> bool:
+    from seglab.engine.precision import cpu_supports_bf16
+    return cpu_supports_bf16()
+
+
+def _threads() -> int:
+    import torch
+    return torch.get_num_threads()
+
+
 def run_variant(args) -> None:
     """Child process: run one variant and print its JSON line."""
     data = Path(args.data)
@@ -130,7 +150,8 @@ def run_variant(args) -> None:
         with tempfile.TemporaryDirectory() as tmp:
             result = seglab_engine(data, args.images, args.batch, args.infer_batches, Path(tmp), procs=2)
     else:
-        result = plain_smp(data, args.images, args.batch, args.variant == "smp_bf16", args.infer_batches)
+        result = plain_smp(data, args.images, args.batch, args.variant == "smp_bf16", args.infer_batches,
+                           channels_last=args.variant in ("smp_bf16", "smp_fp32_cl"))
     # The largest process: the variant itself, or its biggest child (DataLoader worker or cpu_procs rank).
     result["peak_rss_mb"] = max(resource.getrusage(who).ru_maxrss for who in
                                 (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)) / 1024
@@ -144,7 +165,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--infer-batches", type=int, default=10)
     parser.add_argument("--variant", choices=VARIANTS)
-    parser.add_argument("--variants", default="smp_fp32,smp_bf16,seglab,seglab_procs2")
+    parser.add_argument("--variants", default="smp_fp32,smp_bf16,smp_fp32_cl,seglab")
     parser.add_argument("--rounds", type=int, default=1,
                         help="run every variant this many times, interleaved, and keep each one's best round "
                              "(the least disturbed on a shared or virtual machine)")
@@ -170,15 +191,21 @@ def main() -> None:
                 "train_images_per_s": max(prev["train_images_per_s"], got["train_images_per_s"]),
                 "infer_images_per_s": max(prev["infer_images_per_s"], got["infer_images_per_s"]),
                 "peak_rss_mb": max(prev["peak_rss_mb"], got["peak_rss_mb"])}
-    base, best = results["smp_fp32"], results["smp_bf16"]
+    base, bf16 = results["smp_fp32"], results["smp_bf16"]
+    refs = [v for v in ("smp_bf16", "smp_fp32_cl") if v in results]
+    best = max(refs, key=lambda v: results[v]["train_images_per_s"])  # the reference's fastest settings here
     print(f"\nU-Net-ResNet34, 128x128 TGS, batch {args.batch}, {args.images} images/epoch, "
-          f"best of {args.rounds} interleaved round(s)\n")
-    print("| variant | train img/s | vs smp fp32 | vs smp bf16+CL | infer img/s | vs smp fp32 | peak RSS (MB) |")
-    print("|---|---|---|---|---|---|---|")
+          f"best of {args.rounds} interleaved round(s); fastest smp settings on this CPU: {best}\n")
+    print("| variant | train img/s | vs smp fp32 | vs smp bf16+CL | vs smp fastest | infer img/s | vs smp fp32 "
+          "| vs smp fastest | peak RSS (MB) |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for name, r in results.items():
-        print(f"| {name} | {r['train_images_per_s']:.1f} | {r['train_images_per_s'] / base['train_images_per_s']:.2f}x "
-              f"| {r['train_images_per_s'] / best['train_images_per_s']:.2f}x | {r['infer_images_per_s']:.1f} "
-              f"| {r['infer_images_per_s'] / base['infer_images_per_s']:.2f}x | {r['peak_rss_mb']:.0f} |")
+        tr, inf = r["train_images_per_s"], r["infer_images_per_s"]
+        print(f"| {name} | {tr:.1f} | {tr / base['train_images_per_s']:.2f}x | {tr / bf16['train_images_per_s']:.2f}x "
+              f"| {tr / results[best]['train_images_per_s']:.2f}x | {inf:.1f} | {inf / base['infer_images_per_s']:.2f}x "
+              f"| {inf / results[best]['infer_images_per_s']:.2f}x | {r['peak_rss_mb']:.0f} |")
+    import platform
+    print(f"\ncpu: {_cpu_name()}, native bf16: {_native_bf16()}, torch threads: {_threads()}, {platform.python_version()}")
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import warnings
 from dataclasses import dataclass
 
 import torch
@@ -71,7 +72,12 @@ def resolve_precision(precision: str = "auto", device: str | torch.device = "aut
             precision = "fp32"
     if precision == "fp16" and dev.type == "cpu":
         raise ValueError("precision=fp16 is not supported on CPU; use bf16 or fp32")
+    if precision == "bf16" and dev.type == "cpu" and not cpu_supports_bf16():
+        warnings.warn("precision=bf16 on a CPU without native bf16 (no AMX / AVX512-BF16) is emulated and several "
+                      "times slower than fp32; use precision=auto or fp32 here", stacklevel=2)
     dtype = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
-    # channels_last helps conv nets on CUDA tensor cores and on CPU oneDNN kernels alike.
-    channels_last = dev.type in ("cuda", "cpu") and dtype is not None
+    # channels_last: oneDNN's CPU conv kernels prefer it in every dtype (fp32 U-Net-ResNet34 trains 1.35x and infers
+    # 1.4x faster with it on an AVX2-only AMD EPYC, where bf16 is emulated and 5x slower); CUDA gains with tensor
+    # cores, i.e. under autocast.
+    channels_last = dev.type == "cpu" or (dev.type == "cuda" and dtype is not None)
     return Precision(dev, dtype, channels_last)
