@@ -22,6 +22,7 @@ import torch
 
 from seglab.classify import report, runner
 from seglab.classify.config import parse_args
+from seglab.engine.precision import describe_cpu
 from seglab.classify.data import (
     load_image_folder,
     subset,
@@ -74,7 +75,7 @@ def main(argv: list[str]) -> int:
     print()
     print(report.markdown_table(rows, COLUMNS))
     print(f"command: python benchmarks/bench_classify_cifar10.py {' '.join(argv)}")
-    print(f"torch {torch.__version__}")
+    print(f"torch {torch.__version__}; cpu: {describe_cpu()}")
     return 0
 
 

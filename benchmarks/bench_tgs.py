@@ -145,9 +145,11 @@ def main() -> None:
         if proc.returncode or not lines:
             sys.exit(f"{variant} failed; see {workdir / f'{variant}.log'}")
         results[variant] = json.loads(lines[0][7:])
+    from seglab.engine.precision import describe_cpu
+
     mode = "one after the other, all cores each" if args.sequential else "in parallel, one core each"
     print(f"\nTGS salt, {args.minutes:g} min per model ({mode}); held-out 20% = {results['seglab']['images']} images; "
-          f"total wall {(time.time() - start) / 60:.0f} min\n")
+          f"total wall {(time.time() - start) / 60:.0f} min; cpu: {describe_cpu()}\n")
     print("| variant | model | params (M) | epochs | train img/s | TGS metric | salt IoU | mIoU | TGS without gate |")
     print("|---|---|---|---|---|---|---|---|---|")
     for r in results.values():

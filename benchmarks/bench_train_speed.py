@@ -117,25 +117,6 @@ def seglab_engine(data: Path, images: int, batch: int, infer_batches: int, workd
     return {"train_images_per_s": train_ips, "infer_images_per_s": infer_ips}
 
 
-def _cpu_name() -> str:
-    """The CPU model name (the machine matters more than anything else in these numbers)."""
-    for line in Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").exists() else []:
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    import platform
-    return platform.processor() or "unknown"
-
-
-def _native_bf16() -> bool:
-    from seglab.engine.precision import cpu_supports_bf16
-    return cpu_supports_bf16()
-
-
-def _threads() -> int:
-    import torch
-    return torch.get_num_threads()
-
-
 def run_variant(args) -> None:
     """Child process: run one variant and print its JSON line."""
     data = Path(args.data)
@@ -204,8 +185,8 @@ def main() -> None:
         print(f"| {name} | {tr:.1f} | {tr / base['train_images_per_s']:.2f}x | {tr / bf16['train_images_per_s']:.2f}x "
               f"| {tr / results[best]['train_images_per_s']:.2f}x | {inf:.1f} | {inf / base['infer_images_per_s']:.2f}x "
               f"| {inf / results[best]['infer_images_per_s']:.2f}x | {r['peak_rss_mb']:.0f} |")
-    import platform
-    print(f"\ncpu: {_cpu_name()}, native bf16: {_native_bf16()}, torch threads: {_threads()}, {platform.python_version()}")
+    from seglab.engine.precision import describe_cpu
+    print(f"\ncpu: {describe_cpu()}")
 
 
 if __name__ == "__main__":

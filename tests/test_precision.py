@@ -39,3 +39,12 @@ def test_fp32_channels_last_gives_the_same_logits_and_gradients():
     out.sum().backward()
     torch.testing.assert_close(out, reference, atol=1e-4, rtol=1e-4)
     torch.testing.assert_close(fast.encoder.model.conv1.weight.grad, grad, atol=1e-3, rtol=1e-3)
+
+
+def test_describe_names_dtype_memory_format_and_device(monkeypatch):
+    monkeypatch.setattr(prec, "cpu_supports_bf16", lambda: False)
+    assert prec.resolve_precision("auto", "cpu").describe() == "fp32 + channels_last on cpu"
+    assert "(no native bf16)" in prec.describe_cpu()
+    monkeypatch.setattr(prec, "cpu_supports_bf16", lambda: True)
+    assert prec.resolve_precision("auto", "cpu").describe() == "bfloat16 + channels_last on cpu"
+    assert "(native bf16)" in prec.describe_cpu()

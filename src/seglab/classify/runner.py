@@ -179,7 +179,7 @@ def _train(cfg: ClassifyConfig, data: ClassificationData | None) -> dict:
     if main:
         print(f"{cfg.model}: {params:,} parameters, {len(data.train)} train / {len(data.test)} test images, "
               f"{cfg.epochs} epochs, batch {cfg.batch}, {cfg.optimizer} lr {cfg.lr}, "
-              f"{precision.dtype or 'fp32'}" + (f", {world} processes" if world > 1 else ""))
+              f"{precision.describe()}" + (f", {world} processes" if world > 1 else ""))
     planned = cfg.epochs  # a time_limit refits it (and the LR schedule) early in epoch 1 and after each epoch
     probe_step = max(3, steps_per_epoch // 10)
 

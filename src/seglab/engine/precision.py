@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import platform
 import warnings
 from dataclasses import dataclass
 
@@ -20,6 +21,11 @@ class Precision:
     def enabled(self) -> bool:
         """True when autocast is on."""
         return self.dtype is not None
+
+    def describe(self) -> str:
+        """Human-readable summary, e.g. 'fp32 + channels_last on cpu'."""
+        dtype = str(self.dtype).replace("torch.", "") if self.dtype else "fp32"
+        return f"{dtype}{' + channels_last' if self.channels_last else ''} on {self.device}"
 
     def autocast(self) -> contextlib.AbstractContextManager:
         """Autocast context for forward passes (a no-op in fp32)."""
@@ -45,6 +51,19 @@ def cpu_supports_bf16() -> bool:
     except OSError:
         return False
     return "amx_bf16" in flags or "avx512_bf16" in flags
+
+
+def describe_cpu() -> str:
+    """CPU model and whether it has native bf16, e.g. 'AMD EPYC (no native bf16)', for benchmark reports."""
+    name = platform.processor() or platform.machine()
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                name = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{name} ({'native bf16' if cpu_supports_bf16() else 'no native bf16'}), {torch.get_num_threads()} threads"
 
 
 def resolve_device(device: str = "auto") -> torch.device:

@@ -256,7 +256,7 @@ def train_single(cfg: Config, overrides: dict[str, Any], plan: DataPlan | None =
         f"{len(train_ds)} train / {len(val_ds) if val_ds else 0} val images, {num_classes} classes "
         f"{plan.class_names}, {plan.in_channels} channel(s)\nmodel: {cfg.model} "
         f"({sum(p.numel() for p in model.parameters()) / 1e6:.2f} M params), precision "
-        f"{precision.dtype or 'fp32'} on {precision.device}, {workers} workers, {steps_per_epoch} steps/epoch")
+        f"{precision.describe()}, {workers} workers, {steps_per_epoch} steps/epoch")
 
     def state(epoch: int) -> dict[str, Any]:
         return {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
