@@ -22,11 +22,11 @@ import torch
 
 from seglab.classify import report, runner
 from seglab.classify.config import parse_args
-from seglab.engine.precision import describe_cpu
 from seglab.classify.data import (
     load_image_folder,
     subset,
 )
+from seglab.engine.precision import describe_cpu
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "cifar10"
 STUDY_ACCURACY = {"study_cnn_cifar10": 0.751, "study_allconv_cifar10": 0.763}

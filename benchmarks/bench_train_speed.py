@@ -9,8 +9,8 @@ process so peak memory (max RSS) is its own. Usage:
 
 Variants: smp_fp32 (plain loop, fp32), smp_bf16 (plain loop with bf16 autocast + channels_last, the
 reference's best settings on a CPU with native bf16 such as Intel AMX), smp_fp32_cl (fp32 + channels_last, its best
-settings on a CPU without native bf16, e.g. AVX2-only AMD EPYC, where bf16 is emulated and slow), seglab (the `seglab train` engine, precision=auto, one process) and
-seglab_procs2 (the same with cpu_procs=2: two data-parallel processes sharing the cores, global batch unchanged).
+settings on a CPU without native bf16, e.g. AVX2-only AMD EPYC, where bf16 is emulated and slow), seglab (the
+`seglab train` engine, precision=auto, one process) and seglab_procs2 (the same with cpu_procs=2: two data-parallel processes sharing the cores, global batch unchanged).
 Peak RSS is that of the largest process (for seglab_procs2: one rank, of two).
 """
 from __future__ import annotations

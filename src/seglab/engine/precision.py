@@ -44,25 +44,25 @@ class Precision:
         return model.to(memory_format=torch.channels_last) if self.channels_last else model
 
 
+def _cpuinfo() -> str:
+    """The text of /proc/cpuinfo, or "" where there is none (macOS, Windows)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            return f.read()
+    except OSError:
+        return ""
+
+
 def cpu_supports_bf16() -> bool:
     """True when the CPU has native bf16 matrix units (AMX or AVX512-BF16), where bf16 pays off."""
-    try:
-        flags = open("/proc/cpuinfo").read()
-    except OSError:
-        return False
+    flags = _cpuinfo()
     return "amx_bf16" in flags or "avx512_bf16" in flags
 
 
 def describe_cpu() -> str:
     """CPU model and whether it has native bf16, e.g. 'AMD EPYC (no native bf16)', for benchmark reports."""
-    name = platform.processor() or platform.machine()
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                name = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    names = [line.split(":", 1)[1].strip() for line in _cpuinfo().splitlines() if line.startswith("model name")]
+    name = names[0] if names else platform.processor() or platform.machine()
     return f"{name} ({'native bf16' if cpu_supports_bf16() else 'no native bf16'}), {torch.get_num_threads()} threads"
 
 
