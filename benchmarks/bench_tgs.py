@@ -1,15 +1,17 @@
-"""TGS salt, fixed time budget, no pretrained weights: seglab's tgs-salt recipe vs smp's Unet("resnet34").
+"""TGS salt, fixed time budget, no pretrained weights: a seglab recipe's model vs smp's Unet("resnet34").
 
-Both models are trained by the same recipe (``recipe=tgs-salt``: bce+lovasz, SGD + cosine fitted to the time budget,
-101 -> 128 reflect padding, flips / shift-scale-rotate / colour, flip TTA) in the same engine, on the same
+Both models are trained by the same recipe (default ``tgs-salt-cpu``: bce+lovasz, AdamW + cosine fitted to the time
+budget, 101 -> 128 reflect padding, flips / shift-scale-rotate / colour, flip TTA) in the same engine, on the same
 coverage-stratified 80/20 split of the 3200 labelled images, for the same wall-clock budget (training and per-epoch
-validation both count). The only difference is the model: seglab's U-Net-ResNet34 with deep supervision (per-scale
-logits + an empty/non-empty head that also gates the prediction; ``--seglab-model-args`` to change) vs
+validation both count). The only difference is the model: the recipe's (``tgs-salt-cpu``: U-Net on ResNet18 with a
+light decoder; ``tgs-salt``: the study's U-Net-ResNet34; ``--seglab-model``/``--seglab-model-args`` to change) vs
 segmentation_models_pytorch's plain ``Unet("resnet34")``.
 The last checkpoint (end of the annealed schedule, not a best-on-test pick) is scored on the held-out 20%.
 
     python benchmarks/bench_tgs.py --minutes 60                      # both variants at once, one core each
     python benchmarks/bench_tgs.py --minutes 60 --sequential         # one after the other, all cores each
+    python benchmarks/bench_tgs.py --minutes 60 --recipe tgs-salt --seglab-model-args \
+        '{"deep_supervision": true, "empty_gate": true, "dropout": 0.1, "upsample": "nearest"}'  # the AMD run
     python benchmarks/bench_tgs.py --minutes 0.5 --limit 64 --workdir /tmp/tgs   # quick check of the script
 """
 from __future__ import annotations
@@ -60,26 +62,23 @@ def write_split(data: Path, workdir: Path, seed: int = 0, limit: int = 0) -> tup
     return train_list, test_list
 
 
-# seglab's model options. The empty/non-empty head and per-scale logits (deep supervision) cost little; the
-# hypercolumn and bilinear up-sampling made the model 1.55x slower per image on CPU, which lost more epochs in a
-# fixed budget than they gained (0.673 vs smp's 0.699 in the first run), so they are off by default here.
-# The empty gate blanks the images the empty/non-empty head calls empty (scored with and without it).
-SEGLAB_MODEL_ARGS = {"deep_supervision": True, "empty_gate": True, "dropout": 0.1, "upsample": "nearest"}
-
-
-def run_variant(variant: str, data: Path, minutes: float, workdir: Path, model_args: dict | None = None) -> dict:
+def run_variant(variant: str, data: Path, minutes: float, workdir: Path, recipe: str, model: str = "",
+                model_args: dict | None = None, common: dict | None = None) -> dict:
     """Train one variant for ``minutes`` and score its last checkpoint on the held-out images."""
     from seglab.config import build_config
     from seglab.engine.evaluator import run_eval
     from seglab.engine.trainer import train
 
     train_list, test_list = workdir / "train.txt", workdir / "test.txt"
-    overrides = {"recipe": "tgs-salt", "data": str(data), "train_list": str(train_list), "val_list": str(test_list),
+    overrides = {"recipe": recipe, "data": str(data), "train_list": str(train_list), "val_list": str(test_list),
                  "epochs": 1000, "time_limit": minutes, "val_every": 2, "workers": 0, "project": str(workdir),
                  "name": variant, "exist_ok": True, "report": False}
-    if variant == "seglab":
-        # scSE costs 1.4x training time on CPU for a small gain; within a fixed CPU budget more epochs win.
-        overrides["model_args"] = SEGLAB_MODEL_ARGS if model_args is None else model_args
+    overrides.update(common or {})
+    if variant == "seglab":  # the recipe's model unless told otherwise
+        if model:
+            overrides["model"] = model
+        if model_args is not None:
+            overrides["model_args"] = model_args
     if variant == "smp":
         register_smp_unet()
         overrides.update({"model": "smp_unet_resnet34", "model_args": {}})
@@ -91,7 +90,7 @@ def run_variant(variant: str, data: Path, minutes: float, workdir: Path, model_a
               "epochs": summary["epochs_done"], "train_min": summary["train_time_s"] / 60,
               "train_ips": summary["train_images_per_s"], "tgs": metrics["tgs"], "fg_iou": metrics["fg_iou"],
               "miou": metrics["miou"], "images": metrics["images"], "run": str(run)}
-    if overrides.get("model_args", {}).get("empty_gate"):  # ablation: the same weights without the gate
+    if run_cfg_model_args(run).get("empty_gate"):  # ablation: the same weights without the gate
         import torch
 
         state = torch.load(run / "checkpoints" / "last.pt", map_location="cpu", weights_only=True)
@@ -103,6 +102,13 @@ def run_variant(variant: str, data: Path, minutes: float, workdir: Path, model_a
     return result
 
 
+def run_cfg_model_args(run: Path) -> dict:
+    """The model options a finished run was trained with (recipe and overrides resolved)."""
+    import yaml
+
+    return yaml.safe_load((run / "config.yaml").read_text()).get("model_args") or {}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", default=str(SHARED))
@@ -110,24 +116,34 @@ def main() -> None:
     parser.add_argument("--workdir", default="runs/bench_tgs")
     parser.add_argument("--limit", type=int, default=0, help="use only N train and N test images (quick checks)")
     parser.add_argument("--sequential", action="store_true", help="run variants one after the other on all cores")
-    parser.add_argument("--seglab-model-args", default=json.dumps(SEGLAB_MODEL_ARGS),
-                        help="JSON model options of the seglab variant (model unet_resnet34)")
+    parser.add_argument("--recipe", default="tgs-salt-cpu", help="the shipped recipe both variants train with")
+    parser.add_argument("--seglab-model", default="", help="seglab's model (default: the recipe's)")
+    parser.add_argument("--seglab-model-args", default="", help="JSON model options of seglab's model")
+    parser.add_argument("--overrides", default="{}",
+                        help='JSON training settings for both variants, e.g. \'{"optimizer": "sgd", "lr": 0.01}\'')
+    parser.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated subset of seglab,smp")
     parser.add_argument("--variant", choices=VARIANTS, help=argparse.SUPPRESS)  # child process
     args = parser.parse_args()
     data, workdir = Path(args.data), Path(args.workdir)
     if not data.is_dir():
         sys.exit(f"error: TGS salt data not found at {data}")
     if args.variant:
-        model_args = json.loads(args.seglab_model_args)
-        print("RESULT " + json.dumps(run_variant(args.variant, data, args.minutes, workdir, model_args)), flush=True)
+        model_args = json.loads(args.seglab_model_args) if args.seglab_model_args else None
+        result = run_variant(args.variant, data, args.minutes, workdir, args.recipe, args.seglab_model, model_args,
+                             json.loads(args.overrides))
+        print("RESULT " + json.dumps(result), flush=True)
         return
     workdir.mkdir(parents=True, exist_ok=True)
     write_split(data, workdir, limit=args.limit)
     start, procs, results = time.time(), [], {}
     cores = sorted(os.sched_getaffinity(0))
-    for i, variant in enumerate(VARIANTS):
+    variants = [v for v in args.variants.split(",") if v]
+    if unknown := set(variants) - set(VARIANTS):
+        sys.exit(f"error: unknown variants {sorted(unknown)}; choose from {', '.join(VARIANTS)}")
+    for i, variant in enumerate(variants):
         cmd = [sys.executable, __file__, "--variant", variant, "--data", str(data), "--minutes", str(args.minutes),
-               "--workdir", str(workdir), "--seglab-model-args", args.seglab_model_args]
+               "--workdir", str(workdir), "--recipe", args.recipe, "--seglab-model", args.seglab_model,
+               "--seglab-model-args", args.seglab_model_args, "--overrides", args.overrides]
         log = open(workdir / f"{variant}.log", "w")
         if args.sequential:
             procs.append((variant, subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT), log))
@@ -148,8 +164,9 @@ def main() -> None:
     from seglab.engine.precision import describe_cpu
 
     mode = "one after the other, all cores each" if args.sequential else "in parallel, one core each"
-    print(f"\nTGS salt, {args.minutes:g} min per model ({mode}); held-out 20% = {results['seglab']['images']} images; "
-          f"total wall {(time.time() - start) / 60:.0f} min; cpu: {describe_cpu()}\n")
+    held_out = next(iter(results.values()))["images"]
+    print(f"\nTGS salt, recipe {args.recipe}, {args.minutes:g} min per model ({mode}); held-out 20% = {held_out} "
+          f"images; total wall {(time.time() - start) / 60:.0f} min; cpu: {describe_cpu()}\n")
     print("| variant | model | params (M) | epochs | train img/s | TGS metric | salt IoU | mIoU | TGS without gate |")
     print("|---|---|---|---|---|---|---|---|---|")
     for r in results.values():
