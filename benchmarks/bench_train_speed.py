@@ -10,7 +10,10 @@ process so peak memory (max RSS) is its own. Usage:
 Variants: smp_fp32 (plain loop, fp32), smp_bf16 (plain loop with bf16 autocast + channels_last, the
 reference's best settings on a CPU with native bf16 such as Intel AMX), smp_fp32_cl (fp32 + channels_last, its best
 settings on a CPU without native bf16, e.g. AVX2-only AMD EPYC, where bf16 is emulated and slow), seglab (the
-`seglab train` engine, precision=auto, one process) and seglab_procs2 (the same with cpu_procs=2: two data-parallel processes sharing the cores, global batch unchanged).
+`seglab train` engine, precision=auto, one process), seglab_procs2 (the same with cpu_procs=2: two data-parallel
+processes sharing the cores, global batch unchanged) and seglab_onnx_int8 (the same training; inference with the
+trained model exported to ONNX and quantised to int8 by `seglab export quantize=int8`, the fastest CPU inference
+path where there is no native bf16).
 Peak RSS is that of the largest process (for seglab_procs2: one rank, of two).
 """
 from __future__ import annotations
@@ -24,7 +27,7 @@ import time
 from pathlib import Path
 
 
-VARIANTS = ("smp_fp32", "smp_bf16", "smp_fp32_cl", "seglab", "seglab_procs2")
+VARIANTS = ("smp_fp32", "smp_bf16", "smp_fp32_cl", "seglab", "seglab_procs2", "seglab_onnx_int8")
 
 
 def plain_smp(data: Path, images: int, batch: int, bf16: bool, infer_batches: int, channels_last: bool) -> dict:
@@ -85,8 +88,13 @@ def plain_smp(data: Path, images: int, batch: int, bf16: bool, infer_batches: in
     return {"train_images_per_s": train_ips, "infer_images_per_s": infer_ips}
 
 
-def seglab_engine(data: Path, images: int, batch: int, infer_batches: int, workdir: Path, procs: int = 1) -> dict:
-    """The same work through `seglab train` (one epoch over the same images) and the seglab Predictor."""
+def seglab_engine(data: Path, images: int, batch: int, infer_batches: int, workdir: Path, procs: int = 1,
+                  backend: str = "torch") -> dict:
+    """The same work through `seglab train` (one epoch over the same images) and the seglab Predictor.
+
+    ``backend="onnx_int8"`` predicts with the trained model exported to ONNX and quantised to int8 (calibrated on
+    the training images), as ``seglab export quantize=int8`` + ``seglab predict backend=onnx`` do.
+    """
     import torch
 
     from seglab.config import build_config
@@ -108,6 +116,13 @@ def seglab_engine(data: Path, images: int, batch: int, infer_batches: int, workd
     header, last = rows[0].split(","), rows[-1].split(",")  # epoch 2: warm kernels, like step>=1 above
     train_ips = float(last[header.index("train_images_per_s")])
     predictor = load_predictor(str(run / "checkpoints" / "last.pt"))
+    if backend == "onnx_int8":
+        from seglab.export.onnx_export import export_onnx
+        from seglab.export.onnx_predictor import OnnxPredictor
+        from seglab.export.quantize import quantize_int8
+
+        onnx_path = export_onnx(run / "checkpoints" / "last.pt", workdir / "model.onnx")
+        predictor = OnnxPredictor(quantize_int8(onnx_path, [s.image for s in pool]))
     x = torch.randint(0, 255, (batch, 1, 128, 128), dtype=torch.uint8)
     predictor.probs(x)
     t = time.perf_counter()
@@ -130,6 +145,11 @@ def run_variant(args) -> None:
 
         with tempfile.TemporaryDirectory() as tmp:
             result = seglab_engine(data, args.images, args.batch, args.infer_batches, Path(tmp), procs=2)
+    elif args.variant == "seglab_onnx_int8":
+        import tempfile
+
+        with tempfile.TemporaryDirectory() as tmp:
+            result = seglab_engine(data, args.images, args.batch, args.infer_batches, Path(tmp), backend="onnx_int8")
     else:
         result = plain_smp(data, args.images, args.batch, args.variant == "smp_bf16", args.infer_batches,
                            channels_last=args.variant in ("smp_bf16", "smp_fp32_cl"))
@@ -154,8 +174,10 @@ def main() -> None:
     if args.variant:
         return run_variant(args)
     variants = [v for v in args.variants.split(",") if v]
-    if "smp_fp32" not in variants or "smp_bf16" not in variants:
-        sys.exit("--variants must include the references smp_fp32 and smp_bf16")
+    if "smp_fp32" not in variants:
+        sys.exit("--variants must include the reference smp_fp32 (and smp_bf16 and/or smp_fp32_cl)")
+    if "smp_bf16" not in variants and "smp_fp32_cl" not in variants:
+        sys.exit("--variants must include smp_bf16 and/or smp_fp32_cl (the reference's best settings)")
     results: dict[str, dict] = {}
     for r in range(args.rounds):
         for variant in variants:
@@ -172,7 +194,7 @@ def main() -> None:
                 "train_images_per_s": max(prev["train_images_per_s"], got["train_images_per_s"]),
                 "infer_images_per_s": max(prev["infer_images_per_s"], got["infer_images_per_s"]),
                 "peak_rss_mb": max(prev["peak_rss_mb"], got["peak_rss_mb"])}
-    base, bf16 = results["smp_fp32"], results["smp_bf16"]
+    base, bf16 = results["smp_fp32"], results.get("smp_bf16")
     refs = [v for v in ("smp_bf16", "smp_fp32_cl") if v in results]
     best = max(refs, key=lambda v: results[v]["train_images_per_s"])  # the reference's fastest settings here
     print(f"\nU-Net-ResNet34, 128x128 TGS, batch {args.batch}, {args.images} images/epoch, "
@@ -182,7 +204,8 @@ def main() -> None:
     print("|---|---|---|---|---|---|---|---|---|")
     for name, r in results.items():
         tr, inf = r["train_images_per_s"], r["infer_images_per_s"]
-        print(f"| {name} | {tr:.1f} | {tr / base['train_images_per_s']:.2f}x | {tr / bf16['train_images_per_s']:.2f}x "
+        vs_bf16 = f"{tr / bf16['train_images_per_s']:.2f}x" if bf16 else "-"  # smp_bf16 left out (emulated bf16)
+        print(f"| {name} | {tr:.1f} | {tr / base['train_images_per_s']:.2f}x | {vs_bf16} "
               f"| {tr / results[best]['train_images_per_s']:.2f}x | {inf:.1f} | {inf / base['infer_images_per_s']:.2f}x "
               f"| {inf / results[best]['infer_images_per_s']:.2f}x | {r['peak_rss_mb']:.0f} |")
     from seglab.engine.precision import describe_cpu

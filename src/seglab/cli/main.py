@@ -27,7 +27,7 @@ USAGE = """usage: seglab COMMAND [key=value ...]
   compare              compare runs:         seglab compare runs/A runs/B [out=DIR]
   measure              grain measurements:   seglab measure mask=PRED.png [image=IMG pixel_size=0.65um]
   explain              Grad-CAM heatmaps:    seglab explain weights=runs/NAME source=IMG [class=1 layer=... | sweep=true]
-  export               ONNX export + parity: seglab export weights=runs/NAME [check=IMAGES]
+  export               ONNX export + parity: seglab export weights=runs/NAME [check=IMAGES quantize=int8 calib=IMAGES]
   bench                inference speed:      seglab bench [model=unet_encoder | weights=RUN] imgsz=128,512
   classify             classification study: seglab classify train|eval|predict|compare|sweep ...
   help                 every config key with its default (the commented defaults file)

@@ -1,4 +1,4 @@
-"""Inference speed per backend: PyTorch fp32, PyTorch bf16 + channels_last, onnxruntime.
+"""Inference speed per backend: PyTorch fp32, PyTorch bf16 + channels_last, onnxruntime fp32 and int8.
 
 Every backend is timed through the interface ``seglab predict`` uses (``probs`` of a raw uint8 batch:
 normalisation, forward, sigmoid/softmax), after warm-up calls, as the median of the timed calls.
@@ -20,7 +20,7 @@ import torch.nn as nn
 from ..engine.precision import cpu_supports_bf16, resolve_precision
 from ..inference.predictor import Predictor
 
-BACKENDS = ("torch_fp32", "torch_bf16", "onnxruntime")
+BACKENDS = ("torch_fp32", "torch_bf16", "onnxruntime", "onnxruntime_int8")
 IMAGENET_MEAN, IMAGENET_STD = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
 
 
@@ -82,9 +82,31 @@ def build_backends(model: nn.Module, meta: dict, backends: Sequence[str], device
             from .onnx_export import export_model_onnx
             from .onnx_predictor import OnnxPredictor
 
-            path = export_model_onnx(copy.deepcopy(model), meta, workdir / "model.onnx", imgsz=export_size)
-            built[name] = (OnnxPredictor(path, threads=threads), "CPU provider")
+            path = workdir / "model.onnx"
+            if not path.exists():
+                export_model_onnx(copy.deepcopy(model), meta, path, imgsz=export_size)
+            note = "CPU provider"
+            if name == "onnxruntime_int8":
+                from .quantize import quantize_int8
+
+                # Speed does not depend on the calibration images; noise keeps the benchmark self-contained.
+                path, note = quantize_int8(path, noise_images(workdir, meta, export_size)), "int8, noise-calibrated"
+            built[name] = (OnnxPredictor(path, threads=threads), note)
     return built
+
+
+def noise_images(folder: Path, meta: dict, size: int, n: int = 4) -> list[Path]:
+    """``n`` random 8-bit PNGs with the model's channels (1 or 3), for calibrating a speed-only int8 model."""
+    import numpy as np
+    from PIL import Image
+
+    rng, paths = np.random.default_rng(0), []
+    channels = meta["in_channels"]
+    for i in range(n):
+        pixels = rng.integers(0, 256, (size, size, channels) if channels == 3 else (size, size), dtype=np.uint8)
+        paths.append(folder / f"noise_{i}.png")
+        Image.fromarray(pixels).save(paths[-1])
+    return paths
 
 
 def bench_model(model: nn.Module, meta: dict, sizes: Sequence[int] = (128, 512), batch: int = 1,
@@ -104,7 +126,7 @@ def bench_model(model: nn.Module, meta: dict, sizes: Sequence[int] = (128, 512),
             for size in sizes:
                 raw = torch.randint(0, 256, (batch, meta["in_channels"], size, size), dtype=torch.uint8)
                 for name, (predictor, note) in built.items():
-                    on_cuda = name != "onnxruntime" and predictor.precision.device.type == "cuda"
+                    on_cuda = name.startswith("torch") and predictor.precision.device.type == "cuda"
                     sync = torch.cuda.synchronize if on_cuda else (lambda: None)
                     seconds = time_calls(functools.partial(predictor.probs, raw), warmup, iters, sync)
                     results.append(BenchResult(name, size, batch, 1000 * seconds, batch / seconds, note))

@@ -11,10 +11,12 @@ from ..config import parse_overrides, unknown_key_error
 from ..errors import ConfigError
 
 EXPORT_OPTIONS: dict[str, Any] = {"weights": "", "out": "", "opset": 17, "imgsz": 128, "dynamic": True,
-                                  "dynamo": False, "verify": True, "check": ""}
+                                  "dynamo": False, "verify": True, "check": "", "quantize": "", "calib": "",
+                                  "calib_images": 64}
 BENCH_OPTIONS: dict[str, Any] = {"model": "unet_encoder", "encoder": "", "weights": "", "imgsz": "128,512",
-                                 "batch": 1, "warmup": 3, "iters": 10, "backends": "torch_fp32,torch_bf16,onnxruntime",
-                                 "device": "cpu", "threads": 0, "in_channels": 3, "num_classes": 1, "out": ""}
+                                 "batch": 1, "warmup": 3, "iters": 10,
+                                 "backends": "torch_fp32,torch_bf16,onnxruntime,onnxruntime_int8", "device": "cpu",
+                                 "threads": 0, "in_channels": 3, "num_classes": 1, "out": ""}
 
 
 def _options(argv: list[str], defaults: dict[str, Any]) -> dict[str, Any]:
@@ -40,22 +42,37 @@ def _int_list(value: Any, key: str) -> list[int]:
 
 
 def export_main(argv: list[str]) -> int:
-    """``seglab export weights=RUN [out=model.onnx opset=17 imgsz=128 dynamic=true check=IMAGES]``."""
+    """``seglab export weights=RUN [out=model.onnx opset=17 imgsz=128 dynamic=true check=IMAGES quantize=int8 calib=IMAGES]``."""
     from .onnx_export import export_onnx
 
     opts = _options(argv, EXPORT_OPTIONS)
     if not opts["weights"]:
         raise ConfigError("export needs weights=RUN_DIR or weights=path/to/best.pt")
+    if opts["quantize"] not in ("", "none", "int8"):
+        raise ConfigError(f"quantize={opts['quantize']!r}: choose quantize=int8 (or leave it out for fp32)")
+    if opts["quantize"] == "int8" and not opts["calib"]:
+        raise ConfigError("quantize=int8 needs calib=path/to/images (a few dozen training images) to measure "
+                          "activation ranges")
     path = export_onnx(opts["weights"], opts["out"] or None, opset=int(opts["opset"]), dynamic=bool(opts["dynamic"]),
                        imgsz=int(opts["imgsz"]), dynamo=bool(opts["dynamo"]), verify=bool(opts["verify"]))
     print(f"ONNX model written to {path} (input: raw pixels as float32, normalisation inside)")
+    paths = [path]
+    if opts["quantize"] == "int8":
+        from ..inference.predict import source_images
+        from .quantize import quantize_int8
+
+        calib = source_images(str(opts["calib"]))
+        paths.append(quantize_int8(path, calib, max_images=int(opts["calib_images"])))
+        print(f"int8 model written to {paths[-1]} (calibrated on {min(len(calib), int(opts['calib_images']))} "
+              f"image(s)); predict with backend=onnx weights={paths[-1]}")
     if opts["check"]:
         from ..inference.predict import source_images
         from .parity import check_parity
 
-        parity = check_parity(opts["weights"], path, source_images(str(opts["check"])))
-        print(f"parity on {parity['images']} image(s): max |logit difference| {parity['max_abs_logit_diff']:.2e}, "
-              f"mask agreement {100 * parity['mask_agreement']:.3f}%")
+        for onnx_path in paths:
+            parity = check_parity(opts["weights"], onnx_path, source_images(str(opts["check"])))
+            print(f"parity of {onnx_path.name} on {parity['images']} image(s): max |logit difference| "
+                  f"{parity['max_abs_logit_diff']:.2e}, mask agreement {100 * parity['mask_agreement']:.3f}%")
     return 0
 
 
