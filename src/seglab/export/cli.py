@@ -42,7 +42,8 @@ def _int_list(value: Any, key: str) -> list[int]:
 
 
 def export_main(argv: list[str]) -> int:
-    """``seglab export weights=RUN [out=model.onnx opset=17 imgsz=128 dynamic=true check=IMAGES quantize=int8 calib=IMAGES]``."""
+    """``seglab export weights=RUN [out= opset=17 imgsz=128 dynamic=true check=IMAGES quantize=int8 calib=IMAGES]``."""
+    from ..inference.predict import source_images
     from .onnx_export import export_onnx
 
     opts = _options(argv, EXPORT_OPTIONS)
@@ -58,7 +59,6 @@ def export_main(argv: list[str]) -> int:
     print(f"ONNX model written to {path} (input: raw pixels as float32, normalisation inside)")
     paths = [path]
     if opts["quantize"] == "int8":
-        from ..inference.predict import source_images
         from .quantize import quantize_int8
 
         calib = source_images(str(opts["calib"]))
@@ -66,11 +66,11 @@ def export_main(argv: list[str]) -> int:
         print(f"int8 model written to {paths[-1]} (calibrated on {min(len(calib), int(opts['calib_images']))} "
               f"image(s)); predict with backend=onnx weights={paths[-1]}")
     if opts["check"]:
-        from ..inference.predict import source_images
         from .parity import check_parity
 
+        check = source_images(str(opts["check"]))
         for onnx_path in paths:
-            parity = check_parity(opts["weights"], onnx_path, source_images(str(opts["check"])))
+            parity = check_parity(opts["weights"], onnx_path, check)
             print(f"parity of {onnx_path.name} on {parity['images']} image(s): max |logit difference| "
                   f"{parity['max_abs_logit_diff']:.2e}, mask agreement {100 * parity['mask_agreement']:.3f}%")
     return 0

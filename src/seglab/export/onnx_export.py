@@ -20,6 +20,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ..data.dataset import load_image
+from ..data.transforms import pad_for_eval
 from ..engine.checkpoint import load_checkpoint, model_from_checkpoint
 from ..engine.loop import Normalizer
 from ..errors import CheckpointError, SeglabError
@@ -49,6 +51,12 @@ class DeployModel(nn.Module):
         pad_w = (self.stride - w % self.stride) % self.stride
         x = F.pad(self.normalize(x), (0, pad_w, 0, pad_h), mode="reflect")
         return self.model(x)[..., :h, :w]
+
+
+def deploy_input(path: str | Path, meta: dict) -> np.ndarray:
+    """An image file as the exported model takes it: raw pixels, (1, C, H, W), padded to ``pad_to`` like predict."""
+    image, _, _ = pad_for_eval(load_image(Path(path), meta["in_channels"]), None, meta["pad_to"], meta["pad_mode"], 0)
+    return np.ascontiguousarray(image.transpose(2, 0, 1)[None])
 
 
 def model_stride(model: nn.Module) -> int:

@@ -7,9 +7,8 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from ..data.dataset import load_image
-from ..data.transforms import pad_for_eval
 from ..inference.predictor import load_predictor
+from .onnx_export import deploy_input
 from .onnx_predictor import OnnxPredictor
 
 
@@ -29,9 +28,7 @@ def check_parity(weights: str | Path, onnx_path: str | Path, images: Sequence[st
     cut = float(np.log(threshold / (1 - threshold)))  # the logit at which sigmoid crosses the threshold
     max_diff, agree, pixels = 0.0, 0, 0
     for path in images:
-        image, _, _ = pad_for_eval(load_image(Path(path), meta["in_channels"]), None, meta["pad_to"],
-                                   meta["pad_mode"], 0)
-        raw = torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1)))[None]
+        raw = torch.from_numpy(deploy_input(path, meta))
         ref = torch_predictor.logits(raw).cpu()
         out = onnx_predictor.logits(raw)
         max_diff = max(max_diff, float((ref - out).abs().max()))

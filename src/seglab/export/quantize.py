@@ -1,8 +1,8 @@
 """Post-training int8 quantisation of an exported ONNX model, calibrated on real images (onnxruntime's quantiser).
 
 Why: on CPUs without native bf16 (AVX2-only x86, e.g. AMD Zen 3), int8 kernels are the fastest inference path:
-U-Net-ResNet34 at 128 px runs about 2x faster than onnxruntime fp32 and 2.5x faster than PyTorch fp32 with
-channels_last (BENCHMARKS.md, issue 7). int8 is not bit-exact: ``seglab export quantize=int8 check=IMAGES``
+U-Net-ResNet34 at 128 px, batch 32, runs 1.5-2x faster than onnxruntime fp32 and 1.8x faster than seglab's PyTorch
+fp32 + channels_last (BENCHMARKS.md, issue 7). int8 is not bit-exact: ``seglab export quantize=int8 check=IMAGES``
 reports how many mask pixels still agree with the fp32 PyTorch model.
 Static QDQ quantisation with per-channel weights: activation ranges come from calibration images fed exactly as the
 deployed model sees them (raw pixels, padded like ``seglab predict``), so no user-side preprocessing is involved.
@@ -16,10 +16,8 @@ from typing import Sequence
 
 import numpy as np
 
-from ..data.dataset import load_image
-from ..data.transforms import pad_for_eval
 from ..errors import ConfigError
-from .onnx_export import INPUT_NAME
+from .onnx_export import INPUT_NAME, deploy_input
 
 
 def int8_path(onnx_path: str | Path) -> Path:
@@ -40,9 +38,7 @@ class _ImageReader:
             return None
         path = self._images[self._next]
         self._next += 1
-        image, _, _ = pad_for_eval(load_image(Path(path), self._meta["in_channels"]), None, self._meta["pad_to"],
-                                   self._meta["pad_mode"], 0)
-        return {INPUT_NAME: np.ascontiguousarray(image.transpose(2, 0, 1)[None], dtype=np.float32)}
+        return {INPUT_NAME: deploy_input(path, self._meta).astype(np.float32)}
 
 
 def quantize_int8(onnx_path: str | Path, calib_images: Sequence[str | Path], out_path: str | Path | None = None,
