@@ -12,6 +12,7 @@ The last checkpoint (end of the annealed schedule, not a best-on-test pick) is s
     python benchmarks/bench_tgs.py --minutes 60 --sequential         # one after the other, all cores each
     python benchmarks/bench_tgs.py --minutes 60 --recipe tgs-salt --seglab-model-args \
         '{"deep_supervision": true, "empty_gate": true, "dropout": 0.1, "upsample": "nearest"}'  # the AMD run
+    python benchmarks/bench_tgs.py --minutes 60 --sequential --overrides '{"val_every": 4}'   # the fourth run
     python benchmarks/bench_tgs.py --minutes 0.5 --limit 64 --workdir /tmp/tgs   # quick check of the script
 """
 from __future__ import annotations
