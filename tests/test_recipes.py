@@ -32,7 +32,7 @@ def test_recipe_builds_its_model(recipe):
 
 
 @pytest.mark.parametrize("recipe", [r for r in list_recipes() if r.startswith("tgs-salt")])
-def test_salt_recipe_trains_and_scores_on_tgs(recipe, tmp_path):
+def test_salt_recipe_trains_and_scores_on_tgs(recipe, tmp_path, capsys):
     root = shared_dataset("tgs-salt")
     plan = plan_data(build_config({"data": str(root)}))
     write_list_file(tmp_path / "train.txt", plan.splits["train"][:8])
@@ -45,3 +45,5 @@ def test_salt_recipe_trains_and_scores_on_tgs(recipe, tmp_path):
     # the recipe's metric is the competition's, and the run trained on the 101x101 images padded to 128
     assert 0.0 <= float(row["val_tgs"]) <= 1.0 and float(row["train_loss"]) > 0
     assert (tmp_path / "run" / "checkpoints" / "last.pt").exists()
+    # the recipes evaluate with flip TTA, but the per-epoch monitor does not, and the log says so
+    assert "per-epoch validation scores without TTA; tta=flip" in capsys.readouterr().out

@@ -257,6 +257,8 @@ def train_single(cfg: Config, overrides: dict[str, Any], plan: DataPlan | None =
         f"{plan.class_names}, {plan.in_channels} channel(s)\nmodel: {cfg.model} "
         f"({sum(p.numel() for p in model.parameters()) / 1e6:.2f} M params), precision "
         f"{precision.describe()}, {workers} workers, {steps_per_epoch} steps/epoch")
+    if val_ds and cfg.tta != "none":  # per-epoch validation is a monitor; TTA would multiply its cost
+        log(f"note: per-epoch validation scores without TTA; tta={cfg.tta} applies in seglab eval and predict")
 
     def state(epoch: int) -> dict[str, Any]:
         return {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
