@@ -12,6 +12,7 @@ from seglab.config import build_config, list_recipes
 from seglab.data.formats import write_list_file
 from seglab.data.plan import plan_data
 from seglab.engine.trainer import model_kwargs
+from seglab.inference.predictor import load_predictor
 from seglab.models import create_model
 
 
@@ -45,5 +46,11 @@ def test_salt_recipe_trains_and_scores_on_tgs(recipe, tmp_path, capsys):
     # the recipe's metric is the competition's, and the run trained on the 101x101 images padded to 128
     assert 0.0 <= float(row["val_tgs"]) <= 1.0 and float(row["train_loss"]) > 0
     assert (tmp_path / "run" / "checkpoints" / "last.pt").exists()
-    # the recipes evaluate with flip TTA, but the per-epoch monitor does not, and the log says so
-    assert "per-epoch validation scores without TTA; tta=flip" in capsys.readouterr().out
+    # the recipes evaluate with left-right flip TTA (the views their training had), but the per-epoch monitor does
+    # not, and the log says so
+    out = capsys.readouterr().out
+    assert "per-epoch validation scores without TTA; tta=hflip" in out
+    assert "never applies" not in out
+    # asking for the up-down view too gets a note: the recipe's training never showed the model one
+    load_predictor(str(tmp_path / "run" / "checkpoints" / "last.pt"), device="cpu", precision="fp32", tta="flip")
+    assert "tta=flip adds vflip views" in capsys.readouterr().out

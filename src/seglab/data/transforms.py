@@ -32,6 +32,19 @@ def parse_augment(spec: str) -> tuple[str, ...]:
     return names
 
 
+# The transforms each TTA mode applies, to compare with what training showed the model.
+_TTA_TRANSFORMS = {"none": (), "hflip": ("hflip",), "flip": ("hflip", "vflip"), "d4": ("hflip", "vflip", "rot90")}
+
+
+def tta_unseen_in_training(tta: str, augment: str) -> list[str]:
+    """The transforms of ``tta`` that training with ``augment`` never showed the model (they can hurt, not help)."""
+    names = set(parse_augment(augment))
+    seen = {"rot90": "rot90" in names,  # rot90 with one flip generates the other flip (dihedral group)
+            "hflip": "hflip" in names or {"vflip", "rot90"} <= names,
+            "vflip": "vflip" in names or {"hflip", "rot90"} <= names}
+    return [t for t in _TTA_TRANSFORMS[tta] if not seen[t]]
+
+
 def _border(pad_mode: str) -> int:
     return cv2.BORDER_REFLECT_101 if pad_mode == "reflect" else cv2.BORDER_CONSTANT
 

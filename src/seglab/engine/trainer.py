@@ -16,7 +16,7 @@ from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
 from ..config import Config, save_config
 from ..data.dataset import SegmentationDataset, channel_stats, dtype_scale, load_image, pad_collate
 from ..data.plan import DataPlan, plan_data
-from ..data.transforms import build_train_transform
+from ..data.transforms import build_train_transform, tta_unseen_in_training
 from ..errors import ConfigError
 from ..losses import build_loss
 from ..models import create_model
@@ -259,6 +259,9 @@ def train_single(cfg: Config, overrides: dict[str, Any], plan: DataPlan | None =
         f"{precision.describe()}, {workers} workers, {steps_per_epoch} steps/epoch")
     if val_ds and cfg.tta != "none":  # per-epoch validation is a monitor; TTA would multiply its cost
         log(f"note: per-epoch validation scores without TTA; tta={cfg.tta} applies in seglab eval and predict")
+    if unseen := tta_unseen_in_training(cfg.tta, cfg.augment):
+        log(f"note: tta={cfg.tta} adds {' and '.join(unseen)} views that augment={cfg.augment} never applies; "
+            "eval and predict with it will likely score worse")
 
     def state(epoch: int) -> dict[str, Any]:
         return {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),

@@ -9,13 +9,16 @@ import torch.nn as nn
 
 from ..engine.checkpoint import load_checkpoint, model_from_checkpoint
 from ..engine.loop import Normalizer
+from ..data.transforms import tta_unseen_in_training
 from ..engine.precision import Precision, resolve_precision
 from ..errors import CheckpointError
 from .fold_bn import fold_batchnorm
 
-# D4 group as (k rotations by 90 degrees, flip width) pairs; "flip" uses the identity and the two flips.
+# (k rotations by 90 degrees, flip width, flip height) per view. "hflip" is for images with an up and a down
+# (seismic sections, street scenes), "flip" adds the vertical flip, "d4" is the whole dihedral group.
 _TTA = {
     "none": [(0, False, False)],
+    "hflip": [(0, False, False), (0, True, False)],
     "flip": [(0, False, False), (0, True, False), (0, False, True)],
     "d4": [(k, f, False) for k in range(4) for f in (False, True)],
 }
@@ -35,6 +38,20 @@ def _undo(x: torch.Tensor, k: int, fw: bool, fh: bool) -> torch.Tensor:
     if fh:
         x = x.flip(-2)
     return x.flip(-1) if fw else x
+
+
+def _warn_untrained_tta(tta: str, augment: object, src: Path) -> None:
+    """Print a note when the TTA views include transforms the checkpoint's training never applied."""
+    if tta == "none" or not isinstance(augment, str):
+        return
+    try:
+        unseen = tta_unseen_in_training(tta, augment)
+    except ValueError:  # an augment spec this version does not know: nothing to compare with
+        return
+    if unseen:
+        fits = [m for m in ("d4", "flip", "hflip") if not tta_unseen_in_training(m, augment)]
+        print(f"note: tta={tta} adds {' and '.join(unseen)} views, which {src} never saw in training "
+              f"(augment={augment}); they usually make predictions worse. Use tta={fits[0] if fits else 'none'}.")
 
 
 class Predictor:
@@ -89,7 +106,7 @@ def load_predictor(weights: str | Sequence[str], device: str = "auto", precision
     paths = [p for p in paths if p]
     if not paths:
         raise CheckpointError("no weights given: pass weights=RUN_DIR or weights=path/to/best.pt")
-    models, metas = [], []
+    models, metas, augments = [], [], set()
     for p in paths:
         path = Path(p)
         if path.is_dir() and (path / "folds.json").exists():  # a k-fold run: every fold's best model
@@ -104,6 +121,10 @@ def load_predictor(weights: str | Sequence[str], device: str = "auto", precision
                 raise CheckpointError(f"{src}: not a seglab training checkpoint (no data meta)")
             models.append(model_from_checkpoint(state, src))
             metas.append(state["meta"])
+            augment = (state.get("config") or {}).get("augment")
+            if augment not in augments:  # one note per training setting, not per fold of an ensemble
+                augments.add(augment)
+                _warn_untrained_tta(tta, augment, src)
     first = metas[0]
     for m, p in zip(metas[1:], paths[1:] + paths[:0]):
         if m["codec"]["num_classes"] != first["codec"]["num_classes"] or m["in_channels"] != first["in_channels"]:
