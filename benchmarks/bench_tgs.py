@@ -1,18 +1,18 @@
 """TGS salt, fixed time budget, no pretrained weights: a seglab recipe's model vs smp's Unet("resnet34").
 
 Both models are trained by the same recipe (default ``tgs-salt-cpu``: bce+lovasz, AdamW + cosine fitted to the time
-budget, 101 -> 128 reflect padding, flips / shift-scale-rotate / colour, flip TTA) in the same engine, on the same
-coverage-stratified 80/20 split of the 3200 labelled images, for the same wall-clock budget (training and per-epoch
-validation both count). The only difference is the model: the recipe's (``tgs-salt-cpu``: U-Net on ResNet18 with a
-light decoder, deep supervision and the empty gate; ``tgs-salt``: the study's U-Net-ResNet34;
-``--seglab-model``/``--seglab-model-args`` to change) vs segmentation_models_pytorch's plain ``Unet("resnet34")``.
-The last checkpoint (end of the annealed schedule, not a best-on-test pick) is scored on the held-out 20%.
+budget, 101 -> 128 reflect padding, left-right flips and translations, left-right flip TTA) in the same engine, on the
+same coverage-stratified 80/20 split of the 3200 labelled images, for the same wall-clock budget (training and
+per-epoch validation both count). The only difference is the model: the recipe's (``tgs-salt-cpu``: U-Net on ResNet18
+with a light decoder, deep supervision and the empty gate; ``tgs-salt``: the study's U-Net-ResNet34;
+``--seglab-model``/``--seglab-model-args`` to change) vs segmentation_models_pytorch's plain ``Unet("resnet34")``. The
+last checkpoint (end of the annealed schedule, not a best-on-test pick) is scored on the held-out 20%.
 
     python benchmarks/bench_tgs.py --minutes 60                      # both variants at once, one core each
     python benchmarks/bench_tgs.py --minutes 60 --sequential         # one after the other, all cores each
     python benchmarks/bench_tgs.py --minutes 60 --recipe tgs-salt --seglab-model-args \
         '{"deep_supervision": true, "empty_gate": true, "dropout": 0.1, "upsample": "nearest"}'  # the AMD run
-    python benchmarks/bench_tgs.py --minutes 60 --sequential --overrides '{"val_every": 4}'   # the fourth/fifth runs
+    python benchmarks/bench_tgs.py --minutes 60 --sequential --overrides '{"val_every": 4}'   # the fourth to sixth runs
     python benchmarks/bench_tgs.py --minutes 0.5 --limit 64 --workdir /tmp/tgs   # quick check of the script
 """
 from __future__ import annotations
