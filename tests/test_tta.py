@@ -5,9 +5,10 @@ import pytest
 import torch
 from torch import nn
 
-from seglab.data.transforms import tta_unseen_in_training
+from seglab.config import CHOICES
+from seglab.data.transforms import _TTA_TRANSFORMS, tta_unseen_in_training
 from seglab.engine.precision import resolve_precision
-from seglab.inference.predictor import Predictor, _warn_untrained_tta
+from seglab.inference.predictor import _TTA, Predictor, _warn_untrained_tta
 
 META = {"in_channels": 1, "mean": [0.0], "std": [1.0], "scale": 1.0, "codec": {"num_classes": 2}}
 
@@ -24,6 +25,10 @@ META = {"in_channels": 1, "mean": [0.0], "std": [1.0], "scale": 1.0, "codec": {"
 ])
 def test_tta_views_are_compared_with_the_training_augmentation(tta, augment, unseen):
     assert tta_unseen_in_training(tta, augment) == unseen
+
+
+def test_every_tta_mode_is_known_to_the_config_the_predictor_and_the_training_check():
+    assert set(CHOICES["tta"]) == set(_TTA) == set(_TTA_TRANSFORMS)
 
 
 def asymmetric_model() -> nn.Module:

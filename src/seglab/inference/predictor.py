@@ -7,9 +7,9 @@ from typing import Sequence
 import torch
 import torch.nn as nn
 
+from ..data.transforms import tta_unseen_in_training
 from ..engine.checkpoint import load_checkpoint, model_from_checkpoint
 from ..engine.loop import Normalizer
-from ..data.transforms import tta_unseen_in_training
 from ..engine.precision import Precision, resolve_precision
 from ..errors import CheckpointError
 from .fold_bn import fold_batchnorm
