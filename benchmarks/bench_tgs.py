@@ -97,8 +97,10 @@ def run_variant(variant: str, data: Path, minutes: float, workdir: Path, recipe:
         state = torch.load(run / "checkpoints" / "last.pt", map_location="cpu", weights_only=True)
         state["model_spec"]["empty_gate"] = False
         torch.save(state, run / "checkpoints" / "last_ungated.pt")
+        # its own folder, so eval_val/ keeps the gated predictions the headline figure comes from
         ungated = run_eval(build_config({"weights": str(run / "checkpoints" / "last_ungated.pt"),
-                                         "eval_split": "val", "report": False}), {})
+                                         "eval_split": "val", "report": False}), {},
+                           out_dir=run / "eval_val_ungated")
         result["tgs_ungated"] = ungated["tgs"]
     return result
 

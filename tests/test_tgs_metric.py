@@ -7,7 +7,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis.extra.numpy import arrays
 
-from seglab.metrics.tgs import THRESHOLDS, tgs_image_score, tgs_score, tgs_scores_torch
+from seglab.metrics.tgs import THRESHOLDS, tgs_by_coverage, tgs_image_score, tgs_score, tgs_scores_torch
 
 EMPTY = np.zeros((6, 6), dtype=bool)
 BLOCK = np.zeros((6, 6), dtype=bool)
@@ -74,3 +74,20 @@ def test_rejects_probabilities_and_shape_mismatch():
         tgs_score(EMPTY, EMPTY)
     with pytest.raises(ValueError, match="binary mask"):
         tgs_scores_torch(torch.full((1, 3, 3), 0.5), torch.zeros(1, 3, 3))
+
+
+def test_by_coverage_bins_scores_emptiness_errors_and_lost_share():
+    # two empty images (one false alarm), a 1% object missed entirely, a 50% object at 0.8, a 90% object at 1.0
+    scores = [1.0, 0.0, 0.0, 0.8, 1.0]
+    coverage = [0.0, 0.0, 0.01, 0.5, 0.9]
+    pred_coverage = [0.0, 0.003, 0.0, 0.45, 0.9]
+    rows = {r["bin"]: r for r in tgs_by_coverage(scores, coverage, pred_coverage)}
+    assert list(rows) == ["empty", "0-0.02", "0.02-0.1", "0.1-0.3", "0.3-0.7", "0.7-1"]
+    assert rows["empty"] == {"bin": "empty", "images": 2, "tgs": 0.5, "emptiness_errors": 1, "lost": 0.2}
+    assert rows["0-0.02"] == {"bin": "0-0.02", "images": 1, "tgs": 0.0, "emptiness_errors": 1, "lost": 0.2}
+    assert rows["0.3-0.7"]["tgs"] == 0.8 and rows["0.3-0.7"]["emptiness_errors"] == 0
+    assert rows["0.3-0.7"]["lost"] == pytest.approx(0.04)
+    assert rows["0.02-0.1"]["images"] == 0 and rows["0.02-0.1"]["tgs"] is None  # None, not NaN: valid JSON
+    assert sum(r["lost"] for r in rows.values()) == pytest.approx(1 - np.mean(scores))
+    with pytest.raises(ValueError, match="one score, coverage and pred_coverage per image"):
+        tgs_by_coverage([1.0], [0.0, 0.1], [0.0])

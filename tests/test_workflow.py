@@ -56,8 +56,16 @@ def test_eval_writes_metrics_tables_predictions_and_report(trained_run):
     assert len(rows) == 2 and all(Path(r["pred"]).exists() for r in rows)
     pred = np.array(Image.open(rows[0]["pred"]))
     assert pred.shape == (64, 64) and set(np.unique(pred)) <= {0, 1}
+    for r in rows:  # coverage columns are the true and predicted foreground fractions of each image
+        truth = np.array(Image.open(r["mask"]).convert("RGB"))[..., 1] > 128  # grains: green object on red
+        assert float(r["coverage"]) == pytest.approx(truth.mean(), abs=1e-5)
+        assert float(r["pred_coverage"]) == pytest.approx((np.array(Image.open(r["pred"])) == 1).mean(), abs=1e-5)
+    by_cov = metrics["tgs_by_coverage"]
+    assert sum(b["images"] for b in by_cov) == 2
+    assert sum(b["lost"] for b in by_cov) == pytest.approx(1 - metrics["tgs"], abs=1e-6)
     report = (trained_run / "report.html").read_text()
     assert report.count('<table id="per-class"') == 1 and "background" in report and "object" in report
+    assert report.count('<table id="tgs-by-coverage-eval"') == 1
     plots = {p.stem for p in (trained_run / "report_files").glob("*.png")}  # every plot, from this real run
     assert {"curves", "eval_confusion_raw", "eval_confusion_normalized", "eval_per_image_iou", "eval_per_class_iou",
             "eval_gallery_best", "eval_gallery_worst", "eval_samples", "eval_class_pixels"} <= plots

@@ -17,6 +17,7 @@ from ..data.masks import MaskCodec
 from ..data.plan import plan_data
 from ..errors import ConfigError
 from ..inference.predictor import load_predictor
+from ..metrics.tgs import tgs_by_coverage
 from .loop import evaluate
 from .run_dir import write_json
 
@@ -92,6 +93,10 @@ def run_eval(cfg: Config, overrides: dict | None = None, out_dir: Path | None = 
     confusion = metrics.pop("confusion").numpy()
     per_image = metrics.pop("per_image_iou")
     per_image_tgs = metrics.pop("per_image_tgs", None)
+    coverage = metrics.pop("per_image_coverage", None)
+    pred_coverage = metrics.pop("per_image_pred_coverage", None)
+    if per_image_tgs:
+        metrics["tgs_by_coverage"] = tgs_by_coverage(per_image_tgs, coverage, pred_coverage)
     names = meta["class_names"]
     for row in metrics["per_class"]:
         row["class"] = names[row["class"]] if row["class"] < len(names) else str(row["class"])
@@ -104,11 +109,14 @@ def run_eval(cfg: Config, overrides: dict | None = None, out_dir: Path | None = 
         w.writerows(metrics["per_class"])
     with (out / "per_image.csv").open("w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(["image", "mask", "pred", "iou"] + (["tgs"] if per_image_tgs else []))
+        w.writerow(["image", "mask", "pred", "iou"] + (["tgs", "coverage", "pred_coverage"] if per_image_tgs else []))
         for i, s in enumerate(ds.samples):
             w.writerow([s.image, s.mask or "", pred_paths[i], f"{per_image[i]:.6f}"]
-                       + ([f"{per_image_tgs[i]:.6f}"] if per_image_tgs else []))
+                       + ([f"{per_image_tgs[i]:.6f}", f"{coverage[i]:.6f}", f"{pred_coverage[i]:.6f}"]
+                          if per_image_tgs else []))
     print_table(metrics, names)
+    if per_image_tgs:
+        print_coverage_table(metrics["tgs_by_coverage"])
     print(f"eval written to {out}")
     if cfg.report and run is not None:
         try:
@@ -136,3 +144,20 @@ def print_table(metrics: dict, names: list[str]) -> None:
     Console().print(table)
     keys = ("pixel_acc", "miou", "mpa", "precision", "recall", "f1", "fwiou", "fg_iou", "tgs")
     print("  ".join(f"{k}={metrics[k]:.4f}" for k in keys if k in metrics))
+
+
+def print_coverage_table(rows: list[dict]) -> None:
+    """The TGS score by true foreground coverage: where the score is lost (binary tasks)."""
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="TGS metric by true foreground coverage")
+    for col in ("coverage", "images", "TGS", "emptiness wrong", "score lost"):
+        table.add_column(col, justify="left" if col == "coverage" else "right")
+    for r in rows:
+        if r["images"]:
+            table.add_row(r["bin"], str(r["images"]), f"{r['tgs']:.4f}", str(r["emptiness_errors"]),
+                          f"{r['lost']:.4f}")
+    Console().print(table)
+    print("emptiness wrong: salt predicted on an empty image, or none on a salt image (each scores 0); "
+          "score lost: the bin's share of 1 - TGS")

@@ -143,7 +143,7 @@ def evaluate(predict_probs: Callable[[torch.Tensor], torch.Tensor], loader: Iter
     cm = ConfusionMatrix(num_classes, ignore_index, device)
     loss_sum = torch.zeros((), device=device)
     count = torch.zeros((), device=device)
-    image_ious, image_tgs = [], []
+    image_ious, image_tgs, image_cov = [], [], []
     start, n_images = time.perf_counter(), 0
     for batch in tqdm(loader, desc=desc, leave=False, disable=not is_main() or None, dynamic_ncols=True):
         target = batch["mask"].to(device, non_blocking=True)
@@ -164,6 +164,9 @@ def evaluate(predict_probs: Callable[[torch.Tensor], torch.Tensor], loader: Iter
 
                 valid = target != ignore_index if ignore_index is not None else torch.ones_like(target, dtype=torch.bool)
                 image_tgs.append(tgs_scores_torch((pred == 1) & valid, (target == 1) & valid).cpu())
+                n_valid = valid.flatten(1).sum(1).clamp(min=1)
+                image_cov.append(torch.stack([((target == 1) & valid).flatten(1).sum(1) / n_valid,
+                                              ((pred == 1) & valid).flatten(1).sum(1) / n_valid], 1).cpu())
         if on_batch is not None:
             on_batch(batch, probs, pred)
     cm.all_reduce()
@@ -176,6 +179,9 @@ def evaluate(predict_probs: Callable[[torch.Tensor], torch.Tensor], loader: Iter
         metrics["per_image_iou"] = torch.cat(image_ious).tolist() if image_ious else []
         if image_tgs:
             metrics["per_image_tgs"] = torch.cat(image_tgs).tolist()
+            coverage = torch.cat(image_cov)  # (N, 2): true and predicted foreground fraction of the valid pixels
+            metrics["per_image_coverage"] = coverage[:, 0].tolist()
+            metrics["per_image_pred_coverage"] = coverage[:, 1].tolist()
             metrics["tgs"] = float(torch.cat(image_tgs).mean())
     metrics["confusion"] = cm.mat.cpu()
     return metrics

@@ -10,6 +10,8 @@ numpy and torch versions agree bit for bit.
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 import torch
 from torch import Tensor
@@ -75,3 +77,30 @@ def tgs_scores_torch(pred: Tensor, target: Tensor) -> Tensor:
     steps = torch.as_tensor(THRESHOLD_STEPS, device=pred.device)
     hits = 20 * intersection[:, None] > steps * union[:, None]
     return torch.where(union == 0, 1.0, hits.float().mean(1))
+
+
+# Bins of true foreground coverage for the breakdown: the competition's hard cases are the empty images (one stray
+# pixel scores 0) and the small-object ones (a few pixels off fails the high IoU thresholds).
+COVERAGE_EDGES = (0.0, 0.02, 0.1, 0.3, 0.7, 1.0)
+
+
+def tgs_by_coverage(scores: Sequence[float], coverage: Sequence[float], pred_coverage: Sequence[float]) -> list[dict]:
+    """Where the TGS score is lost: per coverage bin (empty first), images, mean score (None if no image), share lost.
+
+    ``coverage``/``pred_coverage`` are each image's true/predicted foreground fraction. ``emptiness_errors`` counts
+    the images whose emptiness is wrong (empty bin: predicted salt; other bins: predicted nothing), which score 0.
+    ``lost`` is the bin's sum of (1 - score) over all images, so the rows' ``lost`` add up to 1 - the mean score.
+    """
+    s, cov, pred = (np.asarray(v, dtype=float) for v in (scores, coverage, pred_coverage))
+    if not (len(s) == len(cov) == len(pred)) or len(s) == 0:
+        raise ValueError(f"need one score, coverage and pred_coverage per image; got {len(s)}, {len(cov)}, {len(pred)}")
+    bins = [("empty", cov <= 0, pred > 0)]
+    for lo, hi in zip(COVERAGE_EDGES[:-1], COVERAGE_EDGES[1:]):
+        bins.append((f"{lo:g}-{hi:g}", (cov > lo) & (cov <= hi), pred <= 0))
+    rows = []
+    for name, members, wrong in bins:
+        n = int(members.sum())
+        rows.append({"bin": name, "images": n, "tgs": float(s[members].mean()) if n else None,
+                     "emptiness_errors": int((members & wrong).sum()),
+                     "lost": float((1 - s[members]).sum() / len(s))})
+    return rows

@@ -229,8 +229,23 @@ def _add_eval(page: _Page, result: EvalResult, opts: _Options, table_id: str) ->
     else:
         page.note(f"{result.directory.name}/metrics.json is missing.")
     _add_per_class(page, result, prefix, table_id)
+    _add_coverage(page, result)
     _add_confusion(page, result, prefix, opts.names)
     _add_per_image(page, result, prefix, opts)
+
+
+def _add_coverage(page: _Page, result: EvalResult) -> None:
+    """Binary tasks: the TGS metric by true foreground coverage, i.e. where the score is lost."""
+    rows = [r for r in (result.metrics or {}).get("tgs_by_coverage") or [] if r.get("images")]
+    if not rows:
+        return
+    page.heading("TGS metric by true foreground coverage", level=3)
+    columns = ("bin", "images", "tgs", "emptiness_errors", "lost")
+    page.table(["coverage", "images", "TGS", "emptiness wrong", "score lost"],
+               [[format_value(c, r.get(c)) for c in columns] for r in rows],
+               table_id=f"tgs-by-coverage-{result.directory.name}")
+    page.note("Emptiness wrong: salt predicted on an empty image, or none on an image with salt (each scores 0). "
+              "Score lost: the bin's share of 1 - TGS over all images.")
 
 
 def write_report(
