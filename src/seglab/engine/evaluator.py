@@ -17,7 +17,7 @@ from ..data.masks import MaskCodec
 from ..data.plan import plan_data
 from ..errors import ConfigError
 from ..inference.predictor import load_predictor
-from ..metrics.tgs import tgs_by_coverage
+from ..metrics.tgs import BY_COVERAGE_HEADERS, BY_COVERAGE_NOTE, tgs_by_coverage
 from .loop import evaluate
 from .run_dir import write_json
 
@@ -152,12 +152,11 @@ def print_coverage_table(rows: list[dict]) -> None:
     from rich.table import Table
 
     table = Table(title="TGS metric by true foreground coverage")
-    for col in ("coverage", "images", "TGS", "emptiness wrong", "score lost"):
+    for col in BY_COVERAGE_HEADERS:
         table.add_column(col, justify="left" if col == "coverage" else "right")
     for r in rows:
         if r["images"]:
             table.add_row(r["bin"], str(r["images"]), f"{r['tgs']:.4f}", str(r["emptiness_errors"]),
                           f"{r['lost']:.4f}")
     Console().print(table)
-    print("emptiness wrong: salt predicted on an empty image, or none on a salt image (each scores 0); "
-          "score lost: the bin's share of 1 - TGS")
+    print(BY_COVERAGE_NOTE)

@@ -163,10 +163,11 @@ def evaluate(predict_probs: Callable[[torch.Tensor], torch.Tensor], loader: Iter
                 from ..metrics.tgs import tgs_scores_torch
 
                 valid = target != ignore_index if ignore_index is not None else torch.ones_like(target, dtype=torch.bool)
-                image_tgs.append(tgs_scores_torch((pred == 1) & valid, (target == 1) & valid).cpu())
+                pred_fg, true_fg = (pred == 1) & valid, (target == 1) & valid
+                image_tgs.append(tgs_scores_torch(pred_fg, true_fg).cpu())
                 n_valid = valid.flatten(1).sum(1).clamp(min=1)
-                image_cov.append(torch.stack([((target == 1) & valid).flatten(1).sum(1) / n_valid,
-                                              ((pred == 1) & valid).flatten(1).sum(1) / n_valid], 1).cpu())
+                image_cov.append(torch.stack([true_fg.flatten(1).sum(1) / n_valid,
+                                              pred_fg.flatten(1).sum(1) / n_valid], 1).cpu())
         if on_batch is not None:
             on_batch(batch, probs, pred)
     cm.all_reduce()

@@ -82,6 +82,10 @@ def tgs_scores_torch(pred: Tensor, target: Tensor) -> Tensor:
 # Bins of true foreground coverage for the breakdown: the competition's hard cases are the empty images (one stray
 # pixel scores 0) and the small-object ones (a few pixels off fails the high IoU thresholds).
 COVERAGE_EDGES = (0.0, 0.02, 0.1, 0.3, 0.7, 1.0)
+BY_COVERAGE_HEADERS = ("coverage", "images", "TGS", "emptiness wrong", "score lost")  # titles of BY_COVERAGE_KEYS
+BY_COVERAGE_KEYS = ("bin", "images", "tgs", "emptiness_errors", "lost")
+BY_COVERAGE_NOTE = ("Emptiness wrong: salt predicted on an empty image, or none on an image with salt (each scores 0). "
+                    "Score lost: the bin's share of 1 - TGS over all images.")
 
 
 def tgs_by_coverage(scores: Sequence[float], coverage: Sequence[float], pred_coverage: Sequence[float]) -> list[dict]:

@@ -16,6 +16,7 @@ from typing import Any, Sequence
 import numpy as np
 import yaml
 
+from seglab.metrics.tgs import BY_COVERAGE_HEADERS, BY_COVERAGE_KEYS, BY_COVERAGE_NOTE
 from seglab.report import plots
 from seglab.report.colors import palette
 from seglab.report.formatting import format_value
@@ -240,12 +241,9 @@ def _add_coverage(page: _Page, result: EvalResult) -> None:
     if not rows:
         return
     page.heading("TGS metric by true foreground coverage", level=3)
-    columns = ("bin", "images", "tgs", "emptiness_errors", "lost")
-    page.table(["coverage", "images", "TGS", "emptiness wrong", "score lost"],
-               [[format_value(c, r.get(c)) for c in columns] for r in rows],
+    page.table(BY_COVERAGE_HEADERS, [[format_value(c, r.get(c)) for c in BY_COVERAGE_KEYS] for r in rows],
                table_id=f"tgs-by-coverage-{result.directory.name}")
-    page.note("Emptiness wrong: salt predicted on an empty image, or none on an image with salt (each scores 0). "
-              "Score lost: the bin's share of 1 - TGS over all images.")
+    page.note(BY_COVERAGE_NOTE)
 
 
 def write_report(
