@@ -56,6 +56,7 @@ class Config:
     pad_to: int = 0
     pad_mode: str = "reflect"
     augment: str = "flips"
+    balance: float = 0.0
     mean: list = field(default_factory=list)
     std: list = field(default_factory=list)
     # optimisation
@@ -72,6 +73,8 @@ class Config:
     grad_clip: float = 0.0
     loss: str = "auto"
     class_weights: Any = ""
+    aux_weight: float = 0.4
+    cls_weight: float = 0.05
     precision: str = "auto"
     device: str = "auto"
     workers: int = -1
@@ -212,6 +215,12 @@ def _check_choices(cfg: Config) -> None:
             raise ConfigError(f"{key}={value!r} is not one of {', '.join(choices)}.{hint}")
     if cfg.cpu_procs < 1:
         raise ConfigError(f"cpu_procs={cfg.cpu_procs}: needs at least 1 process")
+    if not 0.0 <= cfg.balance <= 1.0:
+        raise ConfigError(f"balance={cfg.balance!r}: must be between 0 (plain shuffling) and 1 (every coverage bin "
+                          "drawn equally often); 0.5 is square-root balancing")
+    for key in ("aux_weight", "cls_weight"):
+        if getattr(cfg, key) < 0:
+            raise ConfigError(f"{key}={getattr(cfg, key)!r}: a loss weight must be >= 0 (0 switches that part off)")
 
 
 def parse_overrides(args: list[str]) -> dict[str, Any]:

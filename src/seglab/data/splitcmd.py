@@ -13,8 +13,12 @@ from .split import coverage_bins, kfold_indices
 def foreground_coverage(ds: SegmentationDataset) -> list[float]:
     """Fraction of labelled pixels that are foreground (class > 0), per sample."""
     cov = []
-    for s in ds.samples:
-        _, m = ds.load_pair(s)
+    cached = ds.cached_arrays()
+    for i, s in enumerate(ds.samples):
+        m = cached[i][1] if cached is not None else ds.load_pair(s)[1]
+        if m is None:  # an image without a mask has no labelled pixel
+            cov.append(0.0)
+            continue
         valid = m != ds.codec.ignore_index
         cov.append(float(((m > 0) & valid).sum()) / max(1, int(valid.sum())))
     return cov

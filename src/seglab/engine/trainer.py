@@ -16,6 +16,8 @@ from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
 from ..config import Config, save_config
 from ..data.dataset import SegmentationDataset, channel_stats, dtype_scale, load_image, pad_collate
 from ..data.plan import DataPlan, plan_data
+from ..data.sampling import WeightedEpochSampler, bin_shares, coverage_weights
+from ..data.splitcmd import foreground_coverage
 from ..data.transforms import build_train_transform, tta_unseen_in_training
 from ..errors import ConfigError
 from ..losses import build_loss
@@ -111,11 +113,29 @@ class ShardSampler(torch.utils.data.Sampler):
         return len(self.indices)
 
 
-def make_loader(ds, cfg: Config, train: bool, workers: int, world: int, epoch_seed: int = 0) -> DataLoader:
-    """A DataLoader: shuffled (seeded per epoch) for training, sequential for evaluation; distributed-aware."""
+def sampling_weights(cfg: Config, train_ds: SegmentationDataset) -> np.ndarray | None:
+    """Per-image draw probabilities for ``balance > 0`` (coverage-balanced sampling), else None (shuffling)."""
+    if cfg.balance <= 0:
+        return None
+    coverage = foreground_coverage(train_ds)
+    weights = coverage_weights(coverage, cfg.balance)
+    shares = ", ".join(f"{name} {img:.0%}->{draw:.0%}" for name, (img, draw) in bin_shares(coverage, weights).items())
+    log(f"balance={cfg.balance:g}: share of images -> share of draws by foreground coverage: {shares}")
+    return weights
+
+
+def make_loader(ds, cfg: Config, train: bool, workers: int, world: int, epoch_seed: int = 0,
+                weights: np.ndarray | None = None) -> DataLoader:
+    """A DataLoader: shuffled (seeded per epoch) for training, sequential for evaluation; distributed-aware.
+
+    ``weights`` (training only): draw images with these probabilities instead of shuffling (``balance=``).
+    """
     collate = functools.partial(pad_collate, ignore_index=ds.codec.ignore_index)
     sampler = None
-    if world > 1 and train:
+    if train and weights is not None:
+        rank = torch.distributed.get_rank() if world > 1 else 0
+        sampler = WeightedEpochSampler(weights, epoch_seed, rank, world)
+    elif world > 1 and train:
         sampler = DistributedSampler(ds, shuffle=True, seed=cfg.seed, drop_last=False)
     elif world > 1:
         sampler = ShardSampler(len(ds), torch.distributed.get_rank(), world)
@@ -230,9 +250,11 @@ def train_single(cfg: Config, overrides: dict[str, Any], plan: DataPlan | None =
     normalize = Normalizer(mean, std, scale).to(precision.device)
     loss_spec = cfg.loss if cfg.loss != "auto" else ("bce" if num_classes == 2 else "ce")
     loss_fn = build_loss(loss_spec, num_classes=head_channels(num_classes), ignore_index=plan.codec.ignore_index,
-                         class_weights=class_weight_values(cfg, plan, train_ds))
+                         class_weights=class_weight_values(cfg, plan, train_ds),
+                         aux_weight=cfg.aux_weight, cls_weight=cfg.cls_weight)
     loss_fn = loss_fn.to(precision.device)
-    train_loader = make_loader(train_ds, cfg, True, workers, world)
+    weights = sampling_weights(cfg, train_ds)
+    train_loader = make_loader(train_ds, cfg, True, workers, world, weights=weights)
     steps_per_epoch = len(train_loader)
     optimizer = build_optimizer(model, cfg)
     scheduler = build_scheduler(optimizer, cfg, steps_per_epoch)
@@ -277,9 +299,11 @@ def train_single(cfg: Config, overrides: dict[str, Any], plan: DataPlan | None =
             # Reseed at every epoch start so a resumed run draws exactly the batches and augmentations it would have.
             seed_everything(cfg.seed + epoch, cfg.deterministic)
             transform.set_random_seed(cfg.seed + epoch)
-            train_loader = make_loader(train_ds, cfg, True, workers, world, epoch_seed=cfg.seed + epoch)
+            train_loader = make_loader(train_ds, cfg, True, workers, world, epoch_seed=cfg.seed + epoch,
+                                       weights=weights)
             if world > 1:
-                train_loader.sampler.set_epoch(epoch)
+                if isinstance(train_loader.sampler, DistributedSampler):
+                    train_loader.sampler.set_epoch(epoch)
                 if epoch == start_epoch:  # which images each rank trains on: for checking and debugging shards
                     (run_dir / "ranks").mkdir(exist_ok=True)
                     (run_dir / "ranks" / f"rank{rank}.txt").write_text(
