@@ -71,6 +71,7 @@ class Config:
     step_size: int = 10
     gamma: float = 0.1
     grad_clip: float = 0.0
+    ema: float = 0.0
     loss: str = "auto"
     class_weights: Any = ""
     aux_weight: float = 0.4
@@ -218,6 +219,8 @@ def _check_choices(cfg: Config) -> None:
     if not 0.0 <= cfg.balance <= 1.0:
         raise ConfigError(f"balance={cfg.balance!r}: must be between 0 (plain shuffling) and 1 (every coverage bin "
                           "drawn equally often); 0.5 is square-root balancing")
+    if not 0.0 <= cfg.ema < 1.0:
+        raise ConfigError(f"ema={cfg.ema!r}: the decay of the weight average must be in [0, 1), e.g. 0.999; 0 = off")
     for key in ("aux_weight", "cls_weight"):
         if getattr(cfg, key) < 0:
             raise ConfigError(f"{key}={getattr(cfg, key)!r}: a loss weight must be >= 0 (0 switches that part off)")

@@ -75,8 +75,12 @@ class NonFiniteLoss(SeglabError, RuntimeError):
 
 def train_one_epoch(model: nn.Module, loader: Iterable, loss_fn: Callable, optimizer: torch.optim.Optimizer,
                     scheduler, precision: Precision, normalize: Normalizer, *, epoch: int, grad_clip: float = 0.0,
-                    stop: StopFlag | None = None, max_bad_steps: int = 5, desc: str = "train") -> dict:
-    """One pass over ``loader``; returns mean loss, images seen, skipped steps and whether it was interrupted."""
+                    stop: StopFlag | None = None, max_bad_steps: int = 5, desc: str = "train",
+                    on_step: Callable[[int], None] | None = None) -> dict:
+    """One pass over ``loader``; returns mean loss, images seen, skipped steps and whether it was interrupted.
+
+    ``on_step(step)`` runs after each optimizer step (the weight EMA update).
+    """
     model.train()
     loss_sum = torch.zeros((), device=precision.device)
     seen, skipped, bad_in_a_row, interrupted, fallbacks = 0, 0, 0, False, 0
@@ -112,6 +116,8 @@ def train_one_epoch(model: nn.Module, loader: Iterable, loss_fn: Callable, optim
             torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
         optimizer.step()
         scheduler.step()
+        if on_step is not None:
+            on_step(step)
         loss_sum += loss.detach() * images.shape[0]
         seen += images.shape[0]
         if step % 20 == 0 and bar.disable is False:

@@ -124,6 +124,21 @@ def sampling_weights(cfg: Config, train_ds: SegmentationDataset) -> np.ndarray |
     return weights
 
 
+def build_ema(model: torch.nn.Module, decay: float, resume_state: dict | None):
+    """timm's ModelEmaV3 of ``model`` for ``ema > 0`` (restored from a resumed checkpoint), else None."""
+    if decay <= 0:
+        return None
+    from timm.utils import ModelEmaV3
+
+    ema = ModelEmaV3(model, decay=decay, use_warmup=True)
+    if resume_state:
+        if "train_model" not in resume_state:
+            raise ConfigError("this run was trained without ema, so it has no averaged weights to continue; "
+                              "resume it with ema=0, or start a new run")
+        ema.module.load_state_dict(resume_state["model"])
+    return ema
+
+
 def make_loader(ds, cfg: Config, train: bool, workers: int, world: int, epoch_seed: int = 0,
                 weights: np.ndarray | None = None) -> DataLoader:
     """A DataLoader: shuffled (seeded per epoch) for training, sequential for evaluation; distributed-aware.
@@ -236,11 +251,12 @@ def train_single(cfg: Config, overrides: dict[str, Any], plan: DataPlan | None =
                                            "format": plan.source.format, "root": str(plan.source.root)})
     model = create_model(cfg.model, **model_kwargs(cfg, plan.in_channels, num_classes))
     spec = dict(model.seglab_spec)
-    if resume_state:
-        model.load_state_dict(resume_state["model"])
+    if resume_state:  # with ema, "model" holds the averaged weights and "train_model" the optimised ones
+        model.load_state_dict(resume_state.get("train_model", resume_state["model"]))
     if world > 1 and cfg.sync_bn:
         model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
     model = precision.prepare_model(model)
+    ema = build_ema(model, cfg.ema, resume_state)
     train_model = model
     if world > 1:
         ids = [precision.device.index] if precision.device.type == "cuda" else None
@@ -260,6 +276,7 @@ def train_single(cfg: Config, overrides: dict[str, Any], plan: DataPlan | None =
     scheduler = build_scheduler(optimizer, cfg, steps_per_epoch)
     metric = cfg.metric if cfg.metric != "auto" else ("fg_iou" if num_classes == 2 else "miou")
     start_epoch, best, best_epoch, stale, train_time, images_done = 0, -math.inf, -1, 0, 0.0, 0
+    eval_model = ema.module if ema is not None else model  # what is validated and saved as "model"
     wall_time, val_time, total_epochs = 0.0, 0.0, cfg.epochs  # wall_time counts validation: it spends the budget
     if resume_state:
         optimizer.load_state_dict(resume_state["optimizer"])
@@ -286,7 +303,8 @@ def train_single(cfg: Config, overrides: dict[str, Any], plan: DataPlan | None =
             "eval and predict with it will likely score worse")
 
     def state(epoch: int) -> dict[str, Any]:
-        return {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+        extra = {"train_model": model.state_dict()} if ema is not None else {}
+        return {**extra, "model": eval_model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                 "epoch": epoch, "best": best, "best_epoch": best_epoch, "stale": stale, "train_time": train_time,
                 "images": images_done, "wall_time": wall_time, "total_epochs": total_epochs, "model_spec": spec, "meta": meta, "config": cfg.to_dict(), "metric": metric}
 
@@ -311,8 +329,12 @@ def train_single(cfg: Config, overrides: dict[str, Any], plan: DataPlan | None =
             _set_encoder_frozen(model, epoch < cfg.freeze_epochs)
             t0 = time.perf_counter()
             try:
+                on_step = None
+                if ema is not None:  # timm's EMA with warm-up: the decay ramps towards cfg.ema over the first steps
+                    first = epoch * steps_per_epoch
+                    on_step = lambda step: ema.update(model, step=first + step + 1)  # noqa: E731
                 tr = train_one_epoch(train_model, train_loader, loss_fn, optimizer, scheduler, precision, normalize,
-                                     epoch=epoch, grad_clip=cfg.grad_clip, stop=stop)
+                                     epoch=epoch, grad_clip=cfg.grad_clip, stop=stop, on_step=on_step)
             except NonFiniteLoss as e:
                 log(f"error: {e}")
                 raise
@@ -333,7 +355,7 @@ def train_single(cfg: Config, overrides: dict[str, Any], plan: DataPlan | None =
                                                     resume_state, epoch)
             last = epoch == total_epochs - 1 or bool(cfg.time_limit and wall_time >= cfg.time_limit * 60)
             if val_ds is not None and (epoch + 1) % cfg.val_every == 0 or last:
-                vm = validate(model, val_ds or train_ds, cfg, precision, normalize, loss_fn, world)
+                vm = validate(eval_model, val_ds or train_ds, cfg, precision, normalize, loss_fn, world)
                 row.update({f"val_{k}": v for k, v in vm.items() if isinstance(v, float)})
                 if metric not in vm:
                     raise ConfigError(f"metric={metric!r} is not computed; choose from "
