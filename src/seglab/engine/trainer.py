@@ -304,9 +304,11 @@ def train_single(cfg: Config, overrides: dict[str, Any], plan: DataPlan | None =
 
     def state(epoch: int) -> dict[str, Any]:
         extra = {"train_model": model.state_dict()} if ema is not None else {}
-        return {**extra, "model": eval_model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                "epoch": epoch, "best": best, "best_epoch": best_epoch, "stale": stale, "train_time": train_time,
-                "images": images_done, "wall_time": wall_time, "total_epochs": total_epochs, "model_spec": spec, "meta": meta, "config": cfg.to_dict(), "metric": metric}
+        return {**extra, "model": eval_model.state_dict(), "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(), "epoch": epoch, "best": best, "best_epoch": best_epoch,
+                "stale": stale, "train_time": train_time, "images": images_done, "wall_time": wall_time,
+                "total_epochs": total_epochs, "model_spec": spec, "meta": meta, "config": cfg.to_dict(),
+                "metric": metric}
 
     epoch = start_epoch - 1
     if is_main() and not resume_state:  # an interrupt in the first epoch still leaves something to resume from
