@@ -7,7 +7,8 @@ import torch
 
 from seglab.cli.main import main
 from seglab.config import build_config
-from seglab.data.sampling import WeightedEpochSampler, bin_shares, coverage_bin_of, coverage_weights
+from seglab.data.sampling import WeightedEpochSampler, bin_shares, coverage_weights
+from seglab.metrics.tgs import coverage_bin_of
 from seglab.errors import ConfigError
 
 from conftest import write_png

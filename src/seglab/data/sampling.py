@@ -15,13 +15,7 @@ from collections.abc import Iterator, Sequence
 import numpy as np
 import torch
 
-from ..metrics.tgs import COVERAGE_EDGES
-
-
-def coverage_bin_of(coverage: Sequence[float]) -> np.ndarray:
-    """Bin index of each image: 0 = empty, then one per ``COVERAGE_EDGES`` interval (lo, hi]."""
-    cov = np.asarray(coverage, dtype=float)
-    return np.where(cov <= 0, 0, np.searchsorted(np.asarray(COVERAGE_EDGES[1:]), cov, side="left") + 1)
+from ..metrics.tgs import COVERAGE_BIN_NAMES, coverage_bin_of
 
 
 def coverage_weights(coverage: Sequence[float], balance: float) -> np.ndarray:
@@ -39,8 +33,8 @@ def coverage_weights(coverage: Sequence[float], balance: float) -> np.ndarray:
 def bin_shares(coverage: Sequence[float], weights: np.ndarray) -> dict[str, tuple[float, float]]:
     """Per coverage bin: (share of the images, share of the draws); for the log line of a balanced run."""
     bins = coverage_bin_of(coverage)
-    names = ["empty"] + [f"{lo:g}-{hi:g}" for lo, hi in zip(COVERAGE_EDGES[:-1], COVERAGE_EDGES[1:])]
-    return {names[b]: (float((bins == b).mean()), float(weights[bins == b].sum())) for b in np.unique(bins)}
+    return {COVERAGE_BIN_NAMES[b]: (float((bins == b).mean()), float(weights[bins == b].sum()))
+            for b in np.unique(bins)}
 
 
 class WeightedEpochSampler(torch.utils.data.Sampler):

@@ -132,9 +132,6 @@ def build_ema(model: torch.nn.Module, decay: float, resume_state: dict | None):
 
     ema = ModelEmaV3(model, decay=decay, use_warmup=True)
     if resume_state:
-        if "train_model" not in resume_state:
-            raise ConfigError("this run was trained without ema, so it has no averaged weights to continue; "
-                              "resume it with ema=0, or start a new run")
         ema.module.load_state_dict(resume_state["model"])
     return ema
 

@@ -82,10 +82,17 @@ def tgs_scores_torch(pred: Tensor, target: Tensor) -> Tensor:
 # Bins of true foreground coverage for the breakdown: the competition's hard cases are the empty images (one stray
 # pixel scores 0) and the small-object ones (a few pixels off fails the high IoU thresholds).
 COVERAGE_EDGES = (0.0, 0.02, 0.1, 0.3, 0.7, 1.0)
+COVERAGE_BIN_NAMES = ("empty",) + tuple(f"{lo:g}-{hi:g}" for lo, hi in zip(COVERAGE_EDGES[:-1], COVERAGE_EDGES[1:]))
 BY_COVERAGE_HEADERS = ("coverage", "images", "TGS", "emptiness wrong", "score lost")  # titles of BY_COVERAGE_KEYS
 BY_COVERAGE_KEYS = ("bin", "images", "tgs", "emptiness_errors", "lost")
 BY_COVERAGE_NOTE = ("Emptiness wrong: salt predicted on an empty image, or none on an image with salt (each scores 0). "
                     "Score lost: the bin's share of 1 - TGS over all images.")
+
+
+def coverage_bin_of(coverage: Sequence[float]) -> np.ndarray:
+    """Index into ``COVERAGE_BIN_NAMES`` per image: 0 = empty, then one per ``COVERAGE_EDGES`` interval (lo, hi]."""
+    cov = np.asarray(coverage, dtype=float)
+    return np.where(cov <= 0, 0, np.searchsorted(np.asarray(COVERAGE_EDGES[1:]), cov, side="left") + 1)
 
 
 def tgs_by_coverage(scores: Sequence[float], coverage: Sequence[float], pred_coverage: Sequence[float]) -> list[dict]:
@@ -98,11 +105,10 @@ def tgs_by_coverage(scores: Sequence[float], coverage: Sequence[float], pred_cov
     s, cov, pred = (np.asarray(v, dtype=float) for v in (scores, coverage, pred_coverage))
     if not (len(s) == len(cov) == len(pred)) or len(s) == 0:
         raise ValueError(f"need one score, coverage and pred_coverage per image; got {len(s)}, {len(cov)}, {len(pred)}")
-    bins = [("empty", cov <= 0, pred > 0)]
-    for lo, hi in zip(COVERAGE_EDGES[:-1], COVERAGE_EDGES[1:]):
-        bins.append((f"{lo:g}-{hi:g}", (cov > lo) & (cov <= hi), pred <= 0))
+    bins = coverage_bin_of(cov)
     rows = []
-    for name, members, wrong in bins:
+    for b, name in enumerate(COVERAGE_BIN_NAMES):
+        members, wrong = bins == b, (pred > 0) if b == 0 else (pred <= 0)
         n = int(members.sum())
         rows.append({"bin": name, "images": n, "tgs": float(s[members].mean()) if n else None,
                      "emptiness_errors": int((members & wrong).sum()),
