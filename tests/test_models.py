@@ -399,6 +399,39 @@ def test_hypercolumn_reduction_before_upsampling_equals_reduction_after():
     torch.testing.assert_close(cheap_order, textbook, atol=1e-5, rtol=1e-5)
 
 
+def test_encoder_args_reach_timm_and_wrong_ones_are_named():
+    half = cheap("unet_encoder", encoder_args={"channels": [32, 64, 128, 256]})
+    assert half.encoder.out_channels == [64, 32, 64, 128, 256]  # the 64-channel stem, then four half-width stages
+    full = cheap("unet_encoder")
+    n_params = lambda m: sum(p.numel() for p in m.encoder.parameters())  # noqa: E731
+    assert n_params(half) < n_params(full) / 3  # conv weights scale with width squared
+    assert half(torch.randn(1, 3, 64, 64)).shape == (1, 1, 64, 64)
+    with pytest.raises(ValueError, match="does not accept encoder_args.*widht"):
+        create_model("unet_encoder", encoder="resnet18", encoder_args={"widht": 2})
+    with pytest.raises(ValueError, match="in_chans.*in_channels"):
+        create_model("unet_encoder", encoder="resnet18", encoder_args={"in_chans": 4})
+
+
+def test_input_scale_runs_the_net_on_a_2x_input_and_averages_the_logits_back():
+    scaled = cheap("unet_encoder", input_scale=2, deep_supervision=True, hypercolumn=True).eval()
+    x = torch.randn(2, 3, 50, 38)
+    with torch.no_grad():
+        out = scaled(x)
+        # the same network applied by hand: bilinear x2, mirror-pad to the stride, crop, 2x2 average of the logits
+        scaled.input_scale = 1
+        big = F.interpolate(x, scale_factor=2, mode="bilinear", align_corners=False)
+        by_hand = F.avg_pool2d(scaled(big), 2)
+        scaled.input_scale = 2
+    assert out.shape == (2, 1, 50, 38)
+    torch.testing.assert_close(out, by_hand)
+    assert scaled.stride == 16  # a 1/16-padded input is a multiple of the encoder's 32 once doubled
+    train_out = scaled.train()(x)
+    # auxiliary maps at encoder strides 16, 8, 4, 2 of the 100x76 scaled input
+    assert [a.shape[-2:] for a in train_out["aux"]] == [(7, 5), (13, 10), (25, 19), (50, 38)]
+    with pytest.raises(ValueError, match="input_scale"):
+        create_model("unet_encoder", encoder="resnet18", input_scale=1.5)
+
+
 def test_encoder_unet_uses_every_skip_of_vgg_and_resnet_layouts():
     vgg = cheap("unet_vgg16")  # taps at strides 1..32: five skips
     assert vgg.encoder.reductions == [1, 2, 4, 8, 16, 32] and vgg.skip_indices == [4, 3, 2, 1, 0]

@@ -37,11 +37,11 @@ class TimmEncoder(nn.Module):
     """A timm backbone in ``features_only`` mode: ``forward(x)`` gives the feature maps shallow to deep."""
 
     def __init__(self, name: str, in_channels: int = 3, weights: str | os.PathLike | None = None,
-                 output_stride: int | None = None):
+                 output_stride: int | None = None, encoder_args: dict[str, Any] | None = None):
         super().__init__()
         self.name = name
         self.in_channels = in_channels
-        self.model = _create_features_model(name, in_channels, output_stride)
+        self.model = _create_features_model(name, in_channels, output_stride, encoder_args)
         info = self.model.feature_info
         self.out_channels: list[int] = list(info.channels())
         self.reductions: list[int] = list(info.reduction())
@@ -111,13 +111,26 @@ def freeze_encoder(model: nn.Module, frozen: bool = True) -> None:
     encoder.train(model.training and not frozen)
 
 
-def _create_features_model(name: str, in_channels: int, output_stride: int | None) -> nn.Module:
+# create_model keywords seglab sets itself; encoder_args may not override them.
+_RESERVED_ENCODER_ARGS = {"features_only": "", "pretrained": " (use encoder_weights)",
+                          "in_chans": " (set by in_channels)", "output_stride": " (use the model's output_stride)",
+                          "out_indices": "", "num_classes": ""}
+
+
+def _create_features_model(name: str, in_channels: int, output_stride: int | None,
+                           encoder_args: dict[str, Any] | None = None) -> nn.Module:
     """timm.create_model(features_only=True) with timm's failures turned into clear ValueErrors."""
     if not timm.is_model(name):
         close = difflib.get_close_matches(name, timm.list_models(), n=5, cutoff=0.6)
         hint = f" Did you mean {', '.join(close)}?" if close else " See timm.list_models()."
         raise ValueError(f"unknown timm encoder {name!r}.{hint}")
-    kwargs: dict[str, Any] = {"features_only": True, "pretrained": False, "in_chans": in_channels}
+    encoder_args = dict(encoder_args or {})
+    for key in encoder_args:
+        if key in _RESERVED_ENCODER_ARGS:
+            raise ValueError(f"encoder_args may not set {key!r}{_RESERVED_ENCODER_ARGS[key]}")
+    # List values from YAML/JSON become tuples: timm's per-stage options (channels, layers) are tuples.
+    kwargs: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in encoder_args.items()}
+    kwargs.update({"features_only": True, "pretrained": False, "in_chans": in_channels})
     if name.split(".")[0].startswith("vgg"):
         # timm builds (and initialises) VGG's 120 M-parameter fc6/fc7 head before features_only drops it,
         # which takes seconds; a 1-unit hidden layer makes that throw-away head negligible.
@@ -129,6 +142,9 @@ def _create_features_model(name: str, in_channels: int, output_stride: int | Non
     try:
         return timm.create_model(name, **kwargs)
     except (AssertionError, TypeError) as e:
+        if encoder_args and "argument" in str(e):
+            raise ValueError(f"timm encoder {name!r} does not accept encoder_args {encoder_args}: {e}. "
+                             f"See the keyword arguments of its class in timm (e.g. timm.models.resnet.ResNet)") from e
         if output_stride is not None:
             raise ValueError(f"timm encoder {name!r} does not support output_stride={output_stride}; "
                              f"use a dilatable backbone such as resnet50 or convnext_tiny") from e
