@@ -142,7 +142,7 @@ def _create_features_model(name: str, in_channels: int, output_stride: int | Non
     try:
         return timm.create_model(name, **kwargs)
     except (AssertionError, TypeError) as e:
-        if encoder_args and "argument" in str(e):
+        if any(f"'{key}'" in str(e) for key in encoder_args):  # timm names the keyword it does not take
             raise ValueError(f"timm encoder {name!r} does not accept encoder_args {encoder_args}: {e}. "
                              f"See the keyword arguments of its class in timm (e.g. timm.models.resnet.ResNet)") from e
         if output_stride is not None:
