@@ -20,10 +20,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import time
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from child_runs import child_result, print_result, start_child
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "tgs-salt"
 VARIANTS = ("seglab", "smp")
@@ -134,36 +136,27 @@ def main() -> None:
         model_args = json.loads(args.seglab_model_args) if args.seglab_model_args else None
         result = run_variant(args.variant, data, args.minutes, workdir, args.recipe, args.seglab_model, model_args,
                              json.loads(args.overrides))
-        print("RESULT " + json.dumps(result), flush=True)
+        print_result(result)
         return
     workdir.mkdir(parents=True, exist_ok=True)
     write_split(data, workdir, limit=args.limit)
-    start, procs, results = time.time(), [], {}
+    start, results = time.time(), {}
     cores = sorted(os.sched_getaffinity(0))
     variants = [v for v in args.variants.split(",") if v]
     if unknown := set(variants) - set(VARIANTS):
         sys.exit(f"error: unknown variants {sorted(unknown)}; choose from {', '.join(VARIANTS)}")
+    procs = []
     for i, variant in enumerate(variants):
         cmd = [sys.executable, __file__, "--variant", variant, "--data", str(data), "--minutes", str(args.minutes),
                "--workdir", str(workdir), "--recipe", args.recipe, "--seglab-model", args.seglab_model,
                "--seglab-model-args", args.seglab_model_args, "--overrides", args.overrides]
-        log = open(workdir / f"{variant}.log", "w")
-        if args.sequential:
-            procs.append((variant, subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT), log))
-            procs[-1][1].wait()
-            continue
-        # In parallel, each variant gets one core to itself (pinned, one thread), so neither slows the other.
-        core = cores[i % len(cores)]
-        env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-        procs.append((variant, subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env,
-                                                preexec_fn=lambda c=core: os.sched_setaffinity(0, {c})), log))
+        log = workdir / f"{variant}.log"
+        if args.sequential:  # all cores for each, one after the other
+            results[variant] = child_result(variant, start_child(cmd, log), log)
+        else:  # in parallel, each variant gets one core to itself, so neither slows the other
+            procs.append((variant, start_child(cmd, log, core=cores[i % len(cores)]), log))
     for variant, proc, log in procs:
-        proc.wait()
-        log.close()
-        lines = [ln for ln in (workdir / f"{variant}.log").read_text().splitlines() if ln.startswith("RESULT ")]
-        if proc.returncode or not lines:
-            sys.exit(f"{variant} failed; see {workdir / f'{variant}.log'}")
-        results[variant] = json.loads(lines[0][7:])
+        results[variant] = child_result(variant, proc, log)
     from seglab.engine.precision import describe_cpu
 
     mode = "one after the other, all cores each" if args.sequential else "in parallel, one core each"

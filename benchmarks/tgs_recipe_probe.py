@@ -14,12 +14,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_tgs import SHARED, write_split  # noqa: E402  (the same 80/20 split as the benchmark)
+from bench_tgs import SHARED, write_split  # the same 80/20 split as the benchmark
+from child_runs import child_result, print_result, start_child
 
 
 def write_probe_split(data: Path, workdir: Path, val_folds: int = 8, limit: int = 0) -> tuple[Path, Path]:
@@ -83,7 +83,7 @@ def main() -> None:
     data, workdir = Path(args.data), Path(args.workdir)
     if args.child:
         name, overrides = parse_candidate(args.child)
-        print("RESULT " + json.dumps(run_probe(name, overrides, data, args.minutes, workdir, args.recipe)), flush=True)
+        print_result(run_probe(name, overrides, data, args.minutes, workdir, args.recipe))
         return
     if not data.is_dir():
         sys.exit(f"error: TGS salt data not found at {data}")
@@ -91,23 +91,14 @@ def main() -> None:
     workdir.mkdir(parents=True, exist_ok=True)
     write_probe_split(data, workdir, limit=args.limit)
     cores = sorted(os.sched_getaffinity(0))
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     results = []
     for start in range(0, len(candidates), len(cores)):  # one candidate per core, a batch at a time
         procs = []
         for core, (name, overrides) in zip(cores, candidates[start:start + len(cores)]):
             cmd = [sys.executable, __file__, "--child", f"{name}={json.dumps(overrides)}", "--data", str(data),
                    "--minutes", str(args.minutes), "--workdir", str(workdir), "--recipe", args.recipe]
-            log = open(workdir / f"{name}.log", "w")
-            procs.append((name, log, subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env,
-                                                      preexec_fn=lambda c=core: os.sched_setaffinity(0, {c}))))
-        for name, log, proc in procs:
-            proc.wait()
-            log.close()
-            lines = [ln for ln in (workdir / f"{name}.log").read_text().splitlines() if ln.startswith("RESULT ")]
-            if proc.returncode or not lines:
-                sys.exit(f"{name} failed; see {workdir / f'{name}.log'}")
-            results.append(json.loads(lines[0][7:]))
+            procs.append((name, start_child(cmd, workdir / f"{name}.log", core=core), workdir / f"{name}.log"))
+        results += [child_result(name, proc, log) for name, proc, log in procs]
     print(f"\nTGS recipe probes ({args.recipe}), {args.minutes:g} min each, one core each, scored on "
           f"{workdir / 'probe_val.txt'} (carved from the training images)\n")
     print("| candidate | overrides | epochs | train img/s | TGS metric | salt IoU |")
