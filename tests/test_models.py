@@ -113,6 +113,15 @@ def test_unknown_option_is_a_value_error_naming_it(name):
         create_model(name, bogus_option=3)
 
 
+@pytest.mark.parametrize("name", ["unet_encoder", "unet_resnet50"])
+def test_encoder_unet_option_error_lists_the_model_keywords(name):
+    # The builders take **options; the error must still list EncoderUNet's keywords, not the builder's.
+    with pytest.raises(ValueError, match="hypercolum") as err:
+        create_model(name, hypercolum=True)
+    assert "did you mean hypercolum -> hypercolumn?" in str(err.value) and "encoder_args" in str(err.value)
+    assert "num_classes" not in str(err.value)
+
+
 def test_unknown_model_name_lists_the_valid_ones():
     with pytest.raises(ValueError) as err:
         create_model("unet_resnet35")

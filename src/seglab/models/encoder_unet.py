@@ -22,6 +22,7 @@ large activations), so it is for GPUs. ``encoder_args`` passes keywords to ``tim
 """
 from __future__ import annotations
 
+import inspect
 import math
 from typing import Sequence
 
@@ -159,39 +160,25 @@ class EncoderUNet(EncoderStagesMixin, nn.Module):
         return model_output(logits, self.training, aux, self.cls_head(features[-1]))
 
 
-def _build(model_name: str, builder, unknown: dict, **options) -> EncoderUNet:
-    """Check the options and build an EncoderUNet."""
-    reject_unknown_options(model_name, unknown, builder)
-    return EncoderUNet(**options)
+def _build(model_name: str, num_classes: int, in_channels: int, options: dict) -> EncoderUNet:
+    """Check ``options`` against EncoderUNet's keywords (a clear error, not a TypeError) and build it."""
+    accepted = inspect.signature(EncoderUNet).parameters
+    reject_unknown_options(model_name, {k: v for k, v in options.items() if k not in accepted}, EncoderUNet)
+    return EncoderUNet(num_classes=num_classes, in_channels=in_channels, **options)
 
 
+# The builders take EncoderUNet's keywords as **options (as timm's builders do) instead of repeating its signature.
 @register_model
-def unet_encoder(num_classes: int = 1, in_channels: int = 3, encoder: str = "resnet34",
-                 encoder_weights: str | None = None, decoder_channels: Sequence[int] | None = None,
-                 decoder_attention: str | None = None, hypercolumn: bool = False, dropout: float = 0.0,
-                 deep_supervision: bool = False, upsample: str = "bilinear", empty_gate: bool = False,
-                 encoder_args: dict | None = None, input_scale: int = 1, **unknown) -> EncoderUNet:
-    """U-Net with any timm encoder (default resnet34, 24.4 M parameters, same as smp's Unet)."""
-    return _build("unet_encoder", unet_encoder, unknown, num_classes=num_classes, in_channels=in_channels,
-                  encoder=encoder, encoder_weights=encoder_weights, decoder_channels=decoder_channels,
-                  decoder_attention=decoder_attention, hypercolumn=hypercolumn, dropout=dropout,
-                  deep_supervision=deep_supervision, upsample=upsample, empty_gate=empty_gate,
-                  encoder_args=encoder_args, input_scale=input_scale)
+def unet_encoder(num_classes: int = 1, in_channels: int = 3, **options) -> EncoderUNet:
+    """U-Net with any timm encoder (default resnet34, 24.4 M parameters, same as smp's Unet); options: EncoderUNet."""
+    return _build("unet_encoder", num_classes, in_channels, options)
 
 
 def _preset(model_name: str, default_encoder: str, doc: str):
     """A named U-Net preset: unet_encoder with another default encoder (still overridable)."""
 
-    def builder(num_classes: int = 1, in_channels: int = 3, encoder: str = default_encoder,
-                encoder_weights: str | None = None, decoder_channels: Sequence[int] | None = None,
-                decoder_attention: str | None = None, hypercolumn: bool = False, dropout: float = 0.0,
-                deep_supervision: bool = False, upsample: str = "bilinear", empty_gate: bool = False,
-                 encoder_args: dict | None = None, input_scale: int = 1, **unknown) -> EncoderUNet:
-        return _build(model_name, builder, unknown, num_classes=num_classes, in_channels=in_channels,
-                      encoder=encoder, encoder_weights=encoder_weights, decoder_channels=decoder_channels,
-                      decoder_attention=decoder_attention, hypercolumn=hypercolumn, dropout=dropout,
-                      deep_supervision=deep_supervision, upsample=upsample, empty_gate=empty_gate,
-                      encoder_args=encoder_args, input_scale=input_scale)
+    def builder(num_classes: int = 1, in_channels: int = 3, **options) -> EncoderUNet:
+        return _build(model_name, num_classes, in_channels, {"encoder": default_encoder, **options})
 
     builder.__name__ = builder.__qualname__ = model_name
     builder.__doc__ = doc
