@@ -90,6 +90,13 @@ def test_onnx_predictor_equals_predictor_with_tta(run, onnx_path):
     probs = onnx_predictor.probs(raw)
     assert probs.shape == (2, 1, 64, 80) and probs.dtype == torch.float32
     assert (probs - torch_predictor.probs(raw)).abs().max() < 1e-5
+    # +shift re-pads each image at other positions: the same on both backends (a 60x70 image centre-padded to 64)
+    shift_torch = load_predictor(str(run), device="cpu", precision="fp32", tta="flip+shift")
+    shift_onnx = load_onnx_predictor(run, tta="flip+shift")
+    shift_torch.meta["pad_to"] = shift_onnx.meta["pad_to"] = 64
+    shifted = shift_onnx.probs(raw, [(60, 70)] * 2)
+    assert (shifted - shift_torch.probs(raw, [(60, 70)] * 2)).abs().max() < 1e-5
+    assert (shifted - probs).abs().max() > 1e-3
     with pytest.raises(ValueError, match="tta must be one of"):
         OnnxPredictor(onnx_path, tta="rot")
 

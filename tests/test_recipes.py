@@ -2,9 +2,12 @@
 from __future__ import annotations
 
 import csv
+import json
 
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from conftest import shared_dataset
 from seglab.cli.main import main
@@ -54,3 +57,12 @@ def test_salt_recipe_trains_and_scores_on_tgs(recipe, tmp_path, capsys):
     # asking for the up-down view too gets a note: the recipe's training never showed the model one
     load_predictor(str(tmp_path / "run" / "checkpoints" / "last.pt"), device="cpu", precision="fp32", tta="flip")
     assert "tta=flip adds vflip views" in capsys.readouterr().out
+    if recipe == "tgs-salt-cpu":  # its eval and predict default to hflip+shift: 18 views of each padded image
+        weights = tmp_path / "run" / "checkpoints" / "last.pt"
+        assert main(["eval", f"weights={weights}", "eval_split=val", "report=false"]) == 0
+        metrics = json.loads((tmp_path / "run" / "eval_val" / "metrics.json").read_text())
+        assert metrics["tta"] == "hflip+shift" and metrics["images"] == 4 and 0.0 <= metrics["tgs"] <= 1.0
+        source = plan.splits["val"][0].image
+        assert main(["predict", f"weights={weights}", f"source={source}", f"project={tmp_path}", "name=pred"]) == 0
+        mask = np.asarray(Image.open(tmp_path / "pred" / f"{source.stem}_mask.png"))
+        assert mask.shape == (101, 101) and set(np.unique(mask)) <= {0, 1}

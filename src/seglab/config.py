@@ -124,7 +124,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "scheduler": ("cosine", "step", "poly", "none"),
     "precision": ("auto", "fp32", "bf16", "fp16"),
     "eval_split": ("test", "val", "train", "all"),
-    "tta": ("none", "hflip", "flip", "d4"),
+    "tta": ("none", "hflip", "flip", "d4", "shift", "hflip+shift", "flip+shift", "d4+shift"),
     "backend": ("torch", "onnx"),
 }
 

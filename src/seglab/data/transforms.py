@@ -32,17 +32,19 @@ def parse_augment(spec: str) -> tuple[str, ...]:
     return names
 
 
-# The transforms each TTA mode applies, to compare with what training showed the model.
+# The transforms each TTA view set applies, to compare with what training showed the model ("+shift" adds "shift").
 _TTA_TRANSFORMS = {"none": (), "hflip": ("hflip",), "flip": ("hflip", "vflip"), "d4": ("hflip", "vflip", "rot90")}
 
 
 def tta_unseen_in_training(tta: str, augment: str) -> list[str]:
     """The transforms of ``tta`` that training with ``augment`` never showed the model (they can hurt, not help)."""
     names = set(parse_augment(augment))
+    views, _, shift = ("none+shift" if tta == "shift" else tta).partition("+")
     seen = {"rot90": "rot90" in names,  # rot90 with one flip generates the other flip (dihedral group)
             "hflip": "hflip" in names or {"vflip", "rot90"} <= names,
-            "vflip": "vflip" in names or {"hflip", "rot90"} <= names}
-    return [t for t in _TTA_TRANSFORMS[tta] if not seen[t]]
+            "vflip": "vflip" in names or {"hflip", "rot90"} <= names,
+            "shift": bool({"random_pad", "shift_scale_rotate", "crop"} & names)}
+    return [t for t in _TTA_TRANSFORMS[views] + ((shift,) if shift else ()) if not seen[t]]
 
 
 def _border(pad_mode: str) -> int:

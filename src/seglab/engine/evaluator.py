@@ -87,7 +87,7 @@ def run_eval(cfg: Config, overrides: dict | None = None, out_dir: Path | None = 
             Image.fromarray(p.astype(np.uint8)).save(path)
             pred_paths.append(str(path))
 
-    metrics = evaluate(lambda b: predictor.probs(b["image"]), loader, codec.num_classes, codec.ignore_index,
+    metrics = evaluate(lambda b: predictor.probs(b["image"], b["size"]), loader, codec.num_classes, codec.ignore_index,
                        predictor.precision.device, threshold=threshold, per_image=True, on_batch=save_preds,
                        desc=f"eval {split}")
     confusion = metrics.pop("confusion").numpy()

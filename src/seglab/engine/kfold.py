@@ -80,7 +80,7 @@ def _fold_predictions(run: Path, samples, plan, cfg: Config) -> tuple[list[np.nd
     cm = ConfusionMatrix(plan.codec.num_classes, plan.codec.ignore_index)
     out = []
     for batch in loader:
-        probs = predictor.probs(batch["image"]).float().cpu()
+        probs = predictor.probs(batch["image"], batch["size"]).float().cpu()
         pred = (probs[:, 0] > 0.5).long() if probs.shape[1] == 1 else probs.argmax(1)
         cm.update(pred, batch["mask"])
         for i, (h, w) in enumerate(batch["size"]):

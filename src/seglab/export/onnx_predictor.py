@@ -8,7 +8,7 @@ import numpy as np
 import torch
 
 from ..errors import CheckpointError
-from ..inference.predictor import _TTA, _apply, _undo
+from ..inference.tta import parse_tta, tta_probs
 from .onnx_export import INPUT_NAME, OUTPUT_NAME, default_onnx_path
 
 
@@ -19,8 +19,7 @@ class OnnxPredictor:
                  threads: int = 0):
         import onnxruntime as ort
 
-        if tta not in _TTA:
-            raise ValueError(f"tta must be one of {', '.join(_TTA)}, got {tta!r}")
+        parse_tta(tta)  # a clear error for an unknown mode
         self.path, self.tta = Path(path), tta
         if not self.path.is_file():
             raise CheckpointError(f"{self.path}: no such ONNX file; create it with `seglab export weights=RUN`")
@@ -61,18 +60,15 @@ class OnnxPredictor:
         """Raw-batch logits without TTA."""
         return self._run(images)
 
-    def probs(self, images: torch.Tensor) -> torch.Tensor:
+    def probs(self, images: torch.Tensor, sizes: list[tuple[int, int]] | None = None) -> torch.Tensor:
         """(N, K, H, W) probabilities for a raw (N, C, H, W) batch: K=1 foreground probability for binary."""
-        total, n = None, 0
-        for k, fw, fh in _TTA[self.tta]:
-            if k % 2 and images.shape[-1] != images.shape[-2] and self.tta == "d4":
-                continue  # as Predictor: 90-degree turns of a non-square batch only change its shape
-            logits = self._run(_apply(images, k, fw, fh))
-            p = torch.sigmoid(logits) if logits.shape[1] == 1 else torch.softmax(logits, 1)
-            p = _undo(p, k, fw, fh)
-            total = p if total is None else total + p
-            n += 1
-        return total / n
+        return tta_probs(self._probs, images, self.tta, sizes, self.meta.get("pad_to") or 0,
+                         self.meta.get("pad_mode", "reflect"))
+
+    def _probs(self, images: torch.Tensor) -> torch.Tensor:
+        """Probabilities of one view of a raw batch."""
+        logits = self._run(images)
+        return torch.sigmoid(logits) if logits.shape[1] == 1 else torch.softmax(logits, 1)
 
 
 def load_onnx_predictor(path: str | Path, tta: str = "none") -> OnnxPredictor:

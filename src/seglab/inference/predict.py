@@ -67,7 +67,7 @@ def predict_image(predictor: Predictor, image: np.ndarray, threshold: float, til
         labels = (probs[..., 0] > threshold) if channels == 1 else probs.argmax(-1)
         return labels.astype(np.uint8), None
     padded, _, (top, _, left, _) = pad_for_eval(image, None, meta["pad_to"], meta["pad_mode"], 0)
-    probs = predictor.probs(torch.from_numpy(np.ascontiguousarray(padded.transpose(2, 0, 1)))[None])[0]
+    probs = predictor.probs(torch.from_numpy(np.ascontiguousarray(padded.transpose(2, 0, 1)))[None], [(h, w)])[0]
     probs = probs[:, top:top + h, left:left + w].float().cpu()
     pred = (probs[0] > threshold).long() if probs.shape[0] == 1 else probs.argmax(0)
     return pred.numpy().astype(np.uint8), probs.numpy()

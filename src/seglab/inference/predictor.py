@@ -1,4 +1,4 @@
-"""Turn raw image batches into class probabilities: one model or an ensemble, with flip/D4 test-time augmentation."""
+"""Turn raw image batches into class probabilities: one model or an ensemble, with test-time augmentation."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -13,31 +13,7 @@ from ..engine.loop import Normalizer
 from ..engine.precision import Precision, resolve_precision
 from ..errors import CheckpointError
 from .fold_bn import fold_batchnorm
-
-# (k rotations by 90 degrees, flip width, flip height) per view. "hflip" is for images with an up and a down
-# (seismic sections, street scenes), "flip" adds the vertical flip, "d4" is the whole dihedral group.
-_TTA = {
-    "none": [(0, False, False)],
-    "hflip": [(0, False, False), (0, True, False)],
-    "flip": [(0, False, False), (0, True, False), (0, False, True)],
-    "d4": [(k, f, False) for k in range(4) for f in (False, True)],
-}
-
-
-def _apply(x: torch.Tensor, k: int, fw: bool, fh: bool) -> torch.Tensor:
-    if fw:
-        x = x.flip(-1)
-    if fh:
-        x = x.flip(-2)
-    return torch.rot90(x, k, dims=(-2, -1)) if k else x
-
-
-def _undo(x: torch.Tensor, k: int, fw: bool, fh: bool) -> torch.Tensor:
-    if k:
-        x = torch.rot90(x, -k, dims=(-2, -1))
-    if fh:
-        x = x.flip(-2)
-    return x.flip(-1) if fw else x
+from .tta import parse_tta, tta_probs
 
 
 def _warn_untrained_tta(tta: str, augment: object, src: Path) -> None:
@@ -49,7 +25,9 @@ def _warn_untrained_tta(tta: str, augment: object, src: Path) -> None:
     except ValueError:  # an augment spec this version does not know: nothing to compare with
         return
     if unseen:
-        fits = [m for m in ("d4", "flip", "hflip") if not tta_unseen_in_training(m, augment)]
+        # the suggestion keeps +shift when the user asked for it and training saw translations
+        order = ("d4+shift", "flip+shift", "hflip+shift", "shift") if "shift" in tta else ()
+        fits = [m for m in order + ("d4", "flip", "hflip") if not tta_unseen_in_training(m, augment)]
         print(f"note: tta={tta} adds {' and '.join(unseen)} views, which {src} never saw in training "
               f"(augment={augment}); they usually make predictions worse. Use tta={fits[0] if fits else 'none'}.")
 
@@ -59,8 +37,7 @@ class Predictor:
 
     def __init__(self, models: Sequence[nn.Module], meta: dict, precision: Precision, tta: str = "none",
                  fold_bn: bool = True):
-        if tta not in _TTA:
-            raise ValueError(f"tta must be one of {', '.join(_TTA)}, got {tta!r}")
+        parse_tta(tta)  # a clear error for an unknown mode
         self.precision, self.meta, self.tta = precision, meta, tta
         models = [m.eval() for m in models]
         if fold_bn:  # inference only: BatchNorm folded into the convs (checked to give the same logits)
@@ -82,21 +59,24 @@ class Predictor:
             return self.models[0](x).float()
 
     @torch.inference_mode()
-    def probs(self, images: torch.Tensor) -> torch.Tensor:
-        """(N, K, H, W) probabilities for a raw (N, C, H, W) batch: K=1 foreground probability for binary."""
+    def probs(self, images: torch.Tensor, sizes: Sequence[tuple[int, int]] | None = None) -> torch.Tensor:
+        """(N, K, H, W) probabilities for a raw (N, C, H, W) batch: K=1 foreground probability for binary.
+
+        ``sizes``: each image's (h, w) before evaluation's centre padding, which ``tta=...+shift`` needs.
+        """
+        return tta_probs(self._mean_probs, images, self.tta, sizes, self.meta.get("pad_to") or 0,
+                         self.meta.get("pad_mode", "reflect"))
+
+    def _mean_probs(self, images: torch.Tensor) -> torch.Tensor:
+        """Probabilities of one view of a raw batch, averaged over the ensemble's models."""
         x = self.normalize(self.precision.to_input(images))
-        total, n = None, 0
+        total = None
         for model in self.models:
-            for k, fw, fh in _TTA[self.tta]:
-                if k % 2 and x.shape[-1] != x.shape[-2] and self.tta == "d4":
-                    continue  # 90-degree turns of a non-square batch only change its shape; skip them
-                with self.precision.autocast():
-                    logits = model(_apply(x, k, fw, fh)).float()
-                p = torch.sigmoid(logits) if logits.shape[1] == 1 else torch.softmax(logits, 1)
-                p = _undo(p, k, fw, fh)
-                total = p if total is None else total + p
-                n += 1
-        return total / n
+            with self.precision.autocast():
+                logits = model(x).float()
+            p = torch.sigmoid(logits) if logits.shape[1] == 1 else torch.softmax(logits, 1)
+            total = p if total is None else total + p
+        return total / len(self.models)
 
 
 def load_predictor(weights: str | Sequence[str], device: str = "auto", precision: str = "auto",
