@@ -4,7 +4,7 @@ Both models are trained by the same recipe (default ``tgs-salt-cpu``: bce+lovasz
 budget, 101 -> 128 reflect padding, left-right flips and translations, left-right flip TTA) in the same engine, on the
 same coverage-stratified 80/20 split of the 3200 labelled images, for the same wall-clock budget (training and
 per-epoch validation both count). The only difference is the model: the recipe's (``tgs-salt-cpu``: U-Net on a
-half-width ResNet18 with a light decoder, deep supervision and the empty gate; ``tgs-salt``: the study's U-Net-ResNet34;
+ResNet18 with a light decoder, deep supervision, hypercolumn and the empty gate; ``tgs-salt``: the study's U-Net-ResNet34;
 ``--seglab-model``/``--seglab-model-args`` to change) vs segmentation_models_pytorch's plain ``Unet("resnet34")``. The
 last checkpoint (end of the annealed schedule, not a best-on-test pick) is scored on the held-out 20%.
 
