@@ -353,6 +353,30 @@ def test_fcn_score_layer_survives_bf16_training_on_cpu():
     torch.testing.assert_close(split(x), plain(x))
 
 
+BF16_SCSE_STEP = """
+import torch
+from seglab.models.blocks import attention_block
+scse = attention_block("scse", 3072)  # the first decoder block of unet_resnext50: 2048 + 1024 channels
+x = torch.randn(4, 3072, 8, 8, requires_grad=True)
+for _ in range(4):
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss = scse(x).float().mean()
+    loss.backward()
+print("survived")
+"""
+
+
+@pytest.mark.skipif(not torch.backends.mkldnn.is_available(), reason="the bug is in oneDNN's CPU convolution")
+def test_scse_spatial_gate_survives_bf16_training_on_cpu():
+    """scSE's 3072 -> 1 spatial gate hit the same oneDNN bias-gradient bug (tgs-salt-resnext50 died on AMX)."""
+    import subprocess
+    import sys
+    from seglab.models.blocks import attention_block
+    assert isinstance(attention_block("scse", 64).spatial_gate[0], SplitBiasConv2d)
+    ours = subprocess.run([sys.executable, "-c", BF16_SCSE_STEP], capture_output=True, text=True, timeout=120)
+    assert ours.returncode == 0 and "survived" in ours.stdout, ours.stderr[-500:]
+
+
 def test_encoder_unet_options_deep_supervision_hypercolumn_attention():
     model = cheap("unet_encoder", num_classes=2, deep_supervision=True, hypercolumn=True,
                   decoder_attention="scse", dropout=0.2).train()

@@ -42,7 +42,8 @@ class SpatialChannelSqueezeExcite(nn.Module):
     def __init__(self, channels: int, reduction: int = 16):
         super().__init__()
         self.channel = SqueezeExcite(channels, reduction)
-        self.spatial_gate = nn.Sequential(nn.Conv2d(channels, 1, 1), nn.Sigmoid())
+        # SplitBiasConv2d: a wide 1x1 conv to one channel with a bias is the oneDNN bf16 backward bug's shape
+        self.spatial_gate = nn.Sequential(SplitBiasConv2d(channels, 1, 1), nn.Sigmoid())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.channel(x) + x * self.spatial_gate(x)
@@ -100,7 +101,8 @@ class SplitBiasConv2d(nn.Conv2d):
     """Conv2d that adds its bias after the convolution instead of inside it: same parameters, same result.
 
     Why: PyTorch 2.14's CPU (oneDNN) bf16 convolution backward corrupts the heap when it computes the bias
-    gradient of a 1x1 conv with ~4096 input and < 16 output channels (FCN's score layer; process aborts with
+    gradient of a 1x1 conv with thousands of input and < 16 output channels (FCN's score layer, 4096 -> classes;
+    scSE's spatial gate in a ResNeXt50 decoder, 3072 -> 1; the process aborts with a segfault or
     "malloc_consolidate(): unaligned fastbin chunk"). Leaving the bias out of the oneDNN call avoids the bug.
     """
 
