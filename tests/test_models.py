@@ -323,29 +323,35 @@ def test_fcn8s_has_vgg16_plus_convolutionalised_fc_parameters():
     assert sum(p.numel() for p in model.parameters()) == vgg16_convs + fc6 + fc7 + scores + upsamplers
 
 
-BF16_SCORE_STEP = """
-import torch, torch.nn as nn
-from seglab.models.blocks import SplitBiasConv2d
-conv = {cls}(4096, 12, 1)
-x = torch.randn(8, 4096, 8, 8, requires_grad=True)
+# A few bf16 training steps of one layer, run in a subprocess: oneDNN's bias-gradient bug kills the process.
+BF16_LAYER_STEPS = """
+import torch
+from seglab.models.blocks import SplitBiasConv2d, attention_block
+layer = {layer}
+x = torch.randn({batch}, {channels}, 8, 8, requires_grad=True)
 for _ in range(4):
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        loss = conv(x).float().mean()
+        loss = layer(x).float().mean()
     loss.backward()
 print("survived")
 """
 
 
+def survives_bf16_training(layer: str, channels: int, batch: int) -> None:
+    """Train ``layer`` (Python source) in bf16 in a fresh process and assert the process survives."""
+    import subprocess
+    import sys
+    code = BF16_LAYER_STEPS.format(layer=layer, channels=channels, batch=batch)
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0 and "survived" in run.stdout, run.stderr[-500:]
+
+
 @pytest.mark.skipif(not torch.backends.mkldnn.is_available(), reason="the bug is in oneDNN's CPU convolution")
 def test_fcn_score_layer_survives_bf16_training_on_cpu():
     """FCN's 4096 -> classes 1x1 score conv: oneDNN's bf16 bias gradient corrupts the heap; ours must not."""
-    import subprocess
-    import sys
     assert isinstance(create_model("fcn8s", num_classes=12, fc_channels=64, encoder="vgg11").score_fr,
                       SplitBiasConv2d)
-    ours = subprocess.run([sys.executable, "-c", BF16_SCORE_STEP.format(cls="SplitBiasConv2d")],
-                          capture_output=True, text=True, timeout=120)
-    assert ours.returncode == 0 and "survived" in ours.stdout, ours.stderr[-500:]
+    survives_bf16_training("SplitBiasConv2d(4096, 12, 1)", channels=4096, batch=8)
     torch.manual_seed(0)
     plain, split = nn.Conv2d(32, 5, 1), SplitBiasConv2d(32, 5, 1)
     split.load_state_dict(plain.state_dict())
@@ -353,28 +359,13 @@ def test_fcn_score_layer_survives_bf16_training_on_cpu():
     torch.testing.assert_close(split(x), plain(x))
 
 
-BF16_SCSE_STEP = """
-import torch
-from seglab.models.blocks import attention_block
-scse = attention_block("scse", 3072)  # the first decoder block of unet_resnext50: 2048 + 1024 channels
-x = torch.randn(4, 3072, 8, 8, requires_grad=True)
-for _ in range(4):
-    with torch.autocast("cpu", dtype=torch.bfloat16):
-        loss = scse(x).float().mean()
-    loss.backward()
-print("survived")
-"""
-
-
 @pytest.mark.skipif(not torch.backends.mkldnn.is_available(), reason="the bug is in oneDNN's CPU convolution")
 def test_scse_spatial_gate_survives_bf16_training_on_cpu():
     """scSE's 3072 -> 1 spatial gate hit the same oneDNN bias-gradient bug (tgs-salt-resnext50 died on AMX)."""
-    import subprocess
-    import sys
     from seglab.models.blocks import attention_block
     assert isinstance(attention_block("scse", 64).spatial_gate[0], SplitBiasConv2d)
-    ours = subprocess.run([sys.executable, "-c", BF16_SCSE_STEP], capture_output=True, text=True, timeout=120)
-    assert ours.returncode == 0 and "survived" in ours.stdout, ours.stderr[-500:]
+    # the first decoder block of unet_resnext50: 2048 + 1024 channels
+    survives_bf16_training('attention_block("scse", 3072)', channels=3072, batch=4)
 
 
 def test_encoder_unet_options_deep_supervision_hypercolumn_attention():
