@@ -26,7 +26,7 @@ from seglab.classify.data import (
     load_image_folder,
     subset,
 )
-from seglab.engine.precision import describe_cpu
+from seglab.runtime.precision import describe_cpu
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "cifar10"
 STUDY_ACCURACY = {"study_cnn_cifar10": 0.751, "study_allconv_cifar10": 0.763}

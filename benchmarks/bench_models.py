@@ -23,7 +23,7 @@ def run_one(model: str, minutes: float, val_images: int, workdir: Path, train_im
     from seglab.config import build_config
     from seglab.data.formats import write_list_file
     from seglab.data.plan import plan_data
-    from seglab.engine.evaluator import run_eval
+    from seglab.evaluation.evaluator import run_eval
     from seglab.engine.trainer import train
 
     if model in CAMVID_MODELS:

@@ -69,7 +69,7 @@ def run_variant(variant: str, data: Path, minutes: float, workdir: Path, recipe:
                 model_args: dict | None = None, common: dict | None = None) -> dict:
     """Train one variant for ``minutes`` and score its last checkpoint on the held-out images."""
     from seglab.config import build_config
-    from seglab.engine.evaluator import run_eval
+    from seglab.evaluation.evaluator import run_eval
     from seglab.engine.trainer import train
 
     train_list, test_list = workdir / "train.txt", workdir / "test.txt"
@@ -157,7 +157,7 @@ def main() -> None:
             procs.append((variant, start_child(cmd, log, core=cores[i % len(cores)]), log))
     for variant, proc, log in procs:
         results[variant] = child_result(variant, proc, log)
-    from seglab.engine.precision import describe_cpu
+    from seglab.runtime.precision import describe_cpu
 
     mode = "one after the other, all cores each" if args.sequential else "in parallel, one core each"
     held_out = next(iter(results.values()))["images"]

@@ -118,7 +118,7 @@ def seglab_engine(data: Path, images: int, batch: int, infer_batches: int, workd
     predictor = load_predictor(str(run / "checkpoints" / "last.pt"))
     if backend == "onnx_int8":
         from seglab.export.onnx_export import export_onnx
-        from seglab.export.onnx_predictor import OnnxPredictor
+        from seglab.inference.onnx_predictor import OnnxPredictor
         from seglab.export.quantize import quantize_int8
 
         onnx_path = export_onnx(run / "checkpoints" / "last.pt", workdir / "model.onnx")
@@ -208,7 +208,7 @@ def main() -> None:
         print(f"| {name} | {tr:.1f} | {tr / base['train_images_per_s']:.2f}x | {vs_bf16} "
               f"| {tr / results[best]['train_images_per_s']:.2f}x | {inf:.1f} | {inf / base['infer_images_per_s']:.2f}x "
               f"| {inf / results[best]['infer_images_per_s']:.2f}x | {r['peak_rss_mb']:.0f} |")
-    from seglab.engine.precision import describe_cpu
+    from seglab.runtime.precision import describe_cpu
     print(f"\ncpu: {describe_cpu()}")
 
 

@@ -44,7 +44,7 @@ def write_probe_split(data: Path, workdir: Path, val_folds: int = 8, limit: int 
 def run_probe(name: str, overrides: dict, data: Path, minutes: float, workdir: Path, recipe: str) -> dict:
     """Train one candidate for ``minutes`` on the probe split and score its last checkpoint on probe_val."""
     from seglab.config import build_config
-    from seglab.engine.evaluator import run_eval
+    from seglab.evaluation.evaluator import run_eval
     from seglab.engine.trainer import train
 
     settings = {"recipe": recipe, "data": str(data), "train_list": str(workdir / "probe_train.txt"),

@@ -396,7 +396,7 @@ def test_norm_shifts_get_a_scaled_rate_and_the_same_decay_per_step():
 
 def test_tta_averages_mirrored_and_shifted_views():
     from seglab.classify.engine import Normalized, predict_logits
-    from seglab.engine.precision import resolve_precision
+    from seglab.runtime.precision import resolve_precision
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.Flatten(), torch.nn.Linear(4 * 14 * 14, 5))
     images = torch.randint(0, 256, (2, 3, 16, 16), dtype=torch.uint8)

@@ -68,7 +68,7 @@ def test_camvid_style_list_files_with_ignore_index(tmp_path):
 
 
 def test_voc_layout_palette_masks_keep_255_as_ignore(tmp_path):
-    from seglab.report.colors import voc_palette
+    from seglab.data.colors import voc_palette
 
     palette = voc_palette(256).ravel().tolist()
     ids = [f"2007_00000{i}" for i in range(5)]

@@ -23,7 +23,7 @@ from seglab.errors import CheckpointError  # noqa: E402
 from seglab.export import ExportError, export_model_onnx, export_onnx  # noqa: E402
 from seglab.export.bench import BenchResult, bench_model, random_meta, time_calls, to_markdown  # noqa: E402
 from seglab.export.cli import bench_main, export_main  # noqa: E402
-from seglab.export.onnx_predictor import OnnxPredictor, load_onnx_predictor  # noqa: E402
+from seglab.inference.onnx_predictor import OnnxPredictor, load_onnx_predictor  # noqa: E402
 from seglab.export.parity import check_parity  # noqa: E402
 from seglab.inference.predictor import load_predictor  # noqa: E402
 from seglab.models import create_model  # noqa: E402

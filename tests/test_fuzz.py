@@ -29,7 +29,8 @@ from seglab.config import Config, build_config, field_names, load_yaml, parse_ov
 from seglab.data.formats import read_list_file
 from seglab.data.io import image_size, read_image, read_mask_raw
 from seglab.data.masks import infer_mask_codec
-from seglab.engine.checkpoint import load_checkpoint, model_from_checkpoint
+from seglab.models import model_from_checkpoint
+from seglab.runtime.checkpoint import load_checkpoint
 from seglab.errors import CheckpointError, ConfigError, DataError
 from seglab.models import create_model
 

@@ -25,11 +25,13 @@ from conftest import write_png
 from torch import nn
 
 from seglab.cli.main import main
-from seglab.engine import checkpoint as checkpoint_module
+from seglab.runtime import checkpoint as checkpoint_module
 from seglab.engine import trainer as trainer_module
-from seglab.engine.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
-from seglab.engine.loop import NonFiniteLoss, Normalizer, train_one_epoch
-from seglab.engine.precision import Precision
+from seglab.models import model_from_checkpoint
+from seglab.runtime.checkpoint import load_checkpoint, save_checkpoint
+from seglab.engine.loop import NonFiniteLoss, train_one_epoch
+from seglab.runtime.normalize import Normalizer
+from seglab.runtime.precision import Precision
 from seglab.errors import CheckpointError
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}

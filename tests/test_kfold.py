@@ -6,7 +6,7 @@ import json
 import pytest
 
 from seglab.cli.main import main
-from seglab.engine.checkpoint import load_checkpoint
+from seglab.runtime.checkpoint import load_checkpoint
 from seglab.engine.kfold import MIN_AREAS, THRESHOLDS
 
 TINY = ["model=unet_small", "batch=4", "lr=0.003", "workers=0", "augment=flips", "epochs=2", "report=false"]

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from seglab.engine import precision as prec
+from seglab.runtime import precision as prec
 from seglab.models import create_model
 
 

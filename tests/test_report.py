@@ -23,14 +23,14 @@ import yaml
 from PIL import Image
 from rich.console import Console
 
-from seglab.report import colors as colors_module
+from seglab.data import colors as colors_module
 from seglab.report.cli import compare_main, report_main
-from seglab.report.colors import colorize, overlay, palette
+from seglab.data.colors import colorize, overlay, palette
 from seglab.report.compare import compare_runs, rich_table, to_markdown, write_csv
 from seglab.report.galleries import best_worst_galleries, class_iou, image_scores, plot_gallery, select_best_worst
 from seglab.report.html import write_report
 from seglab.report.images import default_load_mask, resize_mask, to_display_rgb
-from seglab.report.loggers import CsvLogger, TensorBoardLogger, build_loggers
+from seglab.engine.loggers import CsvLogger, TensorBoardLogger, build_loggers
 from seglab.report.plots import (
     class_pixel_counts,
     metric_families,

@@ -8,7 +8,7 @@ from torch import nn
 
 from seglab.config import CHOICES
 from seglab.data.transforms import tta_unseen_in_training
-from seglab.engine.precision import resolve_precision
+from seglab.runtime.precision import resolve_precision
 from seglab.data.transforms import pad_for_eval
 from seglab.inference.predictor import Predictor, _warn_untrained_tta
 from seglab.inference.tta import parse_tta, tta_modes

@@ -16,7 +16,8 @@ from conftest import write_png
 
 from seglab.cli.main import main
 from seglab.config import build_config, load_yaml, parse_overrides, save_config
-from seglab.engine.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
+from seglab.models import model_from_checkpoint
+from seglab.runtime.checkpoint import load_checkpoint, save_checkpoint
 from seglab.errors import CheckpointError, ConfigError
 from seglab.models import create_model
 

@@ -1,12 +1,12 @@
 """Image classification on the segmentation engine: the all-convolutional study, timm models, a fast default net."""
-from seglab.classify.data import (
+from .data import (
            ClassificationData,
            ImageSplit,
            load_dataset,
            read_cifar_batch,
            read_idx,
 )
-from seglab.classify.models import count_parameters, create_classifier, list_classifiers
+from .models import count_parameters, create_classifier, list_classifiers
 
 __all__ = [
            "ClassificationData",

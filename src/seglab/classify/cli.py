@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import sys
 
-from seglab.classify import runner
-from seglab.classify.config import parse_args
-from seglab.classify.models import list_classifiers
+from . import runner
+from .config import parse_args
+from .models import list_classifiers
 
 MODES = {
     "train": runner.train,

@@ -14,8 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from seglab.classify.data import ImageSplit, augment_batch, iterate_batches
-from seglab.engine.precision import Precision
+from .data import ImageSplit, augment_batch, iterate_batches
+from ..runtime.precision import Precision
 
 
 class Normalized(nn.Module):

@@ -15,15 +15,15 @@ import numpy as np
 import torch
 import yaml
 
-from seglab.classify import report
-from seglab.classify.config import (
+from . import report
+from .config import (
     SWEEP_PARAMS,
     ClassifyConfig,
     flip_enabled,
     parse_args,
     resolve,
 )
-from seglab.classify.data import (
+from .data import (
     IMAGE_SUFFIXES,
     ClassificationData,
     channel_stats,
@@ -32,7 +32,7 @@ from seglab.classify.data import (
     resize_data,
     subset,
 )
-from seglab.classify.engine import (
+from .engine import (
     EvalResult,
     Lookahead,
     Normalized,
@@ -43,8 +43,8 @@ from seglab.classify.engine import (
     set_total_steps,
     train_one_epoch,
 )
-from seglab.classify.models import count_parameters, create_classifier
-from seglab.engine.precision import resolve_precision
+from .models import count_parameters, create_classifier
+from ..runtime.precision import resolve_precision
 
 METRIC_COLUMNS = ["epoch", "time", "loss", "acc", "val_loss", "val_acc", "lr"]
 COMPARE_COLUMNS = ["model", "params", "epochs", "time_per_epoch", "train_time", "test_acc", "test_loss"]
@@ -119,7 +119,7 @@ def _train_on_cpu_ranks(cfg: ClassifyConfig, data: ClassificationData) -> dict:
     """``cpu_procs`` DDP ranks on this CPU (see seglab.engine.cpu_ranks for why); rank 0 writes the run."""
     import torch.multiprocessing as mp
 
-    from seglab.engine.cpu_ranks import available_cores, free_port
+    from ..runtime.cpu_ranks import available_cores, free_port
 
     resolve(cfg, len(data.train))  # bad settings fail here, not in every rank
     run_dir = next_run_dir(cfg.out, "train")
@@ -132,7 +132,7 @@ def _train_on_cpu_ranks(cfg: ClassifyConfig, data: ClassificationData) -> dict:
 
 def _rank_main(rank: int, world: int, port: int, threads: int, cfg: ClassifyConfig,
                data: ClassificationData) -> None:
-    from seglab.engine.cpu_ranks import set_rank_env
+    from ..runtime.cpu_ranks import set_rank_env
 
     set_rank_env(rank, world, port)
     torch.distributed.init_process_group("gloo")

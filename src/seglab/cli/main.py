@@ -63,7 +63,7 @@ def cmd_train(args: list[str]) -> int:
 
 
 def cmd_eval(args: list[str]) -> int:
-    from ..engine.evaluator import run_eval
+    from ..evaluation.evaluator import run_eval
 
     overrides = parse_overrides(_split_args(args))
     run_eval(build_config(overrides), overrides)

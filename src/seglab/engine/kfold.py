@@ -19,8 +19,8 @@ from ..data.splitcmd import foreground_coverage
 from ..inference.predictor import load_predictor
 from ..metrics import ConfusionMatrix
 from ..metrics.tgs import tgs_scores_torch
-from .checkpoint import load_checkpoint, save_checkpoint
-from .run_dir import new_run_dir, write_json
+from ..runtime.checkpoint import load_checkpoint, save_checkpoint
+from ..runtime.run_dir import new_run_dir, write_json
 
 THRESHOLDS = tuple(np.round(np.arange(0.3, 0.71, 0.05), 2))
 MIN_AREAS = (0, 10, 20, 40, 80, 160)

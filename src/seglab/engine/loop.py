@@ -12,21 +12,8 @@ from tqdm.auto import tqdm
 
 from ..errors import SeglabError
 from ..metrics import ConfusionMatrix, per_image_iou
-from .distributed import all_reduce_sum, is_main
-from .precision import Precision
-
-
-class Normalizer(nn.Module):
-    """uint8/uint16 batch -> float, scaled to 0..1, minus mean, over std; runs on the device."""
-
-    def __init__(self, mean: list[float], std: list[float], scale: float):
-        super().__init__()
-        self.scale = scale
-        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1))
-        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return (x.float() / self.scale - self.mean) / self.std
+from ..runtime.distributed import all_reduce_sum, is_main
+from ..runtime.precision import Precision
 
 
 def logits_to_pred(logits: torch.Tensor, threshold: float = 0.5) -> torch.Tensor:

@@ -22,13 +22,14 @@ from ..data.transforms import build_train_transform, tta_unseen_in_training
 from ..errors import ConfigError
 from ..losses import build_loss
 from ..models import create_model
-from .checkpoint import load_checkpoint, save_checkpoint
-from .cpu_ranks import available_cores, check_cpu_ranks, launch_cpu_ranks, wants_cpu_ranks
-from .distributed import barrier, cleanup, init_distributed, is_main
-from .loop import NonFiniteLoss, Normalizer, StopFlag, evaluate, train_one_epoch
+from ..runtime.checkpoint import load_checkpoint, save_checkpoint
+from ..runtime.cpu_ranks import available_cores, check_cpu_ranks, launch_cpu_ranks, wants_cpu_ranks
+from ..runtime.distributed import barrier, cleanup, init_distributed, is_main
+from ..runtime.normalize import Normalizer
+from .loop import NonFiniteLoss, StopFlag, evaluate, train_one_epoch
 from .optim import build_optimizer, build_scheduler, set_total_epochs
-from .precision import resolve_precision
-from .run_dir import new_run_dir, resume_run_dir, write_json
+from ..runtime.precision import resolve_precision
+from ..runtime.run_dir import new_run_dir, resume_run_dir, write_json
 
 IMAGENET_MEAN, IMAGENET_STD = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
 
@@ -207,7 +208,7 @@ def train_single(cfg: Config, overrides: dict[str, Any], plan: DataPlan | None =
     if wants_cpu_ranks(cfg):
         check_cpu_ranks(cfg)
         run_dir = resume_run_dir(cfg, overrides)[0] if cfg.resume else (run_dir or new_run_dir(cfg))
-        launch_cpu_ranks(cfg, overrides, None if cfg.resume else run_dir, plan)
+        launch_cpu_ranks(train_single, cfg, overrides, None if cfg.resume else run_dir, plan)
         return run_dir
     rank, _, world = init_distributed()
     resume_state = None
@@ -285,7 +286,7 @@ def train_single(cfg: Config, overrides: dict[str, Any], plan: DataPlan | None =
         # A time-limited run keeps the length it was fitted to; otherwise ``epochs=`` given at resume wins.
         total_epochs = min(cfg.epochs, resume_state.get("total_epochs", cfg.epochs)) if cfg.time_limit else cfg.epochs
         set_total_epochs(scheduler, total_epochs)
-    from ..report.loggers import build_loggers
+    from .loggers import build_loggers
 
     loggers = build_loggers(run_dir, cfg.logger.split(","), start_epoch=start_epoch) if is_main() else None
     log(f"run folder: {run_dir}\ndata: {plan.source.format} at {plan.source.root}: "

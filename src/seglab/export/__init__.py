@@ -11,7 +11,7 @@ __all__ = ["DeployModel", "ExportError", "export_model_onnx", "export_onnx", "On
 def __getattr__(name: str):
     """Import the onnxruntime-backed helpers on first use (PEP 562)."""
     if name in ("OnnxPredictor", "load_onnx_predictor"):
-        from . import onnx_predictor
+        from ..inference import onnx_predictor
 
         return getattr(onnx_predictor, name)
     if name == "check_parity":

@@ -17,7 +17,7 @@ from typing import Callable, Sequence
 import torch
 import torch.nn as nn
 
-from ..engine.precision import cpu_supports_bf16, resolve_precision
+from ..runtime.precision import cpu_supports_bf16, resolve_precision
 from ..inference.predictor import Predictor
 
 BACKENDS = ("torch_fp32", "torch_bf16", "onnxruntime", "onnxruntime_int8")
@@ -80,7 +80,7 @@ def build_backends(model: nn.Module, meta: dict, backends: Sequence[str], device
                            "emulated: this CPU has no native bf16" if slow else "channels_last")
         else:
             from .onnx_export import export_model_onnx
-            from .onnx_predictor import OnnxPredictor
+            from ..inference.onnx_predictor import OnnxPredictor
 
             path = workdir / "model.onnx"
             if not path.exists():

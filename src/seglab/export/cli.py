@@ -79,7 +79,8 @@ def export_main(argv: list[str]) -> int:
 def bench_target(opts: dict[str, Any]) -> tuple[nn.Module, dict, str]:
     """(model, meta, title) from weights= (a checkpoint) or model= [encoder=] (random weights)."""
     if opts["weights"]:
-        from ..engine.checkpoint import load_checkpoint, model_from_checkpoint
+        from ..models import model_from_checkpoint
+        from ..runtime.checkpoint import load_checkpoint
 
         state = load_checkpoint(opts["weights"])
         if "meta" not in state:

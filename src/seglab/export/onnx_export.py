@@ -22,11 +22,12 @@ import torch.nn.functional as F
 
 from ..data.dataset import load_image
 from ..data.transforms import pad_for_eval
-from ..engine.checkpoint import load_checkpoint, model_from_checkpoint
-from ..engine.loop import Normalizer
+from ..models import model_from_checkpoint
+from ..runtime.checkpoint import load_checkpoint
+from ..inference.onnx_predictor import INPUT_NAME, OUTPUT_NAME, default_onnx_path
+from ..runtime.normalize import Normalizer
 from ..errors import CheckpointError, SeglabError
 
-INPUT_NAME, OUTPUT_NAME = "image", "logits"
 DEFAULT_STRIDE = 32  # a multiple of every usual network stride, for models that do not state theirs
 PARITY_ATOL = 1e-3
 
@@ -138,17 +139,6 @@ def _max_logit_diff(model: nn.Module, normalize: Normalizer, onnx_path: Path, si
     if out.shape != ref.shape:
         return float("inf")
     return float(np.abs(out - ref).max())
-
-
-def default_onnx_path(weights: str | Path) -> Path:
-    """Where ``export`` writes by default: beside the checkpoint, ``best.pt`` -> ``best.onnx``."""
-    path = Path(weights)
-    if path.is_dir():
-        for cand in (path / "checkpoints" / "best.pt", path / "best.pt"):
-            if cand.exists():
-                return cand.with_suffix(".onnx")
-        raise CheckpointError(f"{path}: no checkpoints/best.pt in this run folder")
-    return path.with_suffix(".onnx")
 
 
 def export_onnx(weights: str | Path, out_path: str | Path | None = None, opset: int = 17, dynamic: bool = True,

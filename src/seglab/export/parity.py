@@ -9,7 +9,7 @@ import torch
 
 from ..inference.predictor import load_predictor
 from .onnx_export import deploy_input
-from .onnx_predictor import OnnxPredictor
+from ..inference.onnx_predictor import OnnxPredictor
 
 
 def check_parity(weights: str | Path, onnx_path: str | Path, images: Sequence[str | Path]) -> dict:

@@ -13,7 +13,7 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from ..config import Config
-from ..report.colors import colorize, overlay, palette
+from ..data.colors import colorize, overlay, palette
 from ..data.dataset import load_image
 from ..data.formats import list_images
 from ..data.io import IMAGE_EXTS, image_size
@@ -100,7 +100,7 @@ def display_rgb(image: np.ndarray) -> np.ndarray:
 def run_predict(cfg: Config) -> Path:
     """Predict every source image; returns the output folder."""
     if cfg.backend == "onnx":
-        from ..export.onnx_predictor import load_onnx_predictor
+        from .onnx_predictor import load_onnx_predictor
 
         predictor = load_onnx_predictor(cfg.weights, cfg.tta)
     else:

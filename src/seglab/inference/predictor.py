@@ -8,9 +8,10 @@ import torch
 import torch.nn as nn
 
 from ..data.transforms import tta_unseen_in_training
-from ..engine.checkpoint import load_checkpoint, model_from_checkpoint
-from ..engine.loop import Normalizer
-from ..engine.precision import Precision, resolve_precision
+from ..models import model_from_checkpoint
+from ..runtime.checkpoint import load_checkpoint
+from ..runtime.normalize import Normalizer
+from ..runtime.precision import Precision, resolve_precision
 from ..errors import CheckpointError
 from .fold_bn import fold_batchnorm
 from .tta import parse_tta, tta_probs

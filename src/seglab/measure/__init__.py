@@ -1,12 +1,12 @@
 """Grain measurement: per-grain shape/size statistics, per-class totals, CSVs and figures from a class-index mask."""
 
-from seglab.measure.grains import GrainTable, measure_grains
-from seglab.measure.io import read_image, read_mask
-from seglab.measure.labelling import label_grains, split_touching_grains
-from seglab.measure.outputs import write_measurements
-from seglab.measure.plots import outline_overlay, plot_outlines, plot_size_distribution
-from seglab.measure.run import MeasureRun, run_measure
-from seglab.measure.units import parse_pixel_size
+from .grains import GrainTable, measure_grains
+from .io import read_image, read_mask
+from .labelling import label_grains, split_touching_grains
+from .outputs import write_measurements
+from .plots import outline_overlay, plot_outlines, plot_size_distribution
+from .run import MeasureRun, run_measure
+from .units import parse_pixel_size
 
 __all__ = [
     "GrainTable",

@@ -25,7 +25,7 @@ def measure_main(argv: list[str]) -> int:
             raise ConfigError("measure needs mask=MASK.png, or image=IMAGE with weights=RUN_DIR to predict the mask")
         mask = _predict_mask(opts)
         if opts["classes"] is None:
-            from ..engine.checkpoint import load_checkpoint
+            from ..runtime.checkpoint import load_checkpoint
 
             opts["classes"] = load_checkpoint(opts["weights"])["meta"]["class_names"]
     result = run_measure(mask, image, out_dir=opts["out"], pixel_size=opts["pixel_size"], unit=opts["unit"],

@@ -19,8 +19,8 @@ from pathlib import Path
 import numpy as np
 from skimage.measure import regionprops_table
 
-from seglab.measure.labelling import label_grains, skimage_connectivity
-from seglab.measure.units import parse_pixel_size
+from .labelling import label_grains, skimage_connectivity
+from .units import parse_pixel_size
 
 _REGIONPROPS = (
     "label",

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import numpy as np
 
-from seglab.measure.grains import GrainTable
-from seglab.measure.plots import plot_outlines, plot_size_distribution
+from .grains import GrainTable
+from .plots import plot_outlines, plot_size_distribution
 
 
 def write_measurements(

@@ -10,8 +10,8 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from skimage.segmentation import find_boundaries
 
-from seglab.measure.grains import GrainTable
-from seglab.measure.units import display_unit
+from .grains import GrainTable
+from .units import display_unit
 
 # Small masks are upscaled so label numbers stay legible next to the grains.
 _MIN_OUTLINE_SIDE_PX = 800

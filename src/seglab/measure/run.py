@@ -6,9 +6,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from seglab.measure.grains import GrainTable, measure_grains
-from seglab.measure.io import read_image, read_mask
-from seglab.measure.outputs import write_measurements
+from .grains import GrainTable, measure_grains
+from .io import read_image, read_mask
+from .outputs import write_measurements
 
 
 @dataclass

@@ -1,7 +1,6 @@
-"""Reports of a run folder: curves, confusion matrices, galleries, one HTML file, run comparisons, loggers.
+"""Reports of a run folder: curves, confusion matrices, galleries, one HTML file, run comparisons.
 
-Names are imported on first use (PEP 562), so a trainer that only needs the loggers does not pay
-for matplotlib's import.
+Names are imported on first use (PEP 562), so importing the package does not pay for matplotlib.
 """
 from __future__ import annotations
 
@@ -9,11 +8,9 @@ import importlib
 from typing import Any
 
 _EXPORTS = {
-    "colors": ("colorize", "overlay", "palette"),
     "compare": ("compare_runs", "plot_compare_curves", "print_table", "to_markdown", "write_csv"),
     "galleries": ("best_worst_galleries", "class_iou", "plot_gallery", "select_best_worst"),
     "html": ("write_report",),
-    "loggers": ("CsvLogger", "MetricsLogger", "MultiLogger", "TensorBoardLogger", "build_loggers"),
     "plots": (
         "class_pixel_counts", "plot_class_histogram", "plot_confusion_matrix", "plot_per_class_iou",
         "plot_per_image_iou", "plot_sample_grid", "plot_training_curves",

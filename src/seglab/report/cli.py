@@ -11,8 +11,8 @@ from typing import Sequence
 
 from rich.console import Console
 
-from seglab.report.compare import compare_runs, plot_compare_curves, print_table, to_markdown, write_csv
-from seglab.report.html import write_report
+from .compare import compare_runs, plot_compare_curves, print_table, to_markdown, write_csv
+from .html import write_report
 
 REPORT_USAGE = """usage: seglab report RUN_DIR [out=FILE.html] [k=6] [class=NAME|INDEX]
   Write one self-contained HTML report (default RUN_DIR/report.html) with curves, tables, plots and galleries.

@@ -11,9 +11,9 @@ from matplotlib.figure import Figure
 from rich.console import Console
 from rich.table import Table
 
-from seglab.report.formatting import format_value
-from seglab.report.plots import save_figure
-from seglab.report.run_folder import (
+from .formatting import format_value
+from .plots import save_figure
+from .run_folder import (
     load_config,
     load_eval,
     load_metrics,

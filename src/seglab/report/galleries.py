@@ -7,11 +7,11 @@ from typing import Any, Sequence
 import numpy as np
 from matplotlib.figure import Figure
 
-from seglab.report.colors import colorize, overlay
-from seglab.report.images import default_load_mask, load_class_mask, resize_mask
-from seglab.report.plots import grid_axes, save_figure
-from seglab.report.run_folder import resolve_path
-from seglab.report.samples import MaskLoader, Sample, load_sample
+from ..data.colors import colorize, overlay
+from .images import default_load_mask, load_class_mask, resize_mask
+from .plots import grid_axes, save_figure
+from .run_folder import resolve_path
+from .samples import MaskLoader, Sample, load_sample
 
 GALLERY_COLUMNS = ("image", "label", "prediction", "overlay")
 

@@ -16,13 +16,13 @@ from typing import Any, Sequence
 import numpy as np
 import yaml
 
-from seglab.metrics.tgs import BY_COVERAGE_HEADERS, BY_COVERAGE_KEYS, BY_COVERAGE_NOTE
-from seglab.report import plots
-from seglab.report.colors import palette
-from seglab.report.formatting import format_value
-from seglab.report.galleries import best_worst_galleries
-from seglab.report.images import default_load_mask
-from seglab.report.run_folder import (
+from ..metrics.tgs import BY_COVERAGE_HEADERS, BY_COVERAGE_KEYS, BY_COVERAGE_NOTE
+from . import plots
+from ..data.colors import palette
+from .formatting import format_value
+from .galleries import best_worst_galleries
+from .images import default_load_mask
+from .run_folder import (
     EvalResult,
     class_names,
     find_eval_dirs,
@@ -32,7 +32,7 @@ from seglab.report.run_folder import (
     load_summary,
     require_run_dir,
 )
-from seglab.report.samples import MaskLoader, load_sample
+from .samples import MaskLoader, load_sample
 
 log = logging.getLogger(__name__)
 

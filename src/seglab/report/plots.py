@@ -13,10 +13,10 @@ import matplotlib
 import numpy as np
 from matplotlib.figure import Figure
 
-from seglab.report.colors import colorize, overlay
-from seglab.report.metric_names import split_metric
-from seglab.report.run_folder import metric_series
-from seglab.report.samples import Sample
+from ..data.colors import colorize, overlay
+from ..metrics.names import split_metric
+from .run_folder import metric_series
+from .samples import Sample
 
 PRETTY_NAMES = {
     "loss": "Loss",

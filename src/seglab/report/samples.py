@@ -7,8 +7,8 @@ from typing import Any, Callable
 
 import numpy as np
 
-from seglab.report.images import default_load_mask, load_class_mask, load_display_image, resize_mask, shrink_image
-from seglab.report.run_folder import resolve_path
+from .images import default_load_mask, load_class_mask, load_display_image, resize_mask, shrink_image
+from .run_folder import resolve_path
 
 MaskLoader = Callable[[Path], np.ndarray]
 

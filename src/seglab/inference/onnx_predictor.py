@@ -8,8 +8,20 @@ import numpy as np
 import torch
 
 from ..errors import CheckpointError
-from ..inference.tta import parse_tta, tta_probs
-from .onnx_export import INPUT_NAME, OUTPUT_NAME, default_onnx_path
+from .tta import parse_tta, tta_probs
+
+INPUT_NAME, OUTPUT_NAME = "image", "logits"  # the graph's tensor names, shared with seglab export
+
+
+def default_onnx_path(weights: str | Path) -> Path:
+    """Where ``export`` writes by default: beside the checkpoint, ``best.pt`` -> ``best.onnx``."""
+    path = Path(weights)
+    if path.is_dir():
+        for cand in (path / "checkpoints" / "best.pt", path / "best.pt"):
+            if cand.exists():
+                return cand.with_suffix(".onnx")
+        raise CheckpointError(f"{path}: no checkpoints/best.pt in this run folder")
+    return path.with_suffix(".onnx")
 
 
 class OnnxPredictor:

@@ -6,7 +6,7 @@ import math
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
-from seglab.report.metric_names import split_metric
+from ..metrics.names import split_metric
 
 
 class MetricsLogger:

@@ -12,7 +12,7 @@ import os
 import signal
 import socket
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 import torch.multiprocessing as mp
@@ -54,21 +54,24 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def _rank_main(rank: int, world: int, port: int, threads: int, cfg: Config, overrides: dict[str, Any],
-               run_dir: Path | None, plan) -> None:
-    """One rank: torchrun's environment, its share of the cores, then the ordinary training."""
-    from .trainer import train_single
-
+def _rank_main(rank: int, target: Callable[..., Any], world: int, port: int, threads: int, cfg: Config,
+               overrides: dict[str, Any], run_dir: Path | None, plan) -> None:
+    """One rank: torchrun's environment, its share of the cores, then the ordinary training (``target``)."""
     set_rank_env(rank, world, port)
     torch.set_num_threads(threads)
-    train_single(cfg, overrides, plan=plan, run_dir=run_dir)
+    target(cfg, overrides, plan=plan, run_dir=run_dir)
 
 
-def launch_cpu_ranks(cfg: Config, overrides: dict[str, Any], run_dir: Path | None, plan=None) -> None:
-    """Run ``train_single`` in ``cfg.cpu_procs`` processes and wait; Ctrl-C reaches the ranks, which save and stop."""
+def launch_cpu_ranks(target: Callable[..., Any], cfg: Config, overrides: dict[str, Any], run_dir: Path | None,
+                     plan=None) -> None:
+    """Run ``target`` (the single-run trainer) in ``cfg.cpu_procs`` processes and wait.
+
+    Ctrl-C reaches the ranks, which save and stop. ``target`` is passed in, not imported, so this
+    low-level launcher does not depend on the training package above it.
+    """
     check_cpu_ranks(cfg)
     threads = max(1, available_cores() // cfg.cpu_procs)
-    context = mp.start_processes(_rank_main, args=(cfg.cpu_procs, free_port(), threads, cfg, overrides, run_dir,
+    context = mp.start_processes(_rank_main, args=(target, cfg.cpu_procs, free_port(), threads, cfg, overrides, run_dir,
                                                    plan), nprocs=cfg.cpu_procs, join=False, start_method="spawn")
     old = signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the ranks too: they save and stop
     try:

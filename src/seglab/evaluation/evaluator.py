@@ -18,8 +18,8 @@ from ..data.plan import plan_data
 from ..errors import ConfigError
 from ..inference.predictor import load_predictor
 from ..metrics.tgs import BY_COVERAGE_HEADERS, BY_COVERAGE_NOTE, tgs_by_coverage
-from .loop import evaluate
-from .run_dir import write_json
+from ..engine.loop import evaluate
+from ..runtime.run_dir import write_json
 
 
 def _run_folder(weights: str) -> Path | None:
