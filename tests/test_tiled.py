@@ -25,6 +25,7 @@ from seglab.inference.tiled import (
     predict_large_file,
     predict_tiled,
     tile_starts,
+    tiled_batch_probs,
 )
 
 RECEPTIVE_RADIUS = 3  # three 3x3 convolutions
@@ -416,3 +417,21 @@ def test_huge_tiff_is_predicted_in_bounded_memory(tmp_path):
     bright_pixels = sum(h * w for i, h in enumerate(sides) for j, w in enumerate(sides)
                         if (i + j) % 2 == 0)
     assert int(np.count_nonzero(labels)) == bright_pixels
+
+
+def test_tiled_batch_probs_match_whole_images_of_a_batch():
+    """A collated batch (padded to its largest image) predicted tile by tile equals whole-image probabilities."""
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(3, 8, 1), nn.ReLU(), nn.Conv2d(8, 3, 1))  # pointwise: tiling cannot change it
+    forward = lambda x: net(x.float() / 255)  # noqa: E731
+    images = torch.zeros((2, 3, 90, 120), dtype=torch.uint8)
+    images[0] = torch.randint(0, 256, (3, 90, 120), dtype=torch.uint8)
+    images[1, :, :70, :100] = torch.randint(0, 256, (3, 70, 100), dtype=torch.uint8)
+    sizes = [(90, 120), (70, 100)]
+    probs = tiled_batch_probs(forward, images, sizes, num_classes=3, tile=48, overlap=0.25)
+    assert len(tile_starts(120, 48, 0.25)) >= 3  # really several overlapping tiles per image
+    with torch.no_grad():
+        whole = torch.softmax(forward(images), 1)
+    torch.testing.assert_close(probs[0], whole[0], atol=1e-5, rtol=0)
+    torch.testing.assert_close(probs[1, :, :70, :100], whole[1, :, :70, :100], atol=1e-5, rtol=0)
+    assert probs[1, :, 70:].abs().max() == 0 and probs[1, :, :, 100:].abs().max() == 0  # padding stays empty

@@ -302,3 +302,27 @@ def predict_large_file(forward: Forward, in_path: str | Path, out_path: str | Pa
             raise
         writer.close()
     return out_path
+
+
+def tiled_batch_probs(forward: Forward, images: torch.Tensor, sizes: list[tuple[int, int]] | torch.Tensor, *,
+                      num_classes: int, tile: int, overlap: float = 0.25, margin: int = 0, batch_size: int = 4,
+                      outputs: Literal["probs", "logits"] = "logits") -> torch.Tensor:
+    """Probabilities of a collated batch of whole images, each predicted by sliding windows.
+
+    For validating and evaluating large images at full resolution: ``images`` is the (N, C, H, W)
+    raw batch a loader yields (images padded to the batch's largest), ``sizes`` each image's true
+    (h, w). Each image's own (h, w) area is predicted with :func:`predict_tiled`, so the model only
+    ever sees ``tile + 2 * margin`` pixels at a time; padding beyond an image stays 0. Returns
+    (N, num_classes, H, W) float32 probabilities on the CPU, the shape whole-image validation has.
+    """
+    n, _, height, width = images.shape
+    out = torch.zeros((n, num_classes, height, width), dtype=torch.float32)
+    for i in range(n):
+        h, w = (int(v) for v in sizes[i])
+        pixels = images[i, :, :h, :w].permute(1, 2, 0).numpy()  # HxWxC, the layout predict_tiled reads
+        probs = predict_tiled(forward, pixels, num_classes=num_classes, tile=tile, overlap=overlap,
+                              batch_size=batch_size, margin=margin, return_probs=True, progress=False,
+                              outputs=outputs,
+                              preprocess=lambda t: torch.from_numpy(np.ascontiguousarray(t.transpose(2, 0, 1))))
+        out[i, :, :h, :w] = torch.from_numpy(probs).permute(2, 0, 1)
+    return out
