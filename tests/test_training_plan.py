@@ -307,3 +307,65 @@ def test_defaults_yaml_documents_the_new_keys():
     defaults = yaml.safe_load(text)
     for key in ("samples_per_epoch", "cat_max_ratio", "rare_windows", "val_every", "val_share", "val_tile"):
         assert key in defaults and getattr(build_config({}), key) == defaults[key]
+
+
+def test_voc_recipe_keeps_one_crop_per_image():
+    voc = stand_in(1464, 375, 500, channels=3, shares=[0.7] + [0.015] * 20)
+    assert plan_training(voc, build_config({})).windows is False  # whole images: 187k px is under 2 x 512^2
+    plan = plan_training(voc, build_config({"recipe": "voc-unet"}))
+    assert (plan.crop, plan.batch, plan.windows, plan.samples_per_epoch) == (256, 8, False, 0)
+    assert plan_training(voc, build_config({"recipe": "voc-unet", "samples_per_epoch": "auto"})).windows
+
+
+def test_a_window_epoch_trains_and_validates_through_the_loops(tmp_path):
+    """The wiring the trainer will use: plan -> window dataset + sampler -> train_one_epoch; tiles -> evaluate."""
+    import functools
+
+    import torch
+
+    from seglab.data.dataset import pad_collate
+    from seglab.data.formats import Sample
+    from seglab.data.masks import MaskCodec
+    from seglab.data.transforms import build_train_transform
+    from seglab.engine.loop import evaluate, train_one_epoch
+    from seglab.engine.optim import build_optimizer, build_scheduler
+    from seglab.losses import build_loss
+    from seglab.models import create_model
+    from seglab.runtime.normalize import Normalizer
+    from seglab.runtime.precision import resolve_precision
+
+    rng = np.random.default_rng(0)
+    samples = []
+    for k in range(3):
+        mask = np.zeros((150, 200), np.uint8)
+        mask[40:90, 60:140] = 1 + k % 2
+        image = (rng.integers(0, 40, (150, 200, 3)) + mask[..., None] * 100).astype(np.uint8)
+        samples.append(Sample(write_png(tmp_path / "i" / f"{k}.png", image),
+                              write_png(tmp_path / "m" / f"{k}.png", mask), str(k)))
+    codec = MaskCodec("index", 3, 255)
+    train_ds = SegmentationDataset(samples[:2], codec, 3, cache=True)
+    val_ds = SegmentationDataset(samples[2:], codec, 3, cache=True)
+    cfg, plan = plan_run(build_config(parse_overrides(["crop=64", "batch=4", "samples_per_epoch=8", "val_tile=64",
+                                                        "model=unet_small", "epochs=1"])), train_ds)
+    assert plan.windows and plan.steps_per_epoch == 2
+    transform = build_train_transform(cfg.augment, cfg.crop, ignore_index=255, seed=0)
+    windows, sampler = window_training(plan, train_ds, transform, seed=cfg.seed)
+    sampler.set_epoch(0)
+    collate = functools.partial(pad_collate, ignore_index=255)
+    loader = torch.utils.data.DataLoader(windows, batch_size=cfg.batch, sampler=sampler, collate_fn=collate,
+                                         drop_last=True)
+    model = create_model("unet_small", num_classes=3, in_channels=3)
+    precision = resolve_precision("fp32", "cpu")
+    normalize = Normalizer([0.2] * 3, [0.2] * 3, 255.0)
+    loss_fn = build_loss("ce", num_classes=3, ignore_index=255)
+    optimizer = build_optimizer(model, cfg)
+    out = train_one_epoch(model, loader, loss_fn, optimizer, build_scheduler(optimizer, cfg, len(loader)), precision,
+                          normalize, epoch=0)
+    assert out["images"] == 8 and np.isfinite(out["loss"])
+    tiles = validation_dataset(plan, val_ds)
+    assert len(tiles) == 3 * 4  # 150x200 by 64-px tiles
+    val_loader = torch.utils.data.DataLoader(tiles, batch_size=8, collate_fn=collate)
+    model.eval()
+    metrics = evaluate(lambda b: torch.softmax(model(normalize(b["image"])), 1), val_loader, 3, 255,
+                       torch.device("cpu"))
+    assert 0.0 <= metrics["miou"] <= 1.0
