@@ -1,14 +1,16 @@
-"""Typed run configuration: defaults.yaml < recipe < cfg file < key=value overrides.
+"""Typed run configuration: defaults.yaml < training plan < recipe < cfg file < key=value overrides.
 
 The dataclass gives every key its type; ``defaults.yaml`` beside this file documents them (a test keeps
 the two in step). Values are parsed with ``yaml.safe_load`` and checked against the field types;
-nothing is ever ``eval``-ed.
+nothing is ever ``eval``-ed. ``build_config`` records which source set each key (``config_sources``), so the
+training plan computed from the data fills only the keys no source set, and the log can say who decided what.
 """
 from __future__ import annotations
 
 import dataclasses
 import difflib
 import math
+import re
 import typing
 from dataclasses import dataclass, field
 from importlib import resources
@@ -57,6 +59,9 @@ class Config:
     pad_mode: str = "reflect"
     augment: str = "flips"
     balance: float = 0.0
+    samples_per_epoch: Any = "auto"
+    cat_max_ratio: float = 0.75
+    rare_windows: float = 0.33
     mean: list = field(default_factory=list)
     std: list = field(default_factory=list)
     # optimisation
@@ -87,7 +92,9 @@ class Config:
     patience: int = 0
     metric: str = "auto"
     time_limit: float = 0.0
-    val_every: int = 1
+    val_every: Any = 1
+    val_share: float = 0.1
+    val_tile: int = 0
     logger: str = "csv"
     # run folder
     project: str = "runs"
@@ -108,10 +115,12 @@ class Config:
     submission: str = ""
     backend: str = "torch"
     report: bool = True
+    # Which source set each key (see config_sources); not a config key. A field, so dataclasses.replace keeps it.
+    _sources: dict = field(default_factory=dict, repr=False, compare=False)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain dict of all fields (what config.yaml in a run folder holds)."""
-        return dataclasses.asdict(self)
+        return {k: v for k, v in dataclasses.asdict(self).items() if not k.startswith("_")}
 
 
 CHOICES: dict[str, tuple[str, ...]] = {
@@ -128,7 +137,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "backend": ("torch", "onnx"),
 }
 
-_FIELDS = {f.name: f for f in dataclasses.fields(Config)}
+_FIELDS = {f.name: f for f in dataclasses.fields(Config) if not f.name.startswith("_")}
 _TYPES = typing.get_type_hints(Config)
 
 
@@ -289,27 +298,141 @@ def recipe_path(name: str) -> Path:
     return path
 
 
+# Where a key's value came from, lowest first; the training plan ranks between the defaults and a recipe.
+SOURCES = ("default", "plan", "recipe", "cfg file", "command line")
+
+
 def build_config(overrides: dict[str, Any] | None = None, cfg_file: str | Path | None = None,
                  recipe: str | None = None) -> Config:
-    """Merge defaults, a recipe, a YAML file and overrides into a checked Config."""
-    merged: dict[str, Any] = {}
+    """Merge defaults, a recipe, a YAML file and overrides into a checked Config (sources: ``config_sources``)."""
     overrides = dict(overrides or {})
     recipe = overrides.pop("recipe", None) or recipe
     cfg_file = overrides.pop("cfg", None) or cfg_file
+    layers: list[tuple[str, dict[str, Any]]] = []
     if recipe:
-        merged.update(load_yaml(recipe_path(str(recipe))))
+        layers.append(("recipe", load_yaml(recipe_path(str(recipe)))))
     if cfg_file:
-        merged.update(load_yaml(str(cfg_file)))  # cfg=1.5 on the command line arrives as a number
-    merged.update(overrides)
+        layers.append(("cfg file", load_yaml(str(cfg_file))))  # cfg=1.5 on the command line arrives as a number
+    layers.append(("command line", overrides))
+    merged: dict[str, Any] = {}
+    sources: dict[str, str] = {}
+    for name, layer in layers:
+        merged.update(layer)
+        sources.update({key: name for key in layer})
     values = {}
     for key, value in merged.items():
         if key not in _FIELDS:
             raise unknown_key_error(str(key))  # YAML keys may be numbers or null
         _check_acyclic(key, value)
         values[key] = _coerce(key, value)
-    cfg = Config(**values)
+    for key, normalise in _NORMALISE.items():
+        if key in values:
+            values[key] = normalise(values[key])
+    _resolve_mask_mode(values, sources)
+    cfg = Config(**values, _sources={key: sources[key] for key in values})
     _check_choices(cfg)
+    _check_window_keys(cfg)
     return cfg
+
+
+def config_sources(cfg: Config) -> dict[str, str]:
+    """Which source set each key: ``default``, ``plan``, ``recipe``, ``cfg file`` or ``command line``."""
+    return {key: cfg._sources.get(key, "default") for key in _FIELDS}
+
+
+def with_sources(cfg: Config, values: dict[str, Any], source: str) -> Config:
+    """A copy of ``cfg`` with ``values`` set and recorded as coming from ``source`` (the plan uses it)."""
+    return dataclasses.replace(cfg, **values, _sources={**cfg._sources, **{key: source for key in values}})
+
+
+def _outranks(a: str | None, b: str | None) -> bool:
+    """True when source ``a`` ranks above source ``b`` (an unset key ranks lowest)."""
+    return SOURCES.index(a or "default") > SOURCES.index(b or "default")
+
+
+def _resolve_mask_mode(values: dict[str, Any], sources: dict[str, str]) -> None:
+    """An explicit mask_mode=index/binary/palette above a recipe's ``colors`` clears them, and colours above it win.
+
+    A recipe written for RGB masks (tourmaline-bisenet's red/green) must not stop a user whose masks hold class
+    indices: ``mask_mode=index`` on the command line says how the masks are stored and outranks the recipe.
+    """
+    mode, colors = values.get("mask_mode", "auto"), values.get("colors") or []
+    if mode in ("auto", "rgb") or not colors:
+        return
+    mode_from, colors_from = sources.get("mask_mode"), sources.get("colors")
+    if _outranks(mode_from, colors_from):
+        values["colors"] = []
+        sources["colors"] = mode_from
+    elif _outranks(colors_from, mode_from):
+        values["mask_mode"] = "rgb"
+        sources["mask_mode"] = colors_from
+    else:
+        raise ConfigError(f"mask_mode={mode} reads mask pixels as class indices, but colors={colors} maps colours to "
+                          f"classes (both from the {colors_from}); keep one: mask_mode=rgb with colors, or "
+                          f"mask_mode={mode} with colors=[]")
+
+
+_TIME_UNITS = {"s": 1.0, "sec": 1.0, "m": 60.0, "min": 60.0, "h": 3600.0}
+_TIME_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|sec|m|min|h)\s*$")
+
+
+def parse_val_every(value: Any) -> tuple[str, float]:
+    """``val_every`` as ("epochs", N) or ("seconds", S): an int counts epochs, ``2m``/``90s``/``1h`` is a time."""
+    if isinstance(value, bool):
+        raise ConfigError(f"val_every={value!r}: give whole epochs (e.g. 2) or a time such as 2m or 90s")
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if isinstance(value, str) and value.strip().isdigit():
+        value = int(value.strip())
+    if isinstance(value, int):
+        if value < 1:
+            raise ConfigError(f"val_every={value}: validate at least every epoch (1) or give a time such as 2m or 90s")
+        return "epochs", float(value)
+    match = _TIME_RE.match(value) if isinstance(value, str) else None
+    if match is None:
+        raise ConfigError(f"val_every={value!r}: give whole epochs (e.g. 2) or a time such as 2m, 90s or 1h")
+    seconds = float(match.group(1)) * _TIME_UNITS[match.group(2)]
+    if seconds <= 0:
+        raise ConfigError(f"val_every={value!r}: the time between validations must be above 0")
+    return "seconds", seconds
+
+
+def _normalise_val_every(value: Any) -> Any:
+    """An int for epochs, or the time as compact text (``2 min`` -> ``2min``), checked by parse_val_every."""
+    kind, amount = parse_val_every(value)
+    return int(amount) if kind == "epochs" else re.sub(r"\s+", "", str(value)).lower()
+
+
+def _normalise_samples(value: Any) -> Any:
+    """``samples_per_epoch``: ``auto`` or a whole number >= 0 (0 = one random crop per image, as before windows)."""
+    if isinstance(value, str) and value.strip().lower() == "auto":
+        return "auto"
+    if isinstance(value, str) and value.strip().isdigit():
+        value = int(value.strip())
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return value
+    raise ConfigError(f"samples_per_epoch={value!r}: use auto (the plan decides), 0 (one random crop per image) "
+                      "or the number of training windows per epoch, e.g. 256")
+
+
+_NORMALISE = {"val_every": _normalise_val_every, "samples_per_epoch": _normalise_samples}
+
+
+def _check_window_keys(cfg: Config) -> None:
+    """Ranges of the window-sampling and validation keys, with the fix in the message."""
+    if not 0.0 < cfg.cat_max_ratio <= 1.0:
+        raise ConfigError(f"cat_max_ratio={cfg.cat_max_ratio!r}: the largest share one class may fill of a training "
+                          "window must be in (0, 1], e.g. 0.75; 1 = off")
+    if not 0.0 <= cfg.rare_windows <= 1.0:
+        raise ConfigError(f"rare_windows={cfg.rare_windows!r}: the share of training windows centred on rare classes "
+                          "must be in [0, 1], e.g. 0.33; 0 = off")
+    if not 0.0 < cfg.val_share <= 1.0:
+        raise ConfigError(f"val_share={cfg.val_share!r}: the largest share of the time budget spent validating must "
+                          "be in (0, 1], e.g. 0.1; 1 = no bound")
+    if cfg.val_tile < 0:
+        raise ConfigError(f"val_tile={cfg.val_tile}: tile side in pixels, or 0 to validate whole images")
 
 
 def save_config(cfg: Config, path: str | Path) -> None:

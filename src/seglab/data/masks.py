@@ -77,6 +77,7 @@ class MaskCodec:
     def _decode_table(self, raw: np.ndarray, path: str | Path) -> np.ndarray:
         """Map colours (or gray values) through the colour table."""
         rgb_table = bool(self.colors) and isinstance(self.colors[0], (list, tuple))
+        gray = raw
         if rgb_table and raw.ndim == 2:
             raw = np.repeat(raw[..., None], 3, axis=2)  # gray-looking mask, colour table
         if not rgb_table and raw.ndim == 3:
@@ -87,12 +88,34 @@ class MaskCodec:
         pos = np.clip(np.searchsorted(table[order], keys), 0, len(table) - 1)
         found = table[order][pos] == keys
         if not found.all():
+            if gray.ndim == 2 and rgb_table:
+                values = np.unique(gray[~found])
+                if looks_like_class_indices(values.tolist(), self.ignore_index):
+                    raise DataError(index_masks_with_colors(path, values.tolist(), self.colors))
             unknown = Counter(map(int, keys[~found].ravel()[:100000])).most_common(5)
             shown = ", ".join(_fmt(_unpack(k) if rgb_table else k) + f" ({n} px)" for k, n in unknown)
             raise DataError(f"{path}: unknown mask colour(s) {shown}; known: "
                             f"{', '.join(_fmt(c) for c in self.colors)}. Add them to `colors` "
                             "(run `seglab data check` for the full table)")
         return order[pos].astype(np.int64)
+
+
+# Masks whose values are all below this (ignore_index aside) look like class indices rather than colours.
+MAX_INDEX_VALUE = 64
+
+
+def looks_like_class_indices(values: Sequence[int], ignore_index: int) -> bool:
+    """True for gray mask values that are all small integers (0, 1, 2, ...): class indices, not colours."""
+    real = [int(v) for v in values if int(v) != ignore_index]
+    return bool(real) and max(real) < MAX_INDEX_VALUE
+
+
+def index_masks_with_colors(where: str | Path, values: Sequence[int], colors: Sequence) -> str:
+    """The message for index masks read through an RGB colour table (e.g. a recipe's ``colors``)."""
+    shown = sorted(int(v) for v in values)[:12]
+    return (f"{where}: the masks hold small integers {shown}, which look like class indices, but `colors` "
+            f"{[list(c) if isinstance(c, (list, tuple)) else c for c in colors][:6]} (perhaps from a recipe) maps RGB "
+            "colours to classes; pass mask_mode=index (or colors=[]) to read the masks as class indices")
 
 
 def _unpack(key: int) -> list[int]:
@@ -157,6 +180,7 @@ def infer_mask_codec(paths: Sequence[Path], mode: str = "auto", num_classes: int
             notes.append(f"mask colours taken in order of pixel frequency: colors={colors}; "
                          "set `colors` to fix the class order")
         _need_two_classes(colors, paths[0].parent)
+        _refuse_index_masks_with_colour_table(survey, colors, ignore_index, paths[0].parent)
         return MaskCodec("rgb", len(colors), ignore_index, colors=[list(c) if isinstance(c, (list, tuple)) else c
                                                                      for c in colors]), notes
     if survey.rgb and mode == "auto":
@@ -192,6 +216,18 @@ def _need_two_classes(colors: Sequence, folder: Path) -> None:
     if len(colors) < 2:
         raise DataError(f"{folder}: the masks hold a single colour/value {list(colors)}, so there is nothing to "
                         "segment; check mask_dir, or list every class in `colors` (at least two)")
+
+
+def _refuse_index_masks_with_colour_table(survey: MaskSurvey, colors: Sequence, ignore_index: int,
+                                          folder: Path) -> None:
+    """Gray masks of small integers that an RGB colour table does not list: say they are indices, before training."""
+    rgb_table = bool(colors) and isinstance(colors[0], (list, tuple))
+    if not rgb_table or survey.rgb:
+        return
+    known = {_pack(np.array(c)) for c in colors}
+    unknown = [v for v in survey.value_counts if int(_pack(np.array([v, v, v]))) not in known]
+    if unknown and looks_like_class_indices(list(survey.value_counts), ignore_index):
+        raise DataError(index_masks_with_colors(folder, list(survey.value_counts), colors))
 
 
 def suggest_colors(survey: MaskSurvey) -> list:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from ..config import Config
 from ..errors import DataError
-from .formats import DataSource, Sample, discover, read_list_file
+from .formats import DataSource, Sample, _read_classes_file, discover, read_list_file
 from .masks import MaskCodec, infer_mask_codec
 from .dataset import infer_in_channels
 from .split import split_samples
@@ -52,6 +52,16 @@ def resolve_splits(source: DataSource, cfg: Config) -> tuple[dict[str, list[Samp
     return splits, notes
 
 
+def class_names_beside_lists(cfg: Config, source: DataSource) -> list[str]:
+    """Names from a classes.csv / classes.txt beside the list files (``data=train.txt``, ``train_list=...``)."""
+    folders = [source.root] + [Path(v).expanduser().parent for v in (cfg.train_list, cfg.val_list, cfg.test_list) if v]
+    for folder in dict.fromkeys(folders):  # in order, each folder once
+        names, _ = _read_classes_file(folder)
+        if names:
+            return names
+    return []
+
+
 def _train_val_only(ratio: str) -> str:
     """Drop the test part of a ratio when the data already has a test split."""
     parts = ratio.replace(",", ":").split(":")
@@ -87,7 +97,7 @@ def plan_data(cfg: Config, need_masks: bool = True) -> DataPlan:
         notes += more
         if cfg.num_classes and codec.mode in ("index", "palette"):
             codec.num_classes = cfg.num_classes
-    names = list(cfg.classes) or list(source.class_names)
+    names = list(cfg.classes) or list(source.class_names) or class_names_beside_lists(cfg, source)
     if codec.binary and not names:
         names = ["background", "object"]
     names = (names + [f"class{i}" for i in range(len(names), codec.num_classes)])[:codec.num_classes]

@@ -1,0 +1,296 @@
+"""The training plan: crop, batch, windows per epoch and validation, derived from the dataset's fingerprint.
+
+nnU-Net plans every dataset by fixed rules (patch from the median image size and a memory budget, batch from what
+is left, 250 iterations per epoch, 1/3 foreground-centred patches). seglab does the same with rules that also fit a
+CPU time budget, and that reproduce the measured settings on small images (TGS 101x101: whole images padded to 128,
+batch 32; membrane 512x512: whole images, batch 8). In order, each rule seeing the values decided before it:
+
+1. crop: whole images while the median image holds at most ``WINDOW_RATIO`` (2) windows of ``MAX_CROP`` (512) px;
+   else windows of 512 px (or of the median's shorter side, down to a multiple of 32, for narrow strips).
+2. pad_to: whole images whose larger side is at most 256 px and not a multiple of 32 (the deepest encoders' stride)
+   are padded to the next multiple when that at most doubles their pixels (101 -> 128); else 0.
+3. windows: sample windows when the median image holds more than ``WINDOW_RATIO`` crops; else one sample (a random
+   crop, or the whole image) per image per epoch, as before. ``samples_per_epoch`` = 0 or N forces either.
+4. batch: ``PIXELS_PER_STEP`` (8 x 512^2) over the pixels of one sample, a power of two in 2..32; per-image
+   epochs keep at least two steps.
+5. samples per epoch (windows): enough windows to cover every training image's area about once, and at least
+   ``MIN_STEPS`` (32) steps. With time_limit and a measured step time (``fit_to_time``), at most a tenth of the
+   budget per epoch, so the schedule refits and validation happen at least ten times.
+6. validation: by tiles when training on windows of images holding more than 2 tiles of 512 px (tiles of
+   max(crop, 512) px: bounded memory, context, every pixel scored once), else whole images; every epoch, or with
+   time_limit and windows every sixth of the budget (``2m`` of 12 minutes). With time_limit a validation is
+   skipped while validating would exceed ``val_share`` of the time spent (``ValidationSchedule``).
+
+Precedence: command line > cfg file > recipe > plan > defaults. The plan fills only keys no source set
+(``config_sources``), and every rule uses the values given for the keys before it.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, replace
+from fractions import Fraction
+from typing import Any
+
+from ..config import Config, config_sources, parse_val_every, with_sources
+from ..data.fingerprint import Fingerprint, fingerprint_dataset
+from ..data.windows import TileDataset, WindowDataset, WindowIndex, WindowSampler
+
+MAX_CROP = 512  # largest training window: a 512-px view holds a grain, a cell cluster or a car with its context
+STRIDE = 32  # the deepest encoders' stride: crops and pads are multiples of it
+WINDOW_RATIO = 2.0  # windows when the median image holds more than this many crops
+PIXELS_PER_STEP = 8 * 512 * 512  # pixels per optimiser step: the tourmaline recipe's batch; 32 x 128^2 for TGS
+MIN_BATCH, MAX_BATCH = 2, 32  # BatchNorm needs two samples; beyond 32 more samples per step stop paying off
+SMALL_SIDE = 256  # images up to this size are padded to a stride multiple (TGS: 101 -> 128)
+MIN_STEPS = 32  # a window epoch has at least this many steps (nnU-Net: 250), so an epoch is never one step
+MIN_FIT_STEPS = 8  # fitting a time budget never cuts an epoch below this
+EPOCHS_IN_BUDGET = 10  # with a time budget, epochs are short enough for at least this many
+VALIDATIONS_IN_BUDGET = 6  # time-limited window training validates about this often
+PLANNED = ("crop", "pad_to", "batch", "samples_per_epoch", "val_tile", "val_every")
+
+
+@dataclass
+class TrainingPlan:
+    """The planned settings of one run, who set each one, and why."""
+
+    fingerprint: Fingerprint
+    crop: int
+    pad_to: int
+    batch: int
+    windows: bool  # True: ``samples_per_epoch`` windows per epoch; False: one sample per image
+    samples_per_epoch: int  # windows per epoch; 0 = one sample per image
+    steps_per_epoch: int  # optimiser steps of one epoch at ``batch`` (one process)
+    rare_windows: float
+    cat_max_ratio: float
+    val_tile: int
+    val_every: Any  # int epochs or a time such as "2m"
+    val_share: float
+    time_limit: float
+    sources: dict[str, str] = field(default_factory=dict)  # planned key -> plan, recipe, cfg file, command line
+    reasons: dict[str, str] = field(default_factory=dict)  # planned key -> the rule that decided it
+
+    def values(self) -> dict[str, Any]:
+        """The config values this plan stands for (samples_per_epoch resolved to a number)."""
+        return {key: getattr(self, key) for key in PLANNED}
+
+    def apply(self, cfg: Config) -> Config:
+        """``cfg`` with the planned values for the keys the plan decided (recorded as set by ``plan``)."""
+        return with_sources(cfg, {k: v for k, v in self.values().items() if self.sources[k] == "plan"}, "plan")
+
+    def fit_to_time(self, step_seconds: float) -> "TrainingPlan":
+        """With time_limit and a measured step time, shorten planned window epochs to a tenth of the budget."""
+        if not (self.windows and self.time_limit > 0 and self.sources["samples_per_epoch"] == "plan"):
+            return self
+        budget = self.time_limit * 60 * (1 - min(self.val_share, 0.5))
+        most = int(budget / (EPOCHS_IN_BUDGET * max(step_seconds, 1e-6)))
+        steps = max(MIN_FIT_STEPS, min(self.steps_per_epoch, most))
+        if steps == self.steps_per_epoch:
+            return self
+        reason = (f"{self.reasons['samples_per_epoch']}; cut to {steps} steps so {EPOCHS_IN_BUDGET} epochs fit "
+                  f"{self.time_limit:g} min at {step_seconds:.2g} s/step")
+        return replace(self, samples_per_epoch=steps * self.batch, steps_per_epoch=steps,
+                       reasons={**self.reasons, "samples_per_epoch": reason})
+
+    def to_dict(self) -> dict[str, Any]:
+        """Everything for plan.json: the fingerprint, the planned values, their sources and reasons."""
+        return {"fingerprint": self.fingerprint.to_dict(), **self.values(), "windows": self.windows,
+                "steps_per_epoch": self.steps_per_epoch, "rare_windows": self.rare_windows,
+                "cat_max_ratio": self.cat_max_ratio, "val_share": self.val_share, "time_limit": self.time_limit,
+                "sources": dict(self.sources), "reasons": dict(self.reasons), "line": self.describe()}
+
+    def describe(self) -> str:
+        """One log line: the fingerprint, then what the plan does (with who set what, when not the plan)."""
+        parts = []
+        if self.windows:
+            parts.append(f"crop {self.crop}" if self.crop else "whole images")
+            parts.append(f"batch {self.batch}")
+            parts.append(f"{self.samples_per_epoch} windows ({self.steps_per_epoch} steps) per epoch")
+            if self.rare_windows > 0:
+                parts.append(f"{_fraction(self.rare_windows)} centred on rare classes")
+        else:
+            what = f"random {self.crop}-px crops of" if self.crop else "whole"
+            pad = f" padded to {self.pad_to}" if self.pad_to else ""
+            parts.append(f"{what} images{pad}")
+            parts.append(f"batch {self.batch}")
+            parts.append(f"one sample per image ({self.steps_per_epoch} steps) per epoch")
+        how = f"by {self.val_tile}-px tiles" if self.val_tile else "on whole images"
+        parts.append(f"validation {how} {_every(self.val_every)}")
+        line = f"plan: {self.fingerprint.describe()}: {', '.join(parts)}"
+        given: dict[str, list[str]] = {}
+        for key in PLANNED:
+            if self.sources[key] not in ("plan", "default"):
+                given.setdefault(self.sources[key], []).append(key)
+        if given:
+            line += "; set by " + "; ".join(f"{src}: {', '.join(keys)}" for src, keys in given.items())
+        return line
+
+
+def _fraction(share: float) -> str:
+    """0.33 -> ``1/3``, 0.5 -> ``1/2``; shares that are no simple fraction as a percentage."""
+    frac = Fraction(share).limit_denominator(10)
+    return f"{frac.numerator}/{frac.denominator}" if abs(float(frac) - share) < 0.01 else f"{share:.0%}"
+
+
+def _every(val_every: Any) -> str:
+    """``every epoch``, ``every 3 epochs``, ``every 2 min``, ``every 90 s``."""
+    kind, amount = parse_val_every(val_every)
+    if kind == "epochs":
+        return "every epoch" if amount == 1 else f"every {amount:g} epochs"
+    return f"every {amount / 60:g} min" if amount % 60 == 0 else f"every {amount:g} s"
+
+
+def _pow2_floor(x: float) -> int:
+    """Largest power of two <= x (1 for x < 2)."""
+    return 1 << max(0, int(math.floor(math.log2(max(x, 1.0)))))
+
+
+def _time_text(seconds: float) -> str:
+    """A validation interval as config text: whole minutes as ``2m``, else ``90s``."""
+    seconds = int(round(seconds / 10.0) * 10)
+    return f"{seconds // 60}m" if seconds % 60 == 0 else f"{seconds}s"
+
+
+def plan_training(fp: Fingerprint, cfg: Config, sources: dict[str, str] | None = None) -> TrainingPlan:
+    """Apply the rules (module docstring) to a fingerprint; keys a source set keep their value."""
+    sources = dict(sources or config_sources(cfg))
+    src: dict[str, str] = {}
+    why: dict[str, str] = {}
+
+    def given(key: str) -> bool:
+        src[key] = sources.get(key, "default") if sources.get(key, "default") not in ("default", "plan") else "plan"
+        return src[key] != "plan"
+
+    area, size = fp.median_area, f"{fp.median_w}x{fp.median_h}"
+    # 1. crop
+    if given("crop"):
+        crop = cfg.crop
+    elif area <= WINDOW_RATIO * MAX_CROP**2:
+        crop, why["crop"] = 0, f"the median image ({size}) holds at most {WINDOW_RATIO:g} windows of {MAX_CROP} px"
+    else:
+        crop = min(MAX_CROP, max(STRIDE, min(fp.median_h, fp.median_w) // STRIDE * STRIDE))
+        why["crop"] = f"the median image ({size}) holds {area / crop**2:.1f} windows of {crop} px"
+    # 2. pad_to
+    side = max(fp.max_h, fp.max_w)
+    padded = -(-side // STRIDE) * STRIDE
+    if given("pad_to"):
+        pad_to = cfg.pad_to
+    elif crop == 0 and side <= SMALL_SIDE and padded != side and padded**2 <= 2 * area:
+        pad_to, why["pad_to"] = padded, f"{side}-px images padded to the next multiple of {STRIDE}"
+    else:
+        pad_to = 0
+    # 3. windows or one sample per image
+    spe = cfg.samples_per_epoch
+    if given("samples_per_epoch") and spe != "auto":
+        windows = spe > 0
+    else:
+        src["samples_per_epoch"] = "plan"
+        windows = crop > 0 and area > WINDOW_RATIO * crop**2
+    # 4. batch
+    sample_px = crop**2 if crop else max(pad_to**2, area)
+    if given("batch"):
+        batch = cfg.batch
+    else:
+        batch = min(MAX_BATCH, max(MIN_BATCH, _pow2_floor(PIXELS_PER_STEP / sample_px)))
+        why["batch"] = f"{PIXELS_PER_STEP / 2**20:g} M pixels per step at {sample_px} px per sample"
+        if not windows and batch > max(MIN_BATCH, _pow2_floor(fp.images / 2)):
+            batch = max(MIN_BATCH, _pow2_floor(fp.images / 2))
+            why["batch"] = f"at least two steps per epoch of {fp.images} images"
+    # 5. samples per epoch
+    if not windows:
+        samples, steps = 0, max(1, fp.images // batch)
+        why.setdefault("samples_per_epoch", "one sample per image per epoch")
+    elif src["samples_per_epoch"] != "plan":
+        samples, steps = int(spe), max(1, math.ceil(int(spe) / batch))
+    else:
+        window_px = crop**2 if crop else area
+        cover = math.ceil(fp.total_area / window_px)
+        steps = max(MIN_STEPS, math.ceil(cover / batch))
+        samples = steps * batch
+        why["samples_per_epoch"] = (f"{cover} windows cover the {fp.images} images once"
+                                    + (f"; raised to {MIN_STEPS} steps" if steps * batch > cover + batch else ""))
+    # 6. validation
+    if given("val_tile"):
+        val_tile = cfg.val_tile
+    else:
+        val_tile = max(crop, MAX_CROP) if windows and area > WINDOW_RATIO * MAX_CROP**2 else 0
+        if val_tile:
+            why["val_tile"] = f"the median image holds more than {WINDOW_RATIO:g} tiles of {val_tile} px"
+    if given("val_every"):
+        val_every = cfg.val_every
+    elif windows and cfg.time_limit > 0:
+        val_every = _time_text(max(30.0, cfg.time_limit * 60 / VALIDATIONS_IN_BUDGET))
+        why["val_every"] = f"about {VALIDATIONS_IN_BUDGET} validations in time_limit={cfg.time_limit:g} min"
+    else:
+        val_every = 1
+    return TrainingPlan(fp, crop, pad_to, batch, windows, samples, steps, cfg.rare_windows, cfg.cat_max_ratio,
+                        val_tile, val_every, cfg.val_share, cfg.time_limit, src, why)
+
+
+class ValidationSchedule:
+    """When to validate: every N epochs or every T seconds of training time; with time_limit within ``val_share``.
+
+    The trainer asks ``due(epoch, elapsed)`` after each epoch (``last=True`` for the final one, which always
+    validates) and reports each validation's duration with ``record``. A due validation is skipped while the time
+    spent validating, plus the expected cost of this one, would exceed ``val_share`` of the elapsed time.
+    """
+
+    def __init__(self, val_every: Any, val_share: float = 1.0, time_limit: float = 0.0):
+        self.kind, self.amount = parse_val_every(val_every)
+        self.share = val_share if time_limit > 0 else 1.0
+        self.last_at, self.spent, self.runs = 0.0, 0.0, 0
+
+    def due(self, epoch: int, elapsed: float, last: bool = False) -> bool:
+        """True when epoch ``epoch`` (0-based), ending ``elapsed`` seconds into the run, should validate."""
+        if last:
+            return True
+        if self.kind == "epochs":
+            if (epoch + 1) % int(self.amount):
+                return False
+        elif elapsed - self.last_at < self.amount:
+            return False
+        if self.share < 1.0 and self.runs:
+            expected = self.spent / self.runs
+            if self.spent + expected > self.share * (elapsed + expected):
+                return False
+        return True
+
+    def record(self, elapsed: float, seconds: float) -> None:
+        """A validation started ``elapsed`` seconds into the run and took ``seconds``."""
+        self.last_at, self.spent, self.runs = elapsed + seconds, self.spent + seconds, self.runs + 1
+
+    def state_dict(self) -> dict[str, float]:
+        """For checkpoints, so a resumed run keeps its rhythm and budget."""
+        return {"last_at": self.last_at, "spent": self.spent, "runs": self.runs}
+
+    def load_state_dict(self, state: dict[str, float]) -> None:
+        """Inverse of state_dict."""
+        self.last_at, self.spent, self.runs = state["last_at"], state["spent"], int(state["runs"])
+
+
+def plan_run(cfg: Config, train_ds, views: int = 1) -> tuple[Config, TrainingPlan]:
+    """Fingerprint the training set, plan, and return the config with the plan's values filled in."""
+    plan = plan_training(fingerprint_dataset(train_ds, views=views), cfg)
+    return plan.apply(cfg), plan
+
+
+def window_training(plan: TrainingPlan, train_ds, transform, seed: int, rank: int = 0,
+                    world: int = 1) -> tuple[WindowDataset, WindowSampler]:
+    """The dataset and sampler of window training (``plan.windows``); call ``sampler.set_epoch`` every epoch."""
+    needs_index = plan.cat_max_ratio < 1.0 or plan.rare_windows > 0.0
+    index = WindowIndex.from_dataset(train_ds, cell=max(4, plan.crop // 16), seed=seed) if needs_index else None
+    sizes = index.sizes if index is not None else _sizes(train_ds)
+    sampler = WindowSampler(sizes, plan.crop, plan.samples_per_epoch, seed, rank, world, index=index,
+                            cat_max_ratio=plan.cat_max_ratio, rare_windows=plan.rare_windows)
+    return WindowDataset(train_ds, transform), sampler
+
+
+def validation_dataset(plan: TrainingPlan, val_ds):
+    """``val_ds`` cut into ``val_tile`` tiles when the plan validates by tiles, else ``val_ds`` itself."""
+    return TileDataset(val_ds, plan.val_tile) if plan.val_tile and val_ds is not None else val_ds
+
+
+def _sizes(ds) -> list[tuple[int, int]]:
+    """(height, width) of every image of a SegmentationDataset (cache or file headers)."""
+    from ..data.io import image_size
+
+    cached = ds.cached_arrays()
+    return [img.shape[:2] for img, _ in cached] if cached is not None else [image_size(s.image) for s in ds.samples]

@@ -1,0 +1,371 @@
+"""The training plan from the dataset's fingerprint, config precedence and sources, val_every, mask_mode vs colors."""
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import numpy as np
+import pytest
+import yaml
+
+from conftest import shared_dataset, write_png
+from seglab.config import (build_config, config_sources, load_yaml, parse_overrides, parse_val_every,
+                           save_config)
+from seglab.data.dataset import SegmentationDataset
+from seglab.data.fingerprint import Fingerprint, fingerprint_arrays, fingerprint_dataset
+from seglab.data.plan import plan_data
+from seglab.engine.training_plan import (PLANNED, ValidationSchedule, plan_run, plan_training, validation_dataset,
+                                         window_training)
+from seglab.errors import ConfigError, DataError
+
+
+def stand_in(images: int, h: int, w: int, channels: int = 1, shares: list[float] | None = None,
+             views: int = 1) -> Fingerprint:
+    """A fingerprint of ``images`` images of one size, as fingerprint_arrays would give."""
+    shares = shares or [0.75, 0.25]
+    return Fingerprint(images, h, w, h, w, h, w, images * h * w, channels, len(shares), shares, views=views)
+
+
+THIN_SECTIONS = stand_in(14, 1200, 1600, channels=6, shares=[0.5, 0.2, 0.16, 0.1, 0.04], views=2)
+TGS = stand_in(2560, 101, 101, shares=[0.76, 0.24])  # 3200 images, 8:1:1 -> 2560 train
+MEMBRANE = stand_in(24, 512, 512, shares=[0.22, 0.78])  # 30 images, 8:1:1 -> 24 train
+
+
+def test_thin_sections_train_on_windows_and_validate_by_tiles():
+    plan = plan_training(THIN_SECTIONS, build_config({"time_limit": 12}))
+    assert plan.describe() == (
+        "plan: 14 images 1600x1200, 6 channels (2 views), 5 classes (rarest 4%): crop 512, batch 8, 256 windows "
+        "(32 steps) per epoch, 1/3 centred on rare classes, validation by 512-px tiles every 2 min")
+    assert plan.windows and plan.samples_per_epoch == 256 and plan.steps_per_epoch == 32
+    assert plan.val_every == "2m" and plan.val_tile == 512
+    assert set(plan.sources.values()) == {"plan"} and "7.3 windows" in plan.reasons["crop"]
+    # without a time budget it validates every epoch (an epoch is now 32 steps, not 1)
+    assert plan_training(THIN_SECTIONS, build_config({})).val_every == 1
+
+
+def test_the_rules_give_todays_settings_on_tgs_and_membrane():
+    tgs = plan_training(TGS, build_config({}))
+    assert (tgs.crop, tgs.pad_to, tgs.batch, tgs.windows, tgs.samples_per_epoch) == (0, 128, 32, False, 0)
+    assert (tgs.val_tile, tgs.val_every, tgs.steps_per_epoch) == (0, 1, 80)
+    membrane = plan_training(MEMBRANE, build_config({}))
+    assert (membrane.crop, membrane.pad_to, membrane.batch, membrane.windows) == (0, 0, 8, False)
+    assert (membrane.val_tile, membrane.val_every, membrane.steps_per_epoch) == (0, 1, 3)
+    assert "whole images, batch 8, one sample per image (3 steps)" in membrane.describe()
+    # the salt recipes keep their own crop/pad_to/batch and still get no windows, also with a time budget
+    for recipe, crop in (("tgs-salt", 0), ("tgs-salt-cpu", 96)):
+        plan = plan_training(TGS, build_config({"recipe": recipe, "time_limit": 60}))
+        assert (plan.crop, plan.pad_to, plan.batch, plan.windows, plan.val_every) == (crop, 128, 32, False, 1)
+        assert plan.sources["pad_to"] == "recipe" and plan.sources["samples_per_epoch"] == "plan"
+
+
+@pytest.mark.parametrize("name, expected", [("tgs-salt", (0, 128, 32, False)), ("membrane", (0, 0, 8, False))])
+def test_real_fingerprints_give_todays_settings(name, expected):
+    root = shared_dataset(name)
+    cfg = build_config({"data": str(root)})
+    data = plan_data(cfg)
+    ds = SegmentationDataset(data.splits["train"], data.codec, data.in_channels)
+    fp = fingerprint_dataset(ds)
+    side = 101 if name == "tgs-salt" else 512
+    assert (fp.median_h, fp.median_w, fp.channels, fp.num_classes) == (side, side, 1, 2)
+    assert 0 < fp.rarest_share < 0.5 and len(fp.mean) == 1 and 0 < fp.mean[0] < 1
+    plan = plan_training(fp, cfg)
+    assert (plan.crop, plan.pad_to, plan.batch, plan.windows) == expected
+    assert (plan.val_tile, plan.val_every) == (0, 1)
+
+
+def test_every_planned_key_yields_to_the_command_line_and_the_recipe_beats_the_plan():
+    given = {"crop": 256, "pad_to": 64, "batch": 4, "samples_per_epoch": 100, "val_tile": 300, "val_every": "90s"}
+    for key, value in given.items():
+        plan = plan_training(THIN_SECTIONS, build_config({key: value, "time_limit": 12}))
+        assert getattr(plan, key) == value and plan.sources[key] == "command line"
+        assert f"command line: {key}" in plan.describe()
+    plan = plan_training(THIN_SECTIONS, build_config(parse_overrides(
+        ["recipe=tourmaline-bisenet", "crop=384", "time_limit=12"])))
+    assert (plan.crop, plan.batch) == (384, 8)  # the command line beats the recipe, the recipe beats the plan
+    assert plan.sources["crop"] == "command line" and plan.sources["batch"] == "recipe"
+    assert plan.samples_per_epoch == 256 and plan.val_tile == 512  # later rules follow the given crop
+    # an explicit 0 keeps one random crop per image per epoch, as before windows
+    plan = plan_training(THIN_SECTIONS, build_config({"samples_per_epoch": 0}))
+    assert not plan.windows and plan.samples_per_epoch == 0
+    assert (plan.batch, plan.steps_per_epoch) == (4, 3)  # batch cut so that 14 images make more than one step
+    # "auto" given on the command line still lets the plan decide
+    assert plan_training(THIN_SECTIONS, build_config({"samples_per_epoch": "auto"})).sources["samples_per_epoch"] \
+        == "plan"
+
+
+def test_the_cfg_file_beats_the_recipe_and_sources_are_recorded(tmp_path):
+    (tmp_path / "my.yaml").write_text("crop: 256\nlr: 0.01\n")
+    cfg = build_config({"recipe": "tourmaline-bisenet", "cfg": str(tmp_path / "my.yaml"), "lr": 0.02})
+    sources = config_sources(cfg)
+    assert (cfg.crop, cfg.lr) == (256, 0.02)
+    assert (sources["crop"], sources["lr"], sources["batch"], sources["seed"]) == \
+        ("cfg file", "command line", "recipe", "default")
+    # the record survives dataclasses.replace (k-fold copies configs) and stays out of config.yaml
+    assert config_sources(dataclasses.replace(cfg, name="fold0"))["crop"] == "cfg file"
+    save_config(cfg, tmp_path / "config.yaml")
+    assert "_sources" not in load_yaml(tmp_path / "config.yaml")
+
+
+def test_apply_fills_the_planned_keys_and_replanning_is_stable():
+    cfg = build_config({"recipe": "tourmaline-bisenet", "time_limit": 12})
+    plan = plan_training(THIN_SECTIONS, cfg)
+    planned = plan.apply(cfg)
+    assert (planned.crop, planned.batch, planned.samples_per_epoch, planned.val_every, planned.val_tile) == \
+        (512, 8, 256, "2m", 512)
+    assert config_sources(planned)["samples_per_epoch"] == "plan" and config_sources(planned)["crop"] == "recipe"
+    again = plan_training(THIN_SECTIONS, planned)
+    assert again.values() == plan.values() and again.sources == plan.sources
+    assert json.loads(json.dumps(plan.to_dict()))["line"] == plan.describe()
+    assert set(PLANNED) <= set(plan.to_dict())
+
+
+def test_fit_to_time_shortens_window_epochs_to_the_budget():
+    plan = plan_training(THIN_SECTIONS, build_config({"time_limit": 12}))
+    fitted = plan.fit_to_time(step_seconds=5.0)  # 12 min x 0.9 / (10 epochs x 5 s) = 12 steps
+    assert (fitted.steps_per_epoch, fitted.samples_per_epoch) == (12, 96) and "s/step" in fitted.reasons[
+        "samples_per_epoch"]
+    assert plan.fit_to_time(0.1) is plan  # fast steps: 32 steps fit easily
+    assert plan.fit_to_time(100.0).steps_per_epoch == 8  # never below 8 steps
+    given = plan_training(THIN_SECTIONS, build_config({"time_limit": 12, "samples_per_epoch": 512}))
+    assert given.fit_to_time(5.0) is given  # a number the user gave is kept
+
+
+def test_mixed_sizes_and_narrow_strips():
+    fp = fingerprint_arrays([(300, 2000)] * 5 + [(320, 1800)], [], [], num_classes=3, ignore_index=255,
+                            channels=3)
+    plan = plan_training(fp, build_config({}))
+    assert plan.crop == 288 and plan.windows  # the strip's height, down to a multiple of 32
+    small = plan_training(stand_in(300, 360, 480, channels=3), build_config({}))  # CamVid-like
+    assert (small.crop, small.pad_to, small.batch, small.windows) == (0, 0, 8, False)
+    tiny = plan_training(stand_in(6, 64, 64), build_config({}))
+    assert tiny.batch == 2 and tiny.steps_per_epoch == 3  # at least two steps per epoch
+
+
+def test_fingerprint_of_arrays_and_of_a_dataset(tmp_path):
+    masks = [np.array([[0, 0, 1, 255]], np.uint8), np.array([[0, 2, 2, 2]], np.uint8)]
+    images = [np.full((1, 4, 3), 255, np.uint8), np.zeros((1, 4, 3), np.uint8)]
+    fp = fingerprint_arrays([(1, 4), (3, 8), (5, 6)], masks, images, num_classes=3, ignore_index=255, channels=3)
+    assert (fp.images, fp.median_h, fp.median_w, fp.total_area) == (3, 3, 6, 4 + 24 + 30)
+    assert fp.class_shares == pytest.approx([3 / 7, 1 / 7, 3 / 7]) and fp.rarest_share == pytest.approx(1 / 7)
+    assert fp.mean == pytest.approx([0.5] * 3) and fp.std == pytest.approx([0.5] * 3)
+    samples = []
+    from seglab.data.formats import Sample
+
+    for k in range(3):
+        samples.append(Sample(write_png(tmp_path / "i" / f"{k}.png", np.full((20 + k, 30, 3), 9, np.uint8)),
+                              write_png(tmp_path / "m" / f"{k}.png", np.eye(20 + k, 30, dtype=np.uint8)), str(k)))
+    from seglab.data.masks import MaskCodec
+
+    for cache in (True, False):
+        ds = SegmentationDataset(samples, MaskCodec("index", 2, 255), 3, cache=cache)
+        fp = fingerprint_dataset(ds)
+        assert (fp.images, fp.median_h, fp.median_w, fp.channels) == (3, 21, 30, 3)
+        assert fp.class_shares[1] == pytest.approx(63 / (3 * 30 * 21), abs=1e-6)
+
+
+def test_plan_run_and_window_training_from_a_dataset(tmp_path):
+    from seglab.data.formats import Sample
+    from seglab.data.masks import MaskCodec
+    from seglab.data.transforms import build_train_transform
+
+    samples = []
+    for k in range(2):
+        mask = np.zeros((700, 1100), np.uint8)
+        mask[100:200, 300:500] = 1
+        samples.append(Sample(write_png(tmp_path / "i" / f"{k}.png", np.zeros((700, 1100, 3), np.uint8)),
+                              write_png(tmp_path / "m" / f"{k}.png", mask), str(k)))
+    ds = SegmentationDataset(samples, MaskCodec("index", 2, 255), 3, cache=True)
+    cfg, plan = plan_run(build_config({"batch": 2}), ds)
+    assert plan.windows and cfg.crop == 512 and cfg.samples_per_epoch == 64  # 32 steps of 2
+    transform = build_train_transform(cfg.augment, cfg.crop, ignore_index=255, seed=0)
+    windows, sampler = window_training(plan, ds, transform, seed=0, rank=1, world=2)
+    sampler.set_epoch(3)
+    assert len(sampler) == 32 and all(w.h == 512 for w in sampler)
+    assert windows[next(iter(sampler))]["image"].shape == (3, 512, 512)
+    assert len(validation_dataset(plan, ds)) == 2 * 2 * 3  # 700x1100 by 512-px tiles: 2 rows x 3 columns
+    assert validation_dataset(plan_training(MEMBRANE, build_config({})), ds) is ds
+
+
+@pytest.mark.parametrize("value, parsed", [(1, ("epochs", 1)), (3, ("epochs", 3)), ("4", ("epochs", 4)),
+                                           (2.0, ("epochs", 2)), ("2m", ("seconds", 120)),
+                                           ("90s", ("seconds", 90)), ("1.5min", ("seconds", 90)),
+                                           ("1h", ("seconds", 3600)), (" 2 m ", ("seconds", 120))])
+def test_val_every_takes_epochs_or_a_time(value, parsed):
+    assert parse_val_every(value) == parsed
+    cfg = build_config({"val_every": value})
+    assert parse_val_every(cfg.val_every) == parsed
+    assert isinstance(cfg.val_every, int) == (parsed[0] == "epochs")
+
+
+@pytest.mark.parametrize("value", [0, -2, 1.5, True, "2x", "m", "fast", [2], "0s"])
+def test_bad_val_every_is_a_config_error(value):
+    with pytest.raises(ConfigError, match="val_every"):
+        build_config({"val_every": value})
+
+
+def test_val_every_from_the_command_line_and_back_from_config_yaml(tmp_path):
+    cfg = build_config(parse_overrides(["val_every=2m", "samples_per_epoch=256"]))
+    assert (cfg.val_every, cfg.samples_per_epoch) == ("2m", 256)
+    save_config(cfg, tmp_path / "config.yaml")
+    assert build_config(load_yaml(tmp_path / "config.yaml")) == cfg
+
+
+@pytest.mark.parametrize("overrides, key", [({"samples_per_epoch": -1}, "samples_per_epoch"),
+                                            ({"samples_per_epoch": "lots"}, "samples_per_epoch"),
+                                            ({"cat_max_ratio": 0}, "cat_max_ratio"),
+                                            ({"cat_max_ratio": 1.5}, "cat_max_ratio"),
+                                            ({"rare_windows": -0.1}, "rare_windows"),
+                                            ({"val_share": 0}, "val_share"), ({"val_tile": -1}, "val_tile")])
+def test_window_key_ranges_are_config_errors(overrides, key):
+    with pytest.raises(ConfigError, match=key):
+        build_config(overrides)
+
+
+def test_validation_schedule_by_epochs_time_and_share():
+    every2 = ValidationSchedule(2)
+    assert [every2.due(e, 10.0 * e) for e in range(4)] == [False, True, False, True]
+    assert every2.due(0, 0.0, last=True)
+    timed = ValidationSchedule("2m")
+    assert not timed.due(0, 60) and timed.due(1, 125)
+    timed.record(125, 5)
+    assert not timed.due(2, 200) and timed.due(3, 255)
+    # with a time budget at most val_share of the elapsed time goes to validation; the last epoch always validates
+    bounded = ValidationSchedule(1, val_share=0.1, time_limit=12)
+    assert bounded.due(0, 30)
+    bounded.record(30, 10)  # 10 s of 40: a second one now would be 20 of 50
+    assert not bounded.due(1, 60) and bounded.due(2, 190) and bounded.due(1, 60, last=True)
+    restored = ValidationSchedule(1, val_share=0.1, time_limit=12)
+    restored.load_state_dict(bounded.state_dict())
+    assert restored.state_dict() == bounded.state_dict()
+    assert ValidationSchedule(1, val_share=0.1).due(5, 1.0)  # no time budget: no bound
+
+
+def test_mask_mode_index_on_the_command_line_overrides_a_recipes_colors(tmp_path):
+    cfg = build_config(parse_overrides(["recipe=tourmaline-bisenet", "mask_mode=index"]))
+    assert cfg.colors == [] and cfg.mask_mode == "index" and config_sources(cfg)["colors"] == "command line"
+    assert build_config({"recipe": "tourmaline-bisenet", "colors": []}).colors == []  # as before
+    assert build_config({"recipe": "tourmaline-bisenet"}).colors == [[255, 0, 0], [0, 255, 0]]
+    assert build_config({"recipe": "tourmaline-bisenet", "mask_mode": "auto"}).colors  # auto is no statement
+    (tmp_path / "index.yaml").write_text("mask_mode: index\n")
+    cfg = build_config({"recipe": "tourmaline-bisenet", "cfg": str(tmp_path / "index.yaml")})
+    assert cfg.colors == [] and config_sources(cfg)["colors"] == "cfg file"
+    # colours given above a lower source's mask_mode=index win, and the masks are read through them
+    cfg = build_config({"cfg": str(tmp_path / "index.yaml"), "colors": [[0, 0, 0], [9, 9, 9]]})
+    assert cfg.mask_mode == "rgb" and cfg.colors == [[0, 0, 0], [9, 9, 9]]
+    with pytest.raises(ConfigError, match="mask_mode=index"):  # one source saying both is a contradiction
+        build_config({"mask_mode": "index", "colors": [[0, 0, 0], [9, 9, 9]]})
+
+
+@pytest.fixture()
+def index_masks(tmp_path):
+    """Five-class index masks (values 0..4) in images/ + masks/, with classes.txt beside list files elsewhere."""
+    rng = np.random.default_rng(0)
+    for k in range(6):
+        write_png(tmp_path / "data" / "images" / f"{k}.png", rng.integers(0, 255, (32, 48, 3), dtype=np.uint8))
+        write_png(tmp_path / "data" / "masks" / f"{k}.png", (np.arange(48)[None, :] // 10 % 5).repeat(32, 0)
+                  .astype(np.uint8))
+    return tmp_path / "data"
+
+
+def test_index_masks_with_a_recipes_colors_say_mask_mode_index(index_masks):
+    with pytest.raises(DataError, match="small integers.*mask_mode=index"):
+        plan_data(build_config({"recipe": "tourmaline-bisenet", "data": str(index_masks)}))
+    data = plan_data(build_config({"recipe": "tourmaline-bisenet", "data": str(index_masks), "mask_mode": "index"}))
+    assert data.codec.mode == "index" and data.codec.num_classes == 5
+
+
+def test_decoding_index_masks_through_colours_names_the_fix(index_masks):
+    from seglab.data.masks import MaskCodec
+
+    codec = MaskCodec("rgb", 2, 255, colors=[[255, 0, 0], [0, 255, 0]])
+    with pytest.raises(DataError, match="mask_mode=index"):
+        codec.decode(np.array([[0, 1], [2, 3]], np.uint8), "m.png")
+    with pytest.raises(DataError, match="unknown mask colour"):  # real colours still get the colour table message
+        codec.decode(np.array([[[0, 0, 255]]], np.uint8), "m.png")
+
+
+def test_class_names_from_a_classes_file_beside_the_list_files(index_masks, tmp_path):
+    from seglab.data.formats import write_list_file
+
+    data = plan_data(build_config({"data": str(index_masks)}))
+    lists = tmp_path / "lists"
+    write_list_file(lists / "train.txt", data.splits["train"])
+    write_list_file(lists / "val.txt", data.splits["val"])
+    (lists / "classes.txt").write_text("matrix\nquartz\ntourmaline\nmica\npore\n")
+    cfg = {"data": str(index_masks), "train_list": str(lists / "train.txt"), "val_list": str(lists / "val.txt")}
+    assert plan_data(build_config(cfg)).class_names == ["matrix", "quartz", "tourmaline", "mica", "pore"]
+    assert plan_data(build_config({"data": str(lists / "train.txt")})).class_names[2] == "tourmaline"
+    assert plan_data(build_config({**cfg, "classes": list("abcde")})).class_names == list("abcde")  # classes= wins
+    (lists / "classes.csv").write_text("index,name,r,g,b\n" + "".join(f"{i},c{i},0,0,{i}\n" for i in range(5)))
+    assert plan_data(build_config(cfg)).class_names == [f"c{i}" for i in range(5)]  # csv before txt, as formats
+
+
+def test_defaults_yaml_documents_the_new_keys():
+    from importlib import resources
+
+    text = (resources.files("seglab") / "defaults.yaml").read_text()
+    defaults = yaml.safe_load(text)
+    for key in ("samples_per_epoch", "cat_max_ratio", "rare_windows", "val_every", "val_share", "val_tile"):
+        assert key in defaults and getattr(build_config({}), key) == defaults[key]
+
+
+def test_voc_recipe_keeps_one_crop_per_image():
+    voc = stand_in(1464, 375, 500, channels=3, shares=[0.7] + [0.015] * 20)
+    assert plan_training(voc, build_config({})).windows is False  # whole images: 187k px is under 2 x 512^2
+    plan = plan_training(voc, build_config({"recipe": "voc-unet"}))
+    assert (plan.crop, plan.batch, plan.windows, plan.samples_per_epoch) == (256, 8, False, 0)
+    assert plan_training(voc, build_config({"recipe": "voc-unet", "samples_per_epoch": "auto"})).windows
+
+
+def test_a_window_epoch_trains_and_validates_through_the_loops(tmp_path):
+    """The wiring the trainer will use: plan -> window dataset + sampler -> train_one_epoch; tiles -> evaluate."""
+    import functools
+
+    import torch
+
+    from seglab.data.dataset import pad_collate
+    from seglab.data.formats import Sample
+    from seglab.data.masks import MaskCodec
+    from seglab.data.transforms import build_train_transform
+    from seglab.engine.loop import evaluate, train_one_epoch
+    from seglab.engine.optim import build_optimizer, build_scheduler
+    from seglab.losses import build_loss
+    from seglab.models import create_model
+    from seglab.runtime.normalize import Normalizer
+    from seglab.runtime.precision import resolve_precision
+
+    rng = np.random.default_rng(0)
+    samples = []
+    for k in range(3):
+        mask = np.zeros((150, 200), np.uint8)
+        mask[40:90, 60:140] = 1 + k % 2
+        image = (rng.integers(0, 40, (150, 200, 3)) + mask[..., None] * 100).astype(np.uint8)
+        samples.append(Sample(write_png(tmp_path / "i" / f"{k}.png", image),
+                              write_png(tmp_path / "m" / f"{k}.png", mask), str(k)))
+    codec = MaskCodec("index", 3, 255)
+    train_ds = SegmentationDataset(samples[:2], codec, 3, cache=True)
+    val_ds = SegmentationDataset(samples[2:], codec, 3, cache=True)
+    cfg, plan = plan_run(build_config(parse_overrides(["crop=64", "batch=4", "samples_per_epoch=8", "val_tile=64",
+                                                        "model=unet_small", "epochs=1"])), train_ds)
+    assert plan.windows and plan.steps_per_epoch == 2
+    transform = build_train_transform(cfg.augment, cfg.crop, ignore_index=255, seed=0)
+    windows, sampler = window_training(plan, train_ds, transform, seed=cfg.seed)
+    sampler.set_epoch(0)
+    collate = functools.partial(pad_collate, ignore_index=255)
+    loader = torch.utils.data.DataLoader(windows, batch_size=cfg.batch, sampler=sampler, collate_fn=collate,
+                                         drop_last=True)
+    model = create_model("unet_small", num_classes=3, in_channels=3)
+    precision = resolve_precision("fp32", "cpu")
+    normalize = Normalizer([0.2] * 3, [0.2] * 3, 255.0)
+    loss_fn = build_loss("ce", num_classes=3, ignore_index=255)
+    optimizer = build_optimizer(model, cfg)
+    out = train_one_epoch(model, loader, loss_fn, optimizer, build_scheduler(optimizer, cfg, len(loader)), precision,
+                          normalize, epoch=0)
+    assert out["images"] == 8 and np.isfinite(out["loss"])
+    tiles = validation_dataset(plan, val_ds)
+    assert len(tiles) == 3 * 4  # 150x200 by 64-px tiles
+    val_loader = torch.utils.data.DataLoader(tiles, batch_size=8, collate_fn=collate)
+    model.eval()
+    metrics = evaluate(lambda b: torch.softmax(model(normalize(b["image"])), 1), val_loader, 3, 255,
+                       torch.device("cpu"))
+    assert 0.0 <= metrics["miou"] <= 1.0
