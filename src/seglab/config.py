@@ -169,7 +169,7 @@ def _type_name(typ: Any) -> str:
 
 
 def coerce_value(key: str, value: Any, typ: Any) -> Any:
-    """Check and convert one value to ``typ``: bool, int, float, str, list, dict, Any, or a union such as ``int | None``.
+    """Check and convert one value to ``typ``: bool, int, float, str, list, dict, Any, or a union (``int | None``).
 
     Every ``key=value`` parser in seglab (run config, classify, measure, explain, export) converts through here,
     so ``true``/``1``, ``1e-3``, ``none`` and lists mean the same thing in every command.

@@ -15,23 +15,27 @@ import torch.nn.functional as F
 from torch import nn
 
 from .data import ImageSplit, augment_batch, iterate_batches
+from ..runtime.normalize import Normalizer
 from ..runtime.precision import Precision
 
 
-class Normalized(nn.Module):
-    """Wraps a classifier so it takes uint8 (or 0..1 float) images and normalizes them with stored statistics."""
+class Normalized(Normalizer):
+    """A classifier behind seglab's Normalizer: takes uint8 images, or floats already scaled to 0..1 (TTA's views).
+
+    The statistics stay top-level buffers (``mean``, ``std``), so checkpoints keep their keys.
+    """
 
     def __init__(self, model: nn.Module, mean: list[float], std: list[float]) -> None:
-        super().__init__()
+        super().__init__(mean, std, 255.0)
         self.model = model
-        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1))
-        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1))
+
+    def normalize(self, x: torch.Tensor) -> torch.Tensor:
+        """The model's input: uint8 scaled by 1/255, 0..1 floats as they are, then standardised."""
+        return super().forward(x) if x.dtype == torch.uint8 else self.standardize(x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Logits for a batch of images."""
-        if x.dtype == torch.uint8:
-            x = x.float().div_(255)
-        return self.model((x - self.mean) / self.std)
+        return self.model(self.normalize(x))
 
 
 @dataclass

@@ -155,7 +155,7 @@ def _train(cfg: ClassifyConfig, data: ClassificationData | None) -> dict:
     precision = resolve_precision(cfg.precision, cfg.device)
     normalized = Normalized(model, *channel_stats(data.train.images))
     if hasattr(model, "fit_to_data"):  # data-dependent init (the fast net's whitening stem); same on every rank
-        model.fit_to_data((data.train.images[:5000].float().div(255) - normalized.mean) / normalized.std)
+        model.fit_to_data(normalized.normalize(data.train.images[:5000]))
     net = precision.prepare_model(normalized)
     train_net = torch.nn.parallel.DistributedDataParallel(net) if world > 1 else net
     steps_per_epoch = max(1, len(data.train) // cfg.batch)
