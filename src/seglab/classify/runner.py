@@ -44,47 +44,44 @@ from .engine import (
     train_one_epoch,
 )
 from .models import count_parameters, create_classifier
+from ..errors import CheckpointError, ConfigError, DataError
+from ..runtime.checkpoint import load_checkpoint as read_checkpoint
+from ..runtime.checkpoint import save_checkpoint as write_checkpoint
 from ..runtime.precision import resolve_precision
+from ..runtime.run_dir import unique_dir
 
 METRIC_COLUMNS = ["epoch", "time", "loss", "acc", "val_loss", "val_acc", "lr"]
 COMPARE_COLUMNS = ["model", "params", "epochs", "time_per_epoch", "train_time", "test_acc", "test_loss"]
 
 
 def next_run_dir(out: str | None, mode: str) -> Path:
-    """``out`` as given, or the first free runs/classify/<mode>, <mode>2, ..."""
-    if out:
-        path = Path(out)
-    else:
-        base = Path("runs") / "classify"
-        path, n = base / mode, 2
-        while path.exists():
-            path, n = base / f"{mode}{n}", n + 1
-    path.mkdir(parents=True, exist_ok=True)
-    return path
+    """``out`` as given, or the first free runs/classify/<mode>, <mode>2, ... (seglab's run-folder rule)."""
+    return unique_dir(Path(out), exist_ok=True) if out else unique_dir(Path("runs") / "classify" / mode)
 
 
 def save_checkpoint(path: Path, net: Normalized, meta: dict) -> None:
-    """Write model weights and metadata atomically (tmp file, then rename), so a crash never leaves half a file."""
+    """Write the weights (on the CPU) and the run's metadata with seglab's atomic checkpoint writer."""
     state = {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save({**meta, "state_dict": state}, tmp)
-    os.replace(tmp, path)
+    write_checkpoint({**meta, "state_dict": state}, path)
 
 
 def load_checkpoint(path: str | Path) -> tuple[Normalized, dict]:
-    """Rebuild a normalized classifier from a checkpoint (tensors and plain types only: weights_only=True)."""
-    path = Path(path)
-    if not path.is_file():
-        raise ValueError(f"weights file {path} does not exist; pass weights=runs/classify/NAME/best.pt")
-    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    """Rebuild a normalized classifier from a checkpoint, read with seglab's safe loader (weights only)."""
+    if not Path(path).exists():
+        raise CheckpointError(f"{path}: checkpoint not found; pass weights=runs/classify/NAME/best.pt")
+    ckpt = read_checkpoint(path)
     if "spec" not in ckpt or "state_dict" not in ckpt:
-        raise ValueError(f"{path} is not a seglab classify checkpoint (no 'spec' / 'state_dict')")
+        raise CheckpointError(f"{path} is not a seglab classify checkpoint (no 'spec' / 'state_dict')")
     spec = ckpt["spec"]
     model = create_classifier(spec["name"], spec["num_classes"], spec["in_channels"], spec["image_size"],
                               **spec["kwargs"])
     c = ckpt["in_channels"]
     net = Normalized(model, [0.0] * c, [1.0] * c)
-    net.load_state_dict(ckpt["state_dict"])
+    try:
+        net.load_state_dict(ckpt["state_dict"])
+    except RuntimeError as e:  # missing, extra or mis-shaped tensors: the file does not match its own spec
+        raise CheckpointError(f"{path}: the weights do not fit the model they describe ({str(e).splitlines()[0]})") \
+            from None
     return net, ckpt
 
 
@@ -271,7 +268,7 @@ def _write_evaluation_plots(run_dir: Path, data: ClassificationData, val: EvalRe
 def evaluate_run(cfg: ClassifyConfig) -> dict:
     """Evaluate a checkpoint on the test split; writes confusion matrix, per-class accuracy and an image grid."""
     if not cfg.weights:
-        raise ValueError("eval needs weights=PATH (a best.pt or last.pt from a train run)")
+        raise ConfigError("eval needs weights=PATH (a best.pt or last.pt from a train run)")
     net, ckpt = load_checkpoint(cfg.weights)
     data = load_dataset(cfg.data or ckpt["data"], cfg.imgsz, cfg.seed, cfg.download)
     data = _match_checkpoint(data, ckpt)
@@ -295,17 +292,17 @@ def evaluate_run(cfg: ClassifyConfig) -> dict:
 
 def _match_checkpoint(data: ClassificationData, ckpt: dict) -> ClassificationData:
     if data.in_channels != ckpt["in_channels"]:
-        raise ValueError(f"the checkpoint expects {ckpt['in_channels']}-channel images but the data has "
-                         f"{data.in_channels}; evaluate on data like the training data")
+        raise DataError(f"the checkpoint expects {ckpt['in_channels']}-channel images but the data has "
+                        f"{data.in_channels}; evaluate on data like the training data")
     if list(data.class_names) != list(ckpt["class_names"]):
-        raise ValueError(f"the data's classes {data.class_names} differ from the checkpoint's {ckpt['class_names']}")
+        raise DataError(f"the data's classes {data.class_names} differ from the checkpoint's {ckpt['class_names']}")
     return resize_data(data, ckpt["image_size"])
 
 
 def predict_run(cfg: ClassifyConfig) -> list[dict]:
     """Classify an image file or a folder of images; writes predictions.csv and a titled grid."""
     if not cfg.weights or not cfg.source:
-        raise ValueError("predict needs weights=PATH and source=IMAGE_OR_FOLDER")
+        raise ConfigError("predict needs weights=PATH and source=IMAGE_OR_FOLDER")
     net, ckpt = load_checkpoint(cfg.weights)
     source = Path(cfg.source)
     if source.is_dir():
@@ -313,9 +310,9 @@ def predict_run(cfg: ClassifyConfig) -> list[dict]:
     elif source.is_file():
         paths = [source]
     else:
-        raise ValueError(f"source {source} does not exist; give an image file or a folder of images")
+        raise DataError(f"source {source} does not exist; give an image file or a folder of images")
     if not paths:
-        raise ValueError(f"no images ({', '.join(sorted(IMAGE_SUFFIXES))}) found in {source}")
+        raise DataError(f"no images ({', '.join(sorted(IMAGE_SUFFIXES))}) found in {source}")
     mode = "L" if ckpt["in_channels"] == 1 else "RGB"
     images = torch.from_numpy(np.stack([decode_image(p, ckpt["image_size"], mode) for p in paths]))
     precision = resolve_precision(cfg.precision, cfg.device)
@@ -352,9 +349,9 @@ def compare_run(cfg: ClassifyConfig) -> list[dict]:
 def sweep_run(cfg: ClassifyConfig) -> list[dict]:
     """Vary one setting over values; writes the study's table (time, loss, acc, val loss, val acc per value)."""
     if cfg.param not in SWEEP_PARAMS:
-        raise ValueError(f"sweep needs param= one of {', '.join(SWEEP_PARAMS)}; got {cfg.param!r}")
+        raise ConfigError(f"sweep needs param= one of {', '.join(SWEEP_PARAMS)}; got {cfg.param!r}")
     if not cfg.values:
-        raise ValueError("sweep needs values=V1,V2,... (for example param=filters values=8,16,32)")
+        raise ConfigError("sweep needs values=V1,V2,... (for example param=filters values=8,16,32)")
     values = [v.strip() for v in cfg.values.split(",") if v.strip()]
     data = _load_data(cfg)
     run_dir = next_run_dir(cfg.out, "sweep")
