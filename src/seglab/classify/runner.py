@@ -5,7 +5,6 @@ import contextlib
 import csv
 import dataclasses
 import json
-import math
 import os
 import re
 from collections.abc import Iterator
@@ -40,10 +39,10 @@ from .engine import (
     build_scheduler,
     evaluate,
     predict_logits,
-    set_total_steps,
     train_one_epoch,
 )
 from .models import count_parameters, create_classifier
+from ..engine.optim import epochs_in_budget, set_total_epochs
 from ..errors import CheckpointError, ConfigError, DataError
 from ..runtime.checkpoint import load_checkpoint as read_checkpoint
 from ..runtime.checkpoint import save_checkpoint as write_checkpoint
@@ -157,7 +156,7 @@ def _train(cfg: ClassifyConfig, data: ClassificationData | None) -> dict:
     train_net = torch.nn.parallel.DistributedDataParallel(net) if world > 1 else net
     steps_per_epoch = max(1, len(data.train) // cfg.batch)
     optimizer = build_optimizer(net, cfg.optimizer, cfg.lr, cfg.weight_decay, cfg.momentum, cfg.norm_lr_scale)
-    scheduler = build_scheduler(optimizer, cfg.sched, cfg.epochs * steps_per_epoch, cfg.warmup)
+    scheduler = build_scheduler(optimizer, cfg.sched, cfg.epochs, steps_per_epoch, cfg.warmup)
     lookahead = Lookahead(net) if cfg.lookahead else None
     run_dir = next_run_dir(cfg.out, "train") if main else Path(cfg.out or ".")
     meta = {"spec": model.seglab_spec, "class_names": data.class_names, "in_channels": data.in_channels,
@@ -184,8 +183,8 @@ def _train(cfg: ClassifyConfig, data: ClassificationData | None) -> dict:
         """Fit the planned epochs to the time budget from the first steps, not after a whole epoch at the wrong LR."""
         nonlocal planned
         if epoch == 1 and step == probe_step and step < steps_per_epoch:
-            planned = _epochs_in_budget(cfg, step / steps_per_epoch, seconds, planned)
-            set_total_steps(scheduler, planned * steps_per_epoch)
+            planned = _epochs_in_budget(cfg, step / steps_per_epoch, seconds)
+            set_total_epochs(scheduler, planned)
             if main:
                 print(f"time_limit={cfg.time_limit:g} min: {planned} epochs fit at the pace of the first {step} steps "
                       "(refitted after every epoch)", flush=True)
@@ -200,8 +199,8 @@ def _train(cfg: ClassifyConfig, data: ClassificationData | None) -> dict:
         images_seen += result.images
         train_seconds += result.seconds
         if cfg.time_limit:
-            planned = _epochs_in_budget(cfg, epoch, train_seconds, planned)
-            set_total_steps(scheduler, planned * steps_per_epoch)
+            planned = _epochs_in_budget(cfg, epoch, train_seconds)
+            set_total_epochs(scheduler, planned)
         last = epoch >= planned
         if last and lookahead is not None:
             lookahead.finish()
@@ -234,15 +233,14 @@ def _train(cfg: ClassifyConfig, data: ClassificationData | None) -> dict:
     return summary
 
 
-def _epochs_in_budget(cfg: ClassifyConfig, done: float, train_seconds: float, planned: int) -> int:
+def _epochs_in_budget(cfg: ClassifyConfig, done: float, train_seconds: float) -> int:
     """Epochs that fit ``time_limit`` minutes at the pace so far (``done`` may be a fraction of an epoch).
 
-    At least the epochs begun, at most ``cfg.epochs``. Rank 0's estimate is broadcast so that every DDP rank
-    stops after the same epoch.
+    seglab's budget rule (``engine.optim.epochs_in_budget``) with a tenth of an epoch of slack for timing noise.
+    Rank 0's estimate is broadcast so that every DDP rank stops after the same epoch.
     """
-    per_epoch = train_seconds / done
-    fit = int(done + (cfg.time_limit * 60 - train_seconds) / per_epoch + 0.1)  # 0.1: tolerate timing noise
-    estimate = torch.tensor([float(min(cfg.epochs, max(math.ceil(done), fit)))])
+    fit = epochs_in_budget(done, train_seconds / done, cfg.time_limit * 60 - train_seconds, cfg.epochs, slack=0.1)
+    estimate = torch.tensor([float(fit)])
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         torch.distributed.broadcast(estimate, 0)
     return int(estimate.item())
