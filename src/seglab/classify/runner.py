@@ -46,6 +46,8 @@ from ..engine.optim import epochs_in_budget, set_total_epochs
 from ..errors import CheckpointError, ConfigError, DataError
 from ..runtime.checkpoint import load_checkpoint as read_checkpoint
 from ..runtime.checkpoint import save_checkpoint as write_checkpoint
+from ..runtime.cpu_ranks import launch_ranks
+from ..runtime.distributed import cleanup
 from ..runtime.precision import resolve_precision
 from ..runtime.run_dir import unique_dir
 
@@ -112,31 +114,21 @@ def train(cfg: ClassifyConfig, data: ClassificationData | None = None) -> dict:
 
 
 def _train_on_cpu_ranks(cfg: ClassifyConfig, data: ClassificationData) -> dict:
-    """``cpu_procs`` DDP ranks on this CPU (see seglab.engine.cpu_ranks for why); rank 0 writes the run."""
-    import torch.multiprocessing as mp
-
-    from ..runtime.cpu_ranks import available_cores, free_port
-
+    """``cpu_procs`` DDP ranks on this CPU (seglab's rank launcher, see runtime.cpu_ranks); rank 0 writes the run."""
     resolve(cfg, len(data.train))  # bad settings fail here, not in every rank
     run_dir = next_run_dir(cfg.out, "train")
     cfg = dataclasses.replace(cfg, out=str(run_dir))
-    threads = cfg.threads or max(1, available_cores() // cfg.cpu_procs)
-    mp.start_processes(_rank_main, args=(cfg.cpu_procs, free_port(), threads, cfg, data), nprocs=cfg.cpu_procs,
-                       join=True, start_method="spawn")
+    launch_ranks(_train_rank, cfg.cpu_procs, (cfg, data), threads=cfg.threads)
     return json.loads((run_dir / "results.json").read_text())
 
 
-def _rank_main(rank: int, world: int, port: int, threads: int, cfg: ClassifyConfig,
-               data: ClassificationData) -> None:
-    from ..runtime.cpu_ranks import set_rank_env
-
-    set_rank_env(rank, world, port)
+def _train_rank(cfg: ClassifyConfig, data: ClassificationData) -> None:
+    """One rank of a ``cpu_procs`` run: the launcher has set its environment and threads; gloo even beside a GPU."""
     torch.distributed.init_process_group("gloo")
     try:
-        with cpu_threads(threads):
-            _train(cfg, data)
+        _train(cfg, data)
     finally:
-        torch.distributed.destroy_process_group()
+        cleanup()
 
 
 def _train(cfg: ClassifyConfig, data: ClassificationData | None) -> dict:
