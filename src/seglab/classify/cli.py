@@ -4,9 +4,9 @@ from __future__ import annotations
 import sys
 
 from . import runner
-from ..errors import SeglabError
 from .config import parse_args
 from .models import list_classifiers
+from ..errors import SeglabError
 
 MODES = {
     "train": runner.train,
