@@ -279,6 +279,30 @@ def test_cli_rejects_bad_input_with_the_fix(capsys):
     assert "n_conv" in capsys.readouterr().err
 
 
+
+def test_settings_parse_with_seglab_rules():
+    """classify reads key=value with seglab's one parser: the same bool, number, none and near-miss rules."""
+    from seglab.classify.config import parse_args
+    from seglab.errors import ConfigError
+
+    cfg = parse_args(["flip=on", "lr=1e-3", "batch=none", "values=007", "data=", "lookahead=false"])
+    assert cfg.flip is True and cfg.lr == 0.001 and cfg.batch is None and cfg.values == "007" and cfg.data is None
+    assert cfg.lookahead is False and parse_args(["flip=auto"]).flip == "auto"
+    with pytest.raises(ConfigError, match="Did you mean: epochs"):
+        parse_args(["epoch=1"])
+    with pytest.raises(ConfigError, match="'batch' expects int or None"):
+        parse_args(["batch=1e3"])
+
+
+def test_checkpoint_loads_from_its_run_folder(digits_run):
+    """The shared loader takes a run folder as well as a file (classify runs keep best.pt at the top)."""
+    from seglab.errors import CheckpointError
+
+    net, ckpt = load_checkpoint(digits_run)
+    assert ckpt["epoch"] == 1 and ckpt["class_names"] == [str(i) for i in range(10)]
+    with pytest.raises(CheckpointError, match="not found"):
+        load_checkpoint(digits_run / "missing.pt")
+
 @pytest.mark.realdata
 def test_cifar10_class_folders_smoke(tmp_path):
     root = shared_dataset("cifar10")

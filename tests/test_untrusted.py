@@ -112,6 +112,15 @@ def test_predict_with_evil_weights_exits_2_without_running_the_payload(tmp_path,
     assert not marker.exists()
 
 
+
+def test_classify_with_evil_weights_exits_2_without_running_the_payload(tmp_path, capsys):
+    marker = tmp_path / "PAYLOAD_RAN"
+    evil = _evil_files(tmp_path, marker)["torch"]
+    assert main(["classify", "eval", f"weights={evil}", f"out={tmp_path / 'eval'}"]) == 2
+    err = capsys.readouterr().err
+    assert "refused to load" in err and "Traceback" not in err
+    assert not marker.exists()
+
 def test_resume_from_an_evil_last_checkpoint_exits_2(tmp_path, capsys):
     marker = tmp_path / "PAYLOAD_RAN"
     run = tmp_path / "runs" / "r"
@@ -223,6 +232,25 @@ def test_override_values_are_text_not_code(tmp_path):
         build_config(parse_overrides([f"epochs={expression}"]))
     assert not marker.exists()
 
+
+
+@pytest.mark.parametrize("module, schema, defaults", [
+    ("seglab.measure.cli", "MeasureOptions", "OPTIONS"), ("seglab.explain.cli", "ExplainOptions", "OPTIONS"),
+    ("seglab.export.cli", "ExportOptions", "EXPORT_OPTIONS"), ("seglab.export.cli", "BenchOptions", "BENCH_OPTIONS"),
+])
+def test_command_options_are_typed_like_the_config(module, schema, defaults):
+    """measure, explain, export and bench parse with the config's parser: defaults fit the types, text stays text."""
+    import importlib
+
+    from seglab.config import coerce_value, parse_key_values, schema_types
+
+    cli = importlib.import_module(module)
+    types, values = schema_types(getattr(cli, schema)), getattr(cli, defaults)
+    assert list(types) == list(values)
+    assert all(coerce_value(key, value, types[key]) == value for key, value in values.items())
+    assert parse_key_values(["out=007", "weights=1.50"], types) == {"out": "007", "weights": "1.50"}
+    with pytest.raises(ConfigError, match="Did you mean: weights"):
+        parse_key_values(["weigths=x"], types)
 
 def test_config_yaml_from_a_run_round_trips(tmp_path):
     cfg = build_config({"data": "x y/ü", "lr": 3e-4, "colors": [[255, 0, 0], [0, 255, 0]], "model_args": {"a": 1}})

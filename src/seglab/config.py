@@ -12,9 +12,11 @@ import difflib
 import math
 import re
 import typing
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
+from types import NoneType, UnionType
 from typing import Any
 
 import yaml
@@ -156,14 +158,48 @@ def unknown_key_error(key: str, valid: list[str] | None = None) -> ConfigError:
 
 def _coerce(key: str, value: Any) -> Any:
     """Check and convert one value to its field's type."""
-    typ = _TYPES[key]
-    if typ is Any:
+    return coerce_value(key, value, _TYPES[key])
+
+
+_BOOL_TEXT = {"true": True, "yes": True, "on": True, "1": True, "false": False, "no": False, "off": False, "0": False}
+_NONE_TEXT = ("", "none", "null")
+
+
+def _union_members(typ: Any) -> tuple[Any, ...]:
+    """The members of ``X | Y`` (or ``Optional[X]``); ``(typ,)`` for a plain type."""
+    if typing.get_origin(typ) in (typing.Union, UnionType):
+        return typing.get_args(typ)
+    return (typ,)
+
+
+def _type_name(typ: Any) -> str:
+    """``int``, ``int or None``: how an error message names a type."""
+    return " or ".join("None" if t is NoneType else getattr(t, "__name__", str(t)) for t in _union_members(typ))
+
+
+def coerce_value(key: str, value: Any, typ: Any) -> Any:
+    """Check and convert one value to ``typ``: bool, int, float, str, list, dict, Any, or a union (``int | None``).
+
+    Every ``key=value`` parser in seglab (run config, classify, measure, explain, export) converts through here,
+    so ``true``/``1``, ``1e-3``, ``none`` and lists mean the same thing in every command.
+    """
+    members = _union_members(typ)
+    if len(members) > 1:
+        if NoneType in members and (value is None or isinstance(value, str) and value.strip().lower() in _NONE_TEXT):
+            return None
+        for member in members:  # in the order written: ``int | str`` reads 1 as a number, ``bool | str`` auto as text
+            if member is not NoneType:
+                try:
+                    return coerce_value(key, value, member)
+                except ConfigError:
+                    continue
+    elif typ is Any:
         return value
-    if typ is bool:
+    elif typ is bool:
         if isinstance(value, bool):
             return value
-        if isinstance(value, str) and value.lower() in ("true", "yes", "1", "false", "no", "0"):
-            return value.lower() in ("true", "yes", "1")
+        if isinstance(value, str) and value.strip().lower() in _BOOL_TEXT:
+            return _BOOL_TEXT[value.strip().lower()]
         if isinstance(value, int) and value in (0, 1):
             return bool(value)
     elif typ is int:
@@ -194,7 +230,7 @@ def _coerce(key: str, value: Any) -> Any:
             return dict(value)
         if value is None:
             return {}
-    raise ConfigError(f"config key {key!r} expects {typ.__name__}, got {value!r}")
+    raise ConfigError(f"config key {key!r} expects {_type_name(typ)}, got {value!r}")
 
 
 def _check_acyclic(key: str, value: Any, parents: tuple = ()) -> None:
@@ -237,6 +273,21 @@ def _check_choices(cfg: Config) -> None:
 
 def parse_overrides(args: list[str]) -> dict[str, Any]:
     """Parse ``key=value`` strings; values are read as YAML scalars/lists (``safe_load``, never eval)."""
+    return read_key_values(args, _TYPES)
+
+
+def _keeps_text(typ: Any) -> bool:
+    """True for a field that takes text but no number: ``0.10`` or ``007`` stay exactly as typed there."""
+    members = _union_members(typ)
+    return str in members and int not in members and float not in members
+
+
+def read_key_values(args: list[str], types: Mapping[str, Any]) -> dict[str, Any]:
+    """Split ``key=value`` strings and read each value as YAML (``safe_load``, never eval); nothing is checked yet.
+
+    ``types`` only decides which keys keep numbers as typed text; checking is ``parse_key_values``'s job (or
+    ``build_config``'s, after a recipe and a cfg file have been merged in).
+    """
     out: dict[str, Any] = {}
     for arg in args:
         if "=" not in arg:
@@ -248,10 +299,41 @@ def parse_overrides(args: list[str]) -> dict[str, Any]:
         except (yaml.YAMLError, ValueError, RecursionError):
             # not YAML (paths with colons, a bad date such as 2020-13-45, absurd nesting): keep the text as typed
             value = raw
-        if isinstance(value, (int, float)) and not isinstance(value, bool) and _TYPES.get(key) is str:
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and _keeps_text(types.get(key)):
             value = raw  # keep "0.10" or "007" exactly as typed for string fields
         out[key] = value
     return out
+
+
+def schema_types(schema: Any) -> dict[str, Any]:
+    """``{key: type}`` of a dataclass (class or instance), a TypedDict, or a plain ``{key: type}`` mapping."""
+    if dataclasses.is_dataclass(schema) or typing.is_typeddict(schema):
+        return typing.get_type_hints(schema if isinstance(schema, type) else type(schema))
+    if isinstance(schema, Mapping):
+        return dict(schema)
+    raise TypeError(f"expected a dataclass, a TypedDict or a mapping of key -> type, got {schema!r}")
+
+
+def parse_key_values(args: list[str], schema: Any) -> dict[str, Any]:
+    """Parse and check ``key=value`` strings against a dataclass or a typed dict; returns only the keys given.
+
+    Unknown keys get the closest valid names; values follow the run config's rules (``coerce_value``).
+    """
+    types = schema_types(schema)
+    out: dict[str, Any] = {}
+    for key, value in read_key_values(args, types).items():
+        if key not in types:
+            raise unknown_option_error(key, list(types))
+        _check_acyclic(key, value)
+        out[key] = coerce_value(key, value, types[key])
+    return out
+
+
+def unknown_option_error(key: str, valid: list[str]) -> ConfigError:
+    """``unknown_key_error`` for a command's own options: without a near miss, list them (``seglab help`` does not)."""
+    if difflib.get_close_matches(key, valid, n=1, cutoff=0.6):
+        return unknown_key_error(key, valid)
+    return ConfigError(f"unknown key {key!r}. Valid keys: {', '.join(valid)}")
 
 
 def load_yaml(path: str | Path) -> dict[str, Any]:

@@ -6,6 +6,7 @@ import sys
 from . import runner
 from .config import parse_args
 from .models import list_classifiers
+from ..errors import SeglabError
 
 MODES = {
     "train": runner.train,
@@ -40,7 +41,7 @@ def main(argv: list[str]) -> int:
         return 2
     try:
         MODES[mode](parse_args(args))
-    except ValueError as e:  # bad settings or data: a clear message, not a stack trace
+    except (SeglabError, ValueError) as e:  # bad settings or data: a clear message, not a stack trace
         print(f"error: {e}", file=sys.stderr)
         return 2
     return 0

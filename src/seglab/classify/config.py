@@ -2,9 +2,11 @@
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import math
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
+
+from ..config import parse_key_values
+from ..errors import ConfigError
 
 # Hyper-parameters forwarded to the model builder when set (also what ``sweep`` varies, besides epochs).
 MODEL_KEYS = ("filters", "n_conv", "kernel_size", "padding", "activation", "width")
@@ -31,7 +33,7 @@ class ClassifyConfig:
     time_limit: float = 0.0  # minutes of training; > 0 fits the epochs (at most `epochs`) and LR schedule to it
     label_smoothing: float | None = None
     shift: float = 0.1  # random shifts of up to 10% of the size, as in the study
-    flip: str = "auto"  # auto = on, except for digits (a mirrored digit is not a digit)
+    flip: bool | str = "auto"  # true | false | auto = on, except for digits (a mirrored digit is not a digit)
     tta: bool = False  # average predictions with mirrored images at evaluation
     precision: str = "auto"
     device: str = "auto"
@@ -97,21 +99,23 @@ def recipe_for(model: str) -> Recipe:
 def resolve(cfg: ClassifyConfig, train_size: int) -> ClassifyConfig:
     """Fill every 'auto'/None setting from the model's recipe; an auto batch never exceeds 1/16 of the data."""
     if cfg.epochs < 1:
-        raise ValueError(f"epochs must be >= 1, got {cfg.epochs}")
+        raise ConfigError(f"epochs must be >= 1, got {cfg.epochs}")
     if cfg.batch is not None and cfg.batch < 1:
-        raise ValueError(f"batch must be >= 1, got {cfg.batch}")
+        raise ConfigError(f"batch must be >= 1, got {cfg.batch}")
     if not 0 < cfg.fraction <= 1:
-        raise ValueError(f"fraction must be in (0, 1], got {cfg.fraction}")
+        raise ConfigError(f"fraction must be in (0, 1], got {cfg.fraction}")
     if cfg.time_limit < 0:
-        raise ValueError(f"time_limit is in minutes and must be >= 0, got {cfg.time_limit}")
+        raise ConfigError(f"time_limit is in minutes and must be >= 0, got {cfg.time_limit}")
     if not 0 <= cfg.shift < 0.5:
-        raise ValueError(f"shift is a fraction of the image size in [0, 0.5), got {cfg.shift}")
+        raise ConfigError(f"shift is a fraction of the image size in [0, 0.5), got {cfg.shift}")
+    if cfg.flip != "auto" and not isinstance(cfg.flip, bool):
+        raise ConfigError(f"flip must be true, false or auto, got {cfg.flip!r}")
     r = recipe_for(cfg.model)
     data = cfg.data or "digits"
     batch = cfg.batch or min(r.batch, _power_of_two_at_most(max(16, train_size // 16)))
     if cfg.cpu_procs < 1 or batch % cfg.cpu_procs:
-        raise ValueError(f"cpu_procs={cfg.cpu_procs} needs >= 1 and a batch divisible by it (batch={batch}); "
-                         f"set batch= to a multiple of {max(1, cfg.cpu_procs)}")
+        raise ConfigError(f"cpu_procs={cfg.cpu_procs} needs >= 1 and a batch divisible by it (batch={batch}); "
+                          f"set batch= to a multiple of {max(1, cfg.cpu_procs)}")
     return dataclasses.replace(
         cfg,
         data=data,
@@ -134,7 +138,7 @@ def flip_enabled(cfg: ClassifyConfig) -> bool:
     if cfg.flip == "auto":
         data = cfg.data or "digits"
         return not (data == "digits" or data.startswith("mnist:"))
-    return _parse_bool(cfg.flip, "flip")
+    return bool(cfg.flip)
 
 
 def _power_of_two_at_most(n: int) -> int:
@@ -142,42 +146,5 @@ def _power_of_two_at_most(n: int) -> int:
 
 
 def parse_args(args: list[str], base: ClassifyConfig | None = None) -> ClassifyConfig:
-    """Apply ``key=value`` arguments to a config; unknown keys are rejected with the closest valid names."""
-    cfg = base or ClassifyConfig()
-    types = {f.name: f.type for f in fields(ClassifyConfig)}
-    updates = {}
-    for arg in args:
-        key, sep, value = arg.partition("=")
-        key = key.strip().lstrip("-").replace("-", "_")
-        if not sep or not key:
-            raise ValueError(f"arguments are key=value, got {arg!r} (for example epochs=5)")
-        if key not in types:
-            close = difflib.get_close_matches(key, list(types), n=3, cutoff=0.5)
-            hint = f" Did you mean {', '.join(close)}?" if close else ""
-            raise ValueError(f"unknown setting {key!r}.{hint} Valid settings: {', '.join(types)}")
-        updates[key] = _convert(key, value.strip(), str(types[key]))
-    return dataclasses.replace(cfg, **updates)
-
-
-def _convert(key: str, value: str, type_name: str) -> object:
-    optional = "None" in type_name
-    if optional and value.lower() in ("none", "null", ""):
-        return None
-    try:
-        if type_name.startswith("int"):
-            return int(value)
-        if type_name.startswith("float"):
-            return float(value)
-    except ValueError:
-        raise ValueError(f"{key} must be a number, got {value!r}") from None
-    if type_name.startswith("bool"):
-        return _parse_bool(value, key)
-    return value
-
-
-def _parse_bool(value: str, key: str) -> bool:
-    if value.lower() in ("1", "true", "yes", "on"):
-        return True
-    if value.lower() in ("0", "false", "no", "off"):
-        return False
-    raise ValueError(f"{key} must be true or false, got {value!r}")
+    """Apply ``key=value`` arguments to a config, with seglab's one parser (unknown keys get the closest names)."""
+    return dataclasses.replace(base or ClassifyConfig(), **parse_key_values(args, ClassifyConfig))

@@ -20,6 +20,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..errors import ConfigError, DataError
+
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
 MNIST_MIRRORS = ("https://ossci-datasets.s3.amazonaws.com/mnist/", "http://yann.lecun.com/exdb/mnist/")
 MNIST_FILES = {  # name -> md5, as torchvision.datasets.MNIST checks them
@@ -33,7 +35,7 @@ CIFAR10_MD5 = "c58f30108f718f92721af3b95e74349a"
 IDX_DTYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
 
 
-class DatasetDownloadError(ValueError):
+class DatasetDownloadError(DataError):
     """A dataset is missing locally and could not be downloaded (offline, blocked, bad checksum)."""
 
 
@@ -82,14 +84,14 @@ def read_idx(path: str | Path) -> np.ndarray:
     if raw[:2] == b"\x1f\x8b":  # gzip magic, whatever the file is called
         raw = gzip.decompress(raw)
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in IDX_DTYPES:
-        raise ValueError(f"{path} is not an IDX file (bad magic number {raw[:4].hex()})")
+        raise DataError(f"{path} is not an IDX file (bad magic number {raw[:4].hex()})")
     ndim = raw[3]
     dims = struct.unpack(f">{ndim}I", raw[4:4 + 4 * ndim])
     dtype = np.dtype(IDX_DTYPES[raw[2]])
     expected = int(np.prod(dims)) * dtype.itemsize
     data = raw[4 + 4 * ndim:]
     if len(data) != expected:
-        raise ValueError(f"{path}: header says {dims} ({expected} bytes) but the file holds {len(data)} bytes")
+        raise DataError(f"{path}: header says {dims} ({expected} bytes) but the file holds {len(data)} bytes")
     return np.frombuffer(data, dtype=dtype).reshape(dims).astype(dtype.newbyteorder("="))
 
 
@@ -102,7 +104,7 @@ class _ArrayOnlyUnpickler(pickle.Unpickler):
 
     def find_class(self, module: str, name: str):
         if (module, name) not in self.ALLOWED:
-            raise ValueError(f"refusing to unpickle {module}.{name}: CIFAR batches hold only arrays and lists")
+            raise DataError(f"refusing to unpickle {module}.{name}: CIFAR batches hold only arrays and lists")
         return super().find_class(module, name)
 
 
@@ -112,7 +114,7 @@ def _safe_pickle_load(path: str | Path):
         try:
             return _ArrayOnlyUnpickler(f, encoding="bytes").load()
         except (pickle.UnpicklingError, EOFError) as e:
-            raise ValueError(f"{path}: not a readable CIFAR pickle ({e})") from None
+            raise DataError(f"{path}: not a readable CIFAR pickle ({e})") from None
 
 
 def read_cifar_batch(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
@@ -120,7 +122,7 @@ def read_cifar_batch(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
     batch = _safe_pickle_load(path)  # the official batches are Python 2 pickles of plain arrays
     labels = batch.get(b"labels", batch.get(b"fine_labels"))
     if b"data" not in batch or labels is None:
-        raise ValueError(f"{path} is not a CIFAR batch: it has no b'data' / b'labels' entries")
+        raise DataError(f"{path} is not a CIFAR batch: it has no b'data' / b'labels' entries")
     images = np.asarray(batch[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32)
     return images, np.asarray(labels, dtype=np.int64)
 
@@ -173,7 +175,7 @@ def load_image_folder(root: str | Path, imgsz: int | None = None, test_fraction:
     """Read ``root/train/<class>/*`` + ``root/test|val/<class>/*``, or ``root/<class>/*`` split by ``test_fraction``."""
     root = Path(root)
     if not root.is_dir():
-        raise ValueError(f"data folder {root} does not exist; give data=digits, mnist:PATH, cifar10:PATH or a "
+        raise DataError(f"data folder {root} does not exist; give data=digits, mnist:PATH, cifar10:PATH or a "
                          "folder with one sub-folder per class")
     test_dir = next((root / n for n in ("test", "val", "valid") if (root / n).is_dir()), None)
     if (root / "train").is_dir() and test_dir is not None:
@@ -181,25 +183,25 @@ def load_image_folder(root: str | Path, imgsz: int | None = None, test_fraction:
         test_paths, test_names, test_classes = _list_class_folder(test_dir)
         extra = sorted(set(test_classes) - set(classes))
         if extra:
-            raise ValueError(f"{test_dir} has classes missing from {root / 'train'}: {', '.join(extra)}")
+            raise DataError(f"{test_dir} has classes missing from {root / 'train'}: {', '.join(extra)}")
     else:
         paths, names, classes = _list_class_folder(root)
         train_idx, test_idx = _stratified_split(names, test_fraction, seed)
         train_paths, train_names = [paths[i] for i in train_idx], [names[i] for i in train_idx]
         test_paths, test_names = [paths[i] for i in test_idx], [names[i] for i in test_idx]
     if len(classes) < 2 or not train_paths or not test_paths:
-        raise ValueError(f"{root} needs at least two class folders with images (found classes {classes}, "
+        raise DataError(f"{root} needs at least two class folders with images (found classes {classes}, "
                          f"{len(train_paths)} train and {len(test_paths)} test images)")
     all_paths = train_paths + test_paths
     if imgsz is None:
         sizes = _image_sizes(all_paths)
         if len(sizes) > 1:
             shown = ", ".join(f"{w}x{h}" for (w, h), _ in sizes.most_common(3))
-            raise ValueError(f"images in {root} have {len(sizes)} different sizes (e.g. {shown}); "
+            raise DataError(f"images in {root} have {len(sizes)} different sizes (e.g. {shown}); "
                              "pass imgsz=N to resize them all to N x N")
         (w, h), = sizes
         if w != h:
-            raise ValueError(f"images in {root} are {w}x{h}, not square; pass imgsz=N to resize them to N x N")
+            raise DataError(f"images in {root} are {w}x{h}, not square; pass imgsz=N to resize them to N x N")
     mode = _image_mode(all_paths)
     index = {c: i for i, c in enumerate(classes)}
     return ClassificationData(
@@ -218,7 +220,7 @@ def _decode_split(paths: list[Path], labels: list[int], imgsz: int | None, mode:
 def _stratified_split(labels: list, test_fraction: float, seed: int) -> tuple[list[int], list[int]]:
     """Indices of a per-class split; every class keeps at least one train and (if it has two) one test image."""
     if not 0 < test_fraction < 1:
-        raise ValueError(f"test_fraction must be between 0 and 1, got {test_fraction}")
+        raise ConfigError(f"test_fraction must be between 0 and 1, got {test_fraction}")
     rng = np.random.default_rng(seed)
     train, test = [], []
     for cls in sorted(set(labels), key=str):
@@ -238,7 +240,7 @@ def load_digits(seed: int = 0, test_fraction: float = 0.2) -> ClassificationData
     try:
         from sklearn.datasets import load_digits as sk_load_digits
     except ImportError as e:
-        raise ValueError("data=digits needs scikit-learn: pip install 'seglab[classify]'") from e
+        raise DataError("data=digits needs scikit-learn: pip install 'seglab[classify]'") from e
     digits = sk_load_digits()
     # 17 grey levels (0..16) stretched to 0..255 so that every source shares one uint8 convention.
     images = torch.from_numpy(np.round(digits.images * (255 / 16)).astype(np.uint8))[:, None]
@@ -283,7 +285,7 @@ def load_cifar10(root: str | Path, download: bool = True) -> ClassificationData:
         folder = root / "cifar-10-batches-py"
     train = [read_cifar_batch(folder / f"data_batch_{i}") for i in range(1, 6) if (folder / f"data_batch_{i}").is_file()]
     if not train:
-        raise ValueError(f"{folder} has test_batch but no data_batch_1..5")
+        raise DataError(f"{folder} has test_batch but no data_batch_1..5")
     test_x, test_y = read_cifar_batch(folder / "test_batch")
     names = [f"class{i}" for i in range(10)]
     if (folder / "batches.meta").is_file():

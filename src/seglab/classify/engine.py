@@ -15,23 +15,29 @@ import torch.nn.functional as F
 from torch import nn
 
 from .data import ImageSplit, augment_batch, iterate_batches
+from ..engine.optim import optimizer_for_groups
+from ..errors import ConfigError
+from ..runtime.normalize import Normalizer
 from ..runtime.precision import Precision
 
 
-class Normalized(nn.Module):
-    """Wraps a classifier so it takes uint8 (or 0..1 float) images and normalizes them with stored statistics."""
+class Normalized(Normalizer):
+    """A classifier behind seglab's Normalizer: takes uint8 images, or floats already scaled to 0..1 (TTA's views).
+
+    The statistics stay top-level buffers (``mean``, ``std``), so checkpoints keep their keys.
+    """
 
     def __init__(self, model: nn.Module, mean: list[float], std: list[float]) -> None:
-        super().__init__()
+        super().__init__(mean, std, 255.0)
         self.model = model
-        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1))
-        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1))
+
+    def normalize(self, x: torch.Tensor) -> torch.Tensor:
+        """The model's input: uint8 scaled by 1/255, 0..1 floats as they are, then standardised."""
+        return super().forward(x) if x.dtype == torch.uint8 else self.standardize(x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Logits for a batch of images."""
-        if x.dtype == torch.uint8:
-            x = x.float().div_(255)
-        return self.model((x - self.mean) / self.std)
+        return self.model(self.normalize(x))
 
 
 @dataclass
@@ -70,25 +76,22 @@ def build_optimizer(model: nn.Module, name: str, lr: float, weight_decay: float,
     groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
     if norm:
         groups.append({"params": norm, "lr": lr * norm_lr_scale, "weight_decay": weight_decay / norm_lr_scale})
-    # Fused kernels: one pass over the weights per step (fp32 weights on CPU/CUDA), as in seglab.engine.optim.
-    fused = True if all(p.device.type in ("cpu", "cuda") and p.dtype == torch.float32 for p in trainable) else None
-    if name == "sgd":
-        return torch.optim.SGD(groups, lr=lr, momentum=momentum, nesterov=True, fused=fused)
-    if name == "adam":
-        return torch.optim.Adam(groups, lr=lr, fused=fused)
-    if name == "adamw":
-        return torch.optim.AdamW(groups, lr=lr, fused=fused)
-    raise ValueError(f"optimizer must be sgd, adam or adamw; got {name!r}")
+    return optimizer_for_groups(groups, name, lr, momentum)
 
 
 class StepSchedule:
     """Learning-rate factor per step: ``onecycle`` (airbench's triangle: 0.2 -> 1 at ``warmup``, then -> 0.07),
-    ``cosine`` (linear warmup, cosine decay) or ``constant``. ``total_steps`` may change mid-run (time budgets)."""
+    ``cosine`` (linear warmup, cosine decay) or ``constant``.
 
-    def __init__(self, name: str, total_steps: int, warmup: float = 0.2) -> None:
+    ``total_steps`` may change mid-run: ``seglab.engine.optim.set_total_epochs`` refits it to a time budget,
+    as for segmentation schedules, in units of ``steps_per_epoch``.
+    """
+
+    def __init__(self, name: str, total_steps: int, warmup: float = 0.2, steps_per_epoch: int = 1) -> None:
         if name not in ("onecycle", "cosine", "constant"):
-            raise ValueError(f"sched must be one of onecycle, cosine, constant; got {name!r}")
+            raise ConfigError(f"sched must be one of onecycle, cosine, constant; got {name!r}")
         self.name, self.total_steps, self.warmup = name, max(1, total_steps), warmup
+        self.steps_per_epoch = steps_per_epoch
 
     def __call__(self, step: int) -> float:
         """The factor at ``step`` (0-based)."""
@@ -105,16 +108,11 @@ class StepSchedule:
         return 0.5 * (1 + math.cos(math.pi * progress))
 
 
-def build_scheduler(optimizer: torch.optim.Optimizer, name: str, total_steps: int,
+def build_scheduler(optimizer: torch.optim.Optimizer, name: str, epochs: int, steps_per_epoch: int,
                     warmup: float = 0.2) -> torch.optim.lr_scheduler.LambdaLR:
-    """Per-step LambdaLR over a ``StepSchedule`` (reach it as ``scheduler.lr_lambdas[0]`` to refit the length)."""
-    schedule = StepSchedule(name, total_steps, warmup)
+    """Per-step LambdaLR over one ``StepSchedule`` shared by every group (refit with ``set_total_epochs``)."""
+    schedule = StepSchedule(name, epochs * steps_per_epoch, warmup, steps_per_epoch)
     return torch.optim.lr_scheduler.LambdaLR(optimizer, [schedule] * len(optimizer.param_groups))
-
-
-def set_total_steps(scheduler: torch.optim.lr_scheduler.LambdaLR, total_steps: int) -> None:
-    """Refit the schedule's length (every group shares one ``StepSchedule``)."""
-    scheduler.lr_lambdas[0].total_steps = max(1, total_steps)
 
 
 class Lookahead:

@@ -25,6 +25,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..errors import ConfigError
+
 _CLASSIFIERS: dict[str, Callable[..., nn.Module]] = {}
 
 ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
@@ -43,7 +45,7 @@ PADDINGS = ("same", "valid")
 def register_classifier(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
     """Register a classifier builder under its function name."""
     if fn.__name__ in _CLASSIFIERS:
-        raise ValueError(f"classifier {fn.__name__!r} is registered twice")
+        raise ValueError(f"classifier {fn.__name__!r} is registered twice")  # a bug in seglab, not a user mistake
     _CLASSIFIERS[fn.__name__] = fn
     return fn
 
@@ -70,9 +72,9 @@ def create_classifier(
     ``in_channels`` / ``image_size`` left as None take the builder's defaults (1 x 28 for the MNIST nets).
     """
     if num_classes < 2:
-        raise ValueError(f"num_classes must be >= 2 for classification, got {num_classes}")
+        raise ConfigError(f"num_classes must be >= 2 for classification, got {num_classes}")
     if in_channels is not None and in_channels < 1:
-        raise ValueError(f"in_channels must be >= 1, got {in_channels}")
+        raise ConfigError(f"in_channels must be >= 1, got {in_channels}")
     if name.startswith("timm:"):
         model = _create_timm(name[len("timm:"):], num_classes, in_channels or 3, **kwargs)
     else:
@@ -81,7 +83,7 @@ def create_classifier(
         unknown = sorted(set(kwargs) - set(accepted))
         if unknown:
             valid = ", ".join(classifier_hyperparameters(name)) or "none"
-            raise ValueError(f"classifier {name!r} has no hyper-parameter {', '.join(unknown)}; it accepts: {valid}")
+            raise ConfigError(f"classifier {name!r} has no hyper-parameter {', '.join(unknown)}; it accepts: {valid}")
         sizes = {"in_channels": in_channels, "image_size": image_size if "image_size" in accepted else None}
         model = builder(num_classes=num_classes, **{k: v for k, v in sizes.items() if v is not None}, **kwargs)
     # Recorded so a checkpoint can rebuild the model without pickled code.
@@ -99,7 +101,7 @@ def _lookup(name: str) -> Callable[..., nn.Module]:
     if name not in _CLASSIFIERS:
         close = difflib.get_close_matches(name, list(_CLASSIFIERS), n=3, cutoff=0.5)
         hint = f" Did you mean {', '.join(close)}?" if close else ""
-        raise ValueError(f"unknown classifier {name!r}.{hint} Valid: {', '.join(list_classifiers())}, or timm:<name>")
+        raise ConfigError(f"unknown classifier {name!r}.{hint} Valid: {', '.join(list_classifiers())}, or timm:<name>")
     return _CLASSIFIERS[name]
 
 
@@ -109,7 +111,7 @@ def _create_timm(name: str, num_classes: int, in_channels: int, **kwargs: Any) -
     if not timm.is_model(name):
         close = difflib.get_close_matches(name, timm.list_models(), n=3, cutoff=0.6)
         hint = f" Did you mean {', '.join(close)}?" if close else ""
-        raise ValueError(f"unknown timm model {name!r}.{hint} See timm.list_models() for names.")
+        raise ConfigError(f"unknown timm model {name!r}.{hint} See timm.list_models() for names.")
     return timm.create_model(name, pretrained=False, num_classes=num_classes, in_chans=in_channels, **kwargs)
 
 
@@ -118,13 +120,13 @@ def _create_timm(name: str, num_classes: int, in_channels: int, **kwargs: Any) -
 
 def _activation(name: str) -> nn.Module:
     if name not in ACTIVATIONS:
-        raise ValueError(f"unknown activation {name!r}; choose one of {', '.join(ACTIVATIONS)}")
+        raise ConfigError(f"unknown activation {name!r}; choose one of {', '.join(ACTIVATIONS)}")
     return ACTIVATIONS[name]()
 
 
 def _check_padding(padding: str) -> str:
     if padding not in PADDINGS:
-        raise ValueError(f"padding must be 'same' or 'valid', got {padding!r}")
+        raise ConfigError(f"padding must be 'same' or 'valid', got {padding!r}")
     return padding
 
 
@@ -146,7 +148,7 @@ def _feature_shape(features: nn.Module, in_channels: int, image_size: int) -> to
     except RuntimeError:  # a kernel larger than what is left of the image
         out = torch.zeros(0, 0, 0, 0)
     if out.shape[-1] < 1 or out.shape[-2] < 1:
-        raise ValueError(f"the feature map vanishes on {image_size}x{image_size} images; use fewer conv blocks "
+        raise ConfigError(f"the feature map vanishes on {image_size}x{image_size} images; use fewer conv blocks "
                          "(n_conv), a smaller kernel_size, padding=same or larger images (imgsz=32)")
     return out.shape[1:]
 
@@ -157,7 +159,7 @@ def _block_filters(filters: int | Sequence[int], n_conv: int) -> list[int]:
         return [filters * 2**i for i in range(n_conv)]
     filters = list(filters)
     if len(filters) != n_conv:
-        raise ValueError(f"filters lists {len(filters)} values but n_conv={n_conv}; give one per conv block")
+        raise ConfigError(f"filters lists {len(filters)} values but n_conv={n_conv}; give one per conv block")
     return filters
 
 
@@ -196,7 +198,7 @@ class StudyAllConv(nn.Module):
         block_filters = _block_filters(filters, n_conv)
         strided = list(strided_filters) if strided_filters is not None else block_filters
         if len(strided) != n_conv:
-            raise ValueError(f"strided_filters lists {len(strided)} values but n_conv={n_conv}")
+            raise ConfigError(f"strided_filters lists {len(strided)} values but n_conv={n_conv}")
         layers: list[nn.Module] = []
         cin = in_channels
         for f, fs in zip(block_filters, strided):

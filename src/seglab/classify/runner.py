@@ -5,7 +5,6 @@ import contextlib
 import csv
 import dataclasses
 import json
-import math
 import os
 import re
 from collections.abc import Iterator
@@ -40,51 +39,50 @@ from .engine import (
     build_scheduler,
     evaluate,
     predict_logits,
-    set_total_steps,
     train_one_epoch,
 )
 from .models import count_parameters, create_classifier
+from ..engine.optim import epochs_in_budget, set_total_epochs
+from ..errors import CheckpointError, ConfigError, DataError
+from ..runtime.checkpoint import load_checkpoint as read_checkpoint
+from ..runtime.checkpoint import save_checkpoint as write_checkpoint
+from ..runtime.cpu_ranks import launch_ranks
+from ..runtime.distributed import cleanup
 from ..runtime.precision import resolve_precision
+from ..runtime.run_dir import unique_dir
 
 METRIC_COLUMNS = ["epoch", "time", "loss", "acc", "val_loss", "val_acc", "lr"]
 COMPARE_COLUMNS = ["model", "params", "epochs", "time_per_epoch", "train_time", "test_acc", "test_loss"]
 
 
 def next_run_dir(out: str | None, mode: str) -> Path:
-    """``out`` as given, or the first free runs/classify/<mode>, <mode>2, ..."""
-    if out:
-        path = Path(out)
-    else:
-        base = Path("runs") / "classify"
-        path, n = base / mode, 2
-        while path.exists():
-            path, n = base / f"{mode}{n}", n + 1
-    path.mkdir(parents=True, exist_ok=True)
-    return path
+    """``out`` as given, or the first free runs/classify/<mode>, <mode>2, ... (seglab's run-folder rule)."""
+    return unique_dir(Path(out), exist_ok=True) if out else unique_dir(Path("runs") / "classify" / mode)
 
 
 def save_checkpoint(path: Path, net: Normalized, meta: dict) -> None:
-    """Write model weights and metadata atomically (tmp file, then rename), so a crash never leaves half a file."""
+    """Write the weights (on the CPU) and the run's metadata with seglab's atomic checkpoint writer."""
     state = {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save({**meta, "state_dict": state}, tmp)
-    os.replace(tmp, path)
+    write_checkpoint({**meta, "state_dict": state}, path)
 
 
 def load_checkpoint(path: str | Path) -> tuple[Normalized, dict]:
-    """Rebuild a normalized classifier from a checkpoint (tensors and plain types only: weights_only=True)."""
-    path = Path(path)
-    if not path.is_file():
-        raise ValueError(f"weights file {path} does not exist; pass weights=runs/classify/NAME/best.pt")
-    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    """Rebuild a normalized classifier from a checkpoint, read with seglab's safe loader (weights only)."""
+    if not Path(path).exists():
+        raise CheckpointError(f"{path}: checkpoint not found; pass weights=runs/classify/NAME/best.pt")
+    ckpt = read_checkpoint(path)
     if "spec" not in ckpt or "state_dict" not in ckpt:
-        raise ValueError(f"{path} is not a seglab classify checkpoint (no 'spec' / 'state_dict')")
+        raise CheckpointError(f"{path} is not a seglab classify checkpoint (no 'spec' / 'state_dict')")
     spec = ckpt["spec"]
     model = create_classifier(spec["name"], spec["num_classes"], spec["in_channels"], spec["image_size"],
                               **spec["kwargs"])
     c = ckpt["in_channels"]
     net = Normalized(model, [0.0] * c, [1.0] * c)
-    net.load_state_dict(ckpt["state_dict"])
+    try:
+        net.load_state_dict(ckpt["state_dict"])
+    except RuntimeError as e:  # missing, extra or mis-shaped tensors: the file does not match its own spec
+        raise CheckpointError(f"{path}: the weights do not fit the model they describe ({str(e).splitlines()[0]})") \
+            from None
     return net, ckpt
 
 
@@ -116,31 +114,21 @@ def train(cfg: ClassifyConfig, data: ClassificationData | None = None) -> dict:
 
 
 def _train_on_cpu_ranks(cfg: ClassifyConfig, data: ClassificationData) -> dict:
-    """``cpu_procs`` DDP ranks on this CPU (see seglab.engine.cpu_ranks for why); rank 0 writes the run."""
-    import torch.multiprocessing as mp
-
-    from ..runtime.cpu_ranks import available_cores, free_port
-
+    """``cpu_procs`` DDP ranks on this CPU (seglab's rank launcher, see runtime.cpu_ranks); rank 0 writes the run."""
     resolve(cfg, len(data.train))  # bad settings fail here, not in every rank
     run_dir = next_run_dir(cfg.out, "train")
     cfg = dataclasses.replace(cfg, out=str(run_dir))
-    threads = cfg.threads or max(1, available_cores() // cfg.cpu_procs)
-    mp.start_processes(_rank_main, args=(cfg.cpu_procs, free_port(), threads, cfg, data), nprocs=cfg.cpu_procs,
-                       join=True, start_method="spawn")
+    launch_ranks(_train_rank, cfg.cpu_procs, (cfg, data), threads=cfg.threads)
     return json.loads((run_dir / "results.json").read_text())
 
 
-def _rank_main(rank: int, world: int, port: int, threads: int, cfg: ClassifyConfig,
-               data: ClassificationData) -> None:
-    from ..runtime.cpu_ranks import set_rank_env
-
-    set_rank_env(rank, world, port)
+def _train_rank(cfg: ClassifyConfig, data: ClassificationData) -> None:
+    """One rank of a ``cpu_procs`` run: the launcher has set its environment and threads; gloo even beside a GPU."""
     torch.distributed.init_process_group("gloo")
     try:
-        with cpu_threads(threads):
-            _train(cfg, data)
+        _train(cfg, data)
     finally:
-        torch.distributed.destroy_process_group()
+        cleanup()
 
 
 def _train(cfg: ClassifyConfig, data: ClassificationData | None) -> dict:
@@ -155,12 +143,12 @@ def _train(cfg: ClassifyConfig, data: ClassificationData | None) -> dict:
     precision = resolve_precision(cfg.precision, cfg.device)
     normalized = Normalized(model, *channel_stats(data.train.images))
     if hasattr(model, "fit_to_data"):  # data-dependent init (the fast net's whitening stem); same on every rank
-        model.fit_to_data((data.train.images[:5000].float().div(255) - normalized.mean) / normalized.std)
+        model.fit_to_data(normalized.normalize(data.train.images[:5000]))
     net = precision.prepare_model(normalized)
     train_net = torch.nn.parallel.DistributedDataParallel(net) if world > 1 else net
     steps_per_epoch = max(1, len(data.train) // cfg.batch)
     optimizer = build_optimizer(net, cfg.optimizer, cfg.lr, cfg.weight_decay, cfg.momentum, cfg.norm_lr_scale)
-    scheduler = build_scheduler(optimizer, cfg.sched, cfg.epochs * steps_per_epoch, cfg.warmup)
+    scheduler = build_scheduler(optimizer, cfg.sched, cfg.epochs, steps_per_epoch, cfg.warmup)
     lookahead = Lookahead(net) if cfg.lookahead else None
     run_dir = next_run_dir(cfg.out, "train") if main else Path(cfg.out or ".")
     meta = {"spec": model.seglab_spec, "class_names": data.class_names, "in_channels": data.in_channels,
@@ -187,8 +175,8 @@ def _train(cfg: ClassifyConfig, data: ClassificationData | None) -> dict:
         """Fit the planned epochs to the time budget from the first steps, not after a whole epoch at the wrong LR."""
         nonlocal planned
         if epoch == 1 and step == probe_step and step < steps_per_epoch:
-            planned = _epochs_in_budget(cfg, step / steps_per_epoch, seconds, planned)
-            set_total_steps(scheduler, planned * steps_per_epoch)
+            planned = _epochs_in_budget(cfg, step / steps_per_epoch, seconds)
+            set_total_epochs(scheduler, planned)
             if main:
                 print(f"time_limit={cfg.time_limit:g} min: {planned} epochs fit at the pace of the first {step} steps "
                       "(refitted after every epoch)", flush=True)
@@ -203,8 +191,8 @@ def _train(cfg: ClassifyConfig, data: ClassificationData | None) -> dict:
         images_seen += result.images
         train_seconds += result.seconds
         if cfg.time_limit:
-            planned = _epochs_in_budget(cfg, epoch, train_seconds, planned)
-            set_total_steps(scheduler, planned * steps_per_epoch)
+            planned = _epochs_in_budget(cfg, epoch, train_seconds)
+            set_total_epochs(scheduler, planned)
         last = epoch >= planned
         if last and lookahead is not None:
             lookahead.finish()
@@ -237,15 +225,14 @@ def _train(cfg: ClassifyConfig, data: ClassificationData | None) -> dict:
     return summary
 
 
-def _epochs_in_budget(cfg: ClassifyConfig, done: float, train_seconds: float, planned: int) -> int:
+def _epochs_in_budget(cfg: ClassifyConfig, done: float, train_seconds: float) -> int:
     """Epochs that fit ``time_limit`` minutes at the pace so far (``done`` may be a fraction of an epoch).
 
-    At least the epochs begun, at most ``cfg.epochs``. Rank 0's estimate is broadcast so that every DDP rank
-    stops after the same epoch.
+    seglab's budget rule (``engine.optim.epochs_in_budget``) with a tenth of an epoch of slack for timing noise.
+    Rank 0's estimate is broadcast so that every DDP rank stops after the same epoch.
     """
-    per_epoch = train_seconds / done
-    fit = int(done + (cfg.time_limit * 60 - train_seconds) / per_epoch + 0.1)  # 0.1: tolerate timing noise
-    estimate = torch.tensor([float(min(cfg.epochs, max(math.ceil(done), fit)))])
+    fit = epochs_in_budget(done, train_seconds / done, cfg.time_limit * 60 - train_seconds, cfg.epochs, slack=0.1)
+    estimate = torch.tensor([float(fit)])
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         torch.distributed.broadcast(estimate, 0)
     return int(estimate.item())
@@ -271,7 +258,7 @@ def _write_evaluation_plots(run_dir: Path, data: ClassificationData, val: EvalRe
 def evaluate_run(cfg: ClassifyConfig) -> dict:
     """Evaluate a checkpoint on the test split; writes confusion matrix, per-class accuracy and an image grid."""
     if not cfg.weights:
-        raise ValueError("eval needs weights=PATH (a best.pt or last.pt from a train run)")
+        raise ConfigError("eval needs weights=PATH (a best.pt or last.pt from a train run)")
     net, ckpt = load_checkpoint(cfg.weights)
     data = load_dataset(cfg.data or ckpt["data"], cfg.imgsz, cfg.seed, cfg.download)
     data = _match_checkpoint(data, ckpt)
@@ -295,17 +282,17 @@ def evaluate_run(cfg: ClassifyConfig) -> dict:
 
 def _match_checkpoint(data: ClassificationData, ckpt: dict) -> ClassificationData:
     if data.in_channels != ckpt["in_channels"]:
-        raise ValueError(f"the checkpoint expects {ckpt['in_channels']}-channel images but the data has "
-                         f"{data.in_channels}; evaluate on data like the training data")
+        raise DataError(f"the checkpoint expects {ckpt['in_channels']}-channel images but the data has "
+                        f"{data.in_channels}; evaluate on data like the training data")
     if list(data.class_names) != list(ckpt["class_names"]):
-        raise ValueError(f"the data's classes {data.class_names} differ from the checkpoint's {ckpt['class_names']}")
+        raise DataError(f"the data's classes {data.class_names} differ from the checkpoint's {ckpt['class_names']}")
     return resize_data(data, ckpt["image_size"])
 
 
 def predict_run(cfg: ClassifyConfig) -> list[dict]:
     """Classify an image file or a folder of images; writes predictions.csv and a titled grid."""
     if not cfg.weights or not cfg.source:
-        raise ValueError("predict needs weights=PATH and source=IMAGE_OR_FOLDER")
+        raise ConfigError("predict needs weights=PATH and source=IMAGE_OR_FOLDER")
     net, ckpt = load_checkpoint(cfg.weights)
     source = Path(cfg.source)
     if source.is_dir():
@@ -313,9 +300,9 @@ def predict_run(cfg: ClassifyConfig) -> list[dict]:
     elif source.is_file():
         paths = [source]
     else:
-        raise ValueError(f"source {source} does not exist; give an image file or a folder of images")
+        raise DataError(f"source {source} does not exist; give an image file or a folder of images")
     if not paths:
-        raise ValueError(f"no images ({', '.join(sorted(IMAGE_SUFFIXES))}) found in {source}")
+        raise DataError(f"no images ({', '.join(sorted(IMAGE_SUFFIXES))}) found in {source}")
     mode = "L" if ckpt["in_channels"] == 1 else "RGB"
     images = torch.from_numpy(np.stack([decode_image(p, ckpt["image_size"], mode) for p in paths]))
     precision = resolve_precision(cfg.precision, cfg.device)
@@ -352,9 +339,9 @@ def compare_run(cfg: ClassifyConfig) -> list[dict]:
 def sweep_run(cfg: ClassifyConfig) -> list[dict]:
     """Vary one setting over values; writes the study's table (time, loss, acc, val loss, val acc per value)."""
     if cfg.param not in SWEEP_PARAMS:
-        raise ValueError(f"sweep needs param= one of {', '.join(SWEEP_PARAMS)}; got {cfg.param!r}")
+        raise ConfigError(f"sweep needs param= one of {', '.join(SWEEP_PARAMS)}; got {cfg.param!r}")
     if not cfg.values:
-        raise ValueError("sweep needs values=V1,V2,... (for example param=filters values=8,16,32)")
+        raise ConfigError("sweep needs values=V1,V2,... (for example param=filters values=8,16,32)")
     values = [v.strip() for v in cfg.values.split(",") if v.strip()]
     data = _load_data(cfg)
     run_dir = next_run_dir(cfg.out, "sweep")

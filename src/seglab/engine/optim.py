@@ -6,6 +6,7 @@ import math
 import torch
 
 from ..config import Config
+from ..errors import ConfigError
 
 
 def build_optimizer(model: torch.nn.Module, cfg: Config) -> torch.optim.Optimizer:
@@ -15,12 +16,19 @@ def build_optimizer(model: torch.nn.Module, cfg: Config) -> torch.optim.Optimize
         if p.requires_grad:
             (no_decay if p.ndim <= 1 else decay).append(p)
     groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    fused = _fused_ok(decay + no_decay)
-    if cfg.optimizer == "adamw":
-        return torch.optim.AdamW(groups, lr=cfg.lr, fused=fused)
-    if cfg.optimizer == "adam":
-        return torch.optim.Adam(groups, lr=cfg.lr, fused=fused)
-    return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.momentum > 0, fused=fused)
+    return optimizer_for_groups(groups, cfg.optimizer, cfg.lr, cfg.momentum)
+
+
+def optimizer_for_groups(groups: list[dict], name: str, lr: float, momentum: float = 0.9) -> torch.optim.Optimizer:
+    """AdamW, Adam or SGD (Nesterov when it has momentum) over parameter groups, fused where the weights allow."""
+    fused = _fused_ok([p for group in groups for p in group["params"]])
+    if name == "adamw":
+        return torch.optim.AdamW(groups, lr=lr, fused=fused)
+    if name == "adam":
+        return torch.optim.Adam(groups, lr=lr, fused=fused)
+    if name == "sgd":
+        return torch.optim.SGD(groups, lr=lr, momentum=momentum, nesterov=momentum > 0, fused=fused)
+    raise ConfigError(f"optimizer must be adamw, adam or sgd; got {name!r}")
 
 
 def _fused_ok(params: list[torch.Tensor]) -> bool | None:
@@ -68,3 +76,13 @@ def set_total_epochs(scheduler: torch.optim.lr_scheduler.LambdaLR, epochs: int) 
     """Stretch or shrink the schedule so it ends after ``epochs`` (used to fit a ``time_limit``)."""
     for fn in scheduler.lr_lambdas:
         fn.total_steps = epochs * fn.steps_per_epoch
+
+
+def epochs_in_budget(done: float, per_epoch: float, seconds_left: float, max_epochs: int, slack: float = 0.0) -> int:
+    """Epochs that fit a time budget: those begun, plus as many of ``per_epoch`` seconds as ``seconds_left`` holds.
+
+    ``done`` may be a fraction (a pace measured inside the first epoch); the answer is at least the epochs begun
+    and at most ``max_epochs``. ``slack`` (a fraction of an epoch) forgives timing noise.
+    """
+    fit = int(done + seconds_left / max(per_epoch, 1e-9) + slack)
+    return max(math.ceil(done), min(max_epochs, fit))

@@ -1,12 +1,15 @@
 """``seglab explain``: Grad-CAM heatmaps of a checkpoint's predictions for an image or a folder of images."""
 from __future__ import annotations
 
-from typing import Any
+from typing import TypedDict
 
-from ..config import parse_overrides, unknown_key_error
+from ..config import parse_key_values
 from ..errors import ConfigError
 
-OPTIONS: dict[str, Any] = {"weights": "", "source": "", "class": 1, "layer": "", "sweep": False, "layers": "",
+# The option types the parser checks against ("class" is a keyword, hence the functional form).
+ExplainOptions = TypedDict("ExplainOptions", {"weights": str, "source": str, "class": int | str, "layer": str,
+                                              "sweep": bool, "layers": str, "out": str, "device": str})
+OPTIONS: ExplainOptions = {"weights": "", "source": "", "class": 1, "layer": "", "sweep": False, "layers": "",
                            "out": "runs/explain", "device": "auto"}
 
 
@@ -15,11 +18,7 @@ def explain_main(argv: list[str]) -> int:
     from ..inference.predict import source_images
     from .run import Explainer
 
-    opts = dict(OPTIONS)
-    for key, value in parse_overrides(argv).items():
-        if key not in OPTIONS:
-            raise unknown_key_error(key, list(OPTIONS))
-        opts[key] = value
+    opts = {**OPTIONS, **parse_key_values(argv, ExplainOptions)}
     if not opts["weights"] or not opts["source"]:
         raise ConfigError("explain needs weights=RUN_DIR and source=IMAGE_OR_FOLDER")
     explainer = Explainer(str(opts["weights"]), str(opts["device"]))

@@ -2,31 +2,56 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 import torch
 import torch.nn as nn
 
-from ..config import parse_overrides, unknown_key_error
+from ..config import parse_key_values
 from ..errors import ConfigError
 
-EXPORT_OPTIONS: dict[str, Any] = {"weights": "", "out": "", "opset": 17, "imgsz": 128, "dynamic": True,
+
+class ExportOptions(TypedDict):
+    """The options of ``seglab export`` and their types (the parser checks values against them)."""
+
+    weights: str
+    out: str
+    opset: int
+    imgsz: int
+    dynamic: bool
+    dynamo: bool
+    verify: bool
+    check: str
+    quantize: str
+    calib: str
+    calib_images: int
+
+
+class BenchOptions(TypedDict):
+    """The options of ``seglab bench`` and their types."""
+
+    model: str
+    encoder: str
+    weights: str
+    imgsz: str | list  # 128,512 or [128, 512]
+    batch: int
+    warmup: int
+    iters: int
+    backends: str
+    device: str
+    threads: int
+    in_channels: int
+    num_classes: int
+    out: str
+
+
+EXPORT_OPTIONS: ExportOptions = {"weights": "", "out": "", "opset": 17, "imgsz": 128, "dynamic": True,
                                   "dynamo": False, "verify": True, "check": "", "quantize": "", "calib": "",
                                   "calib_images": 64}
-BENCH_OPTIONS: dict[str, Any] = {"model": "unet_encoder", "encoder": "", "weights": "", "imgsz": "128,512",
-                                 "batch": 1, "warmup": 3, "iters": 10,
-                                 "backends": "torch_fp32,torch_bf16,onnxruntime,onnxruntime_int8", "device": "cpu",
-                                 "threads": 0, "in_channels": 3, "num_classes": 1, "out": ""}
-
-
-def _options(argv: list[str], defaults: dict[str, Any]) -> dict[str, Any]:
-    """key=value arguments over ``defaults``; unknown keys get the closest valid ones."""
-    opts = dict(defaults)
-    for key, value in parse_overrides(argv).items():
-        if key not in defaults:
-            raise unknown_key_error(key, list(defaults))
-        opts[key] = value
-    return opts
+BENCH_OPTIONS: BenchOptions = {"model": "unet_encoder", "encoder": "", "weights": "", "imgsz": "128,512",
+                               "batch": 1, "warmup": 3, "iters": 10,
+                               "backends": "torch_fp32,torch_bf16,onnxruntime,onnxruntime_int8", "device": "cpu",
+                               "threads": 0, "in_channels": 3, "num_classes": 1, "out": ""}
 
 
 def _int_list(value: Any, key: str) -> list[int]:
@@ -46,7 +71,7 @@ def export_main(argv: list[str]) -> int:
     from ..inference.predict import source_images
     from .onnx_export import export_onnx
 
-    opts = _options(argv, EXPORT_OPTIONS)
+    opts = {**EXPORT_OPTIONS, **parse_key_values(argv, ExportOptions)}
     if not opts["weights"]:
         raise ConfigError("export needs weights=RUN_DIR or weights=path/to/best.pt")
     if opts["quantize"] not in ("", "none", "int8"):
@@ -101,7 +126,7 @@ def bench_main(argv: list[str]) -> int:
     """``seglab bench [model=unet_encoder encoder=resnet34 | weights=RUN] imgsz=128,512 batch=1 iters=10``."""
     from .bench import bench_model, print_results, to_markdown
 
-    opts = _options(argv, BENCH_OPTIONS)
+    opts = {**BENCH_OPTIONS, **parse_key_values(argv, BenchOptions)}
     model, meta, title = bench_target(opts)
     backends = [b.strip() for b in str(opts["backends"]).split(",") if b.strip()]
     results = bench_model(model, meta, _int_list(opts["imgsz"], "imgsz"), batch=int(opts["batch"]),

@@ -2,23 +2,41 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TypedDict
 
-from ..config import parse_overrides, unknown_key_error
+from ..config import parse_key_values
 from ..errors import ConfigError
 from .run import run_measure
 
-OPTIONS = {"mask": "", "image": "", "weights": "", "out": "runs/measure", "pixel_size": None, "unit": "px",
-           "classes": None, "split_touching": False, "min_distance": 7, "min_area": 0, "ignore_index": None,
-           "connectivity": 8, "labels": True, "device": "auto", "tta": "none"}
+
+class MeasureOptions(TypedDict):
+    """The options of ``seglab measure`` and their types (the parser checks values against them)."""
+
+    mask: str
+    image: str
+    weights: str
+    out: str
+    pixel_size: float | str | None  # 0.65 with unit=um, or "0.65um"
+    unit: str
+    classes: list | None
+    split_touching: bool
+    min_distance: int
+    min_area: int
+    ignore_index: int | None
+    connectivity: int
+    labels: bool
+    device: str
+    tta: str
+
+
+OPTIONS: MeasureOptions = {"mask": "", "image": "", "weights": "", "out": "runs/measure", "pixel_size": None,
+                           "unit": "px", "classes": None, "split_touching": False, "min_distance": 7, "min_area": 0,
+                           "ignore_index": None, "connectivity": 8, "labels": True, "device": "auto", "tta": "none"}
 
 
 def measure_main(argv: list[str]) -> int:
     """Parse key=value options, predict the mask first when only an image and weights are given, measure."""
-    opts = dict(OPTIONS)
-    for key, value in parse_overrides(argv).items():
-        if key not in OPTIONS:
-            raise unknown_key_error(key, list(OPTIONS))
-        opts[key] = value
+    opts = {**OPTIONS, **parse_key_values(argv, MeasureOptions)}
     mask, image = opts["mask"], opts["image"] or None
     if not mask:
         if not (opts["weights"] and image):

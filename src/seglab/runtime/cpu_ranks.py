@@ -8,6 +8,7 @@ costs more than it saves (BENCHMARKS.md), so the default is one process.
 """
 from __future__ import annotations
 
+import functools
 import os
 import signal
 import socket
@@ -54,12 +55,28 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def _rank_main(rank: int, target: Callable[..., Any], world: int, port: int, threads: int, cfg: Config,
-               overrides: dict[str, Any], run_dir: Path | None, plan) -> None:
-    """One rank: torchrun's environment, its share of the cores, then the ordinary training (``target``)."""
+def _run_rank(rank: int, target: Callable[..., Any], world: int, port: int, threads: int, args: tuple) -> None:
+    """One rank: torchrun's environment, its share of the cores, then ``target(*args)``."""
     set_rank_env(rank, world, port)
     torch.set_num_threads(threads)
-    target(cfg, overrides, plan=plan, run_dir=run_dir)
+    target(*args)
+
+
+def launch_ranks(target: Callable[..., Any], nprocs: int, args: tuple = (), threads: int = 0) -> None:
+    """Run ``target(*args)`` in ``nprocs`` spawned processes with torchrun's environment, and wait for them.
+
+    Each rank gets ``threads`` intra-op threads (0: an equal share of this process's cores). Ctrl-C reaches the
+    ranks, not this waiting parent. ``target`` must be picklable (a module-level function or a partial of one).
+    """
+    threads = threads or max(1, available_cores() // nprocs)
+    context = mp.start_processes(_run_rank, args=(target, nprocs, free_port(), threads, args), nprocs=nprocs,
+                                 join=False, start_method="spawn")
+    old = signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the ranks too; they decide how to stop
+    try:
+        while not context.join():  # False while ranks run; raises if one fails
+            continue
+    finally:
+        signal.signal(signal.SIGINT, old)
 
 
 def launch_cpu_ranks(target: Callable[..., Any], cfg: Config, overrides: dict[str, Any], run_dir: Path | None,
@@ -70,12 +87,4 @@ def launch_cpu_ranks(target: Callable[..., Any], cfg: Config, overrides: dict[st
     low-level launcher does not depend on the training package above it.
     """
     check_cpu_ranks(cfg)
-    threads = max(1, available_cores() // cfg.cpu_procs)
-    context = mp.start_processes(_rank_main, args=(target, cfg.cpu_procs, free_port(), threads, cfg, overrides, run_dir,
-                                                   plan), nprocs=cfg.cpu_procs, join=False, start_method="spawn")
-    old = signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the ranks too: they save and stop
-    try:
-        while not context.join():  # False while ranks run; raises if one fails
-            continue
-    finally:
-        signal.signal(signal.SIGINT, old)
+    launch_ranks(functools.partial(target, plan=plan, run_dir=run_dir), cfg.cpu_procs, (cfg, overrides))

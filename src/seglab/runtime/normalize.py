@@ -15,4 +15,8 @@ class Normalizer(nn.Module):
         self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return (x.float() / self.scale - self.mean) / self.std
+        return self.standardize(x.float() / self.scale)
+
+    def standardize(self, x: torch.Tensor) -> torch.Tensor:
+        """A batch already scaled to 0..1, minus mean, over std."""
+        return (x - self.mean) / self.std

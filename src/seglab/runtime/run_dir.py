@@ -17,9 +17,13 @@ RESUME_OVERRIDABLE = {"epochs", "device", "workers", "time_limit", "precision", 
 def new_run_dir(cfg: Config) -> Path:
     """project/name, made unique by a numeric suffix unless exist_ok (as Ultralytics does)."""
     name = cfg.name or f"{cfg.model}-{Path(str(cfg.data)).stem or 'data'}-{time.strftime('%Y%m%d-%H%M%S')}"
-    base = Path(cfg.project) / name
+    return unique_dir(Path(cfg.project) / name, cfg.exist_ok)
+
+
+def unique_dir(base: Path, exist_ok: bool = False) -> Path:
+    """Create and return ``base``, or (unless ``exist_ok``) ``base2``, ``base3``, ... when it holds files already."""
     path, i = base, 2
-    while path.exists() and not cfg.exist_ok and any(path.iterdir()):
+    while path.exists() and not exist_ok and any(path.iterdir()):
         path, i = base.with_name(f"{base.name}{i}"), i + 1
     path.mkdir(parents=True, exist_ok=True)
     return path
