@@ -6,6 +6,7 @@ import math
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
+from ..choices import LOGGERS
 from ..metrics.names import split_metric
 
 
@@ -145,7 +146,7 @@ class MultiLogger(MetricsLogger):
             logger.close()
 
 
-LOGGER_NAMES = ("csv", "tensorboard")
+LOGGER_NAMES = LOGGERS
 
 
 def build_loggers(run_dir: str | Path, names: Sequence[str] | str = (), start_epoch: int = 0) -> MultiLogger:
