@@ -80,7 +80,14 @@ def resolve_device(device: str = "auto") -> torch.device:
         if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
             return torch.device("mps")
         return torch.device("cpu")
-    return torch.device(device)
+    try:
+        dev = torch.device(device)
+    except RuntimeError as e:  # torch's message for an unknown type or a malformed index
+        raise ConfigError(f"device={device!r} is not a device: use auto, cpu, cuda, cuda:1 or mps ({e})") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device={device}: this machine has no usable CUDA GPU (torch {torch.__version__}); "
+                          "use device=auto or device=cpu")
+    return dev
 
 
 def resolve_precision(precision: str = "auto", device: str | torch.device = "auto") -> Precision:
