@@ -100,3 +100,13 @@ def test_defaults_yaml_documents_the_augmentations_loggers_and_outputs():
     assert tuple(comments["logger"].split(" | ")[:2]) == choices.LOGGERS
     assert tuple(comments["save"].partition("any of ")[2].split(", ")) == choices.SAVE_OUTPUTS
 
+
+
+@pytest.mark.parametrize("fmt", choices.FORMATS)
+def test_every_format_has_a_detector(fmt, tmp_path):
+    """``discover`` keys its layout detectors by these names: a missing one would be a KeyError, not this DataError."""
+    from seglab.data.formats import discover
+    from seglab.errors import DataError
+
+    with pytest.raises(DataError, match=f"format={fmt}"):
+        discover(tmp_path, fmt)
