@@ -16,7 +16,7 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "seglab"
 # Bottom to top. Packages on one line may import each other only one way (the cycle test forbids both ways).
 LAYERS: list[tuple[str, ...]] = [
     ("errors",),
-    ("config",),
+    ("config", "choices"),
     ("runtime",),
     ("models", "losses", "metrics", "data"),
     ("engine", "inference"),

@@ -21,6 +21,7 @@ from typing import Any
 
 import yaml
 
+from .choices import CHOICES
 from .errors import ConfigError
 
 
@@ -124,20 +125,6 @@ class Config:
         """Plain dict of all fields (what config.yaml in a run folder holds)."""
         return {k: v for k, v in dataclasses.asdict(self).items() if not k.startswith("_")}
 
-
-CHOICES: dict[str, tuple[str, ...]] = {
-    "format": ("auto", "folders", "suffix", "list", "voc", "tgs"),
-    "mask_mode": ("auto", "index", "binary", "palette", "rgb"),
-    "cache": ("auto", "ram", "none"),
-    "on_error": ("raise", "skip"),
-    "pad_mode": ("reflect", "constant"),
-    "optimizer": ("adamw", "adam", "sgd"),
-    "scheduler": ("cosine", "step", "poly", "none"),
-    "precision": ("auto", "fp32", "bf16", "fp16"),
-    "eval_split": ("test", "val", "train", "all"),
-    "tta": ("none", "hflip", "flip", "d4", "shift", "hflip+shift", "flip+shift", "d4+shift"),
-    "backend": ("torch", "onnx"),
-}
 
 _FIELDS = {f.name: f for f in dataclasses.fields(Config) if not f.name.startswith("_")}
 _TYPES = typing.get_type_hints(Config)

@@ -1,7 +1,8 @@
 """The ``seglab`` command: Ultralytics-style ``seglab COMMAND key=value ...``.
 
 Each command is a small function here; the work lives in the package (engine, data, inference, ...).
-Problems a user can fix end as one clear line on stderr and exit code 2, never a stack trace.
+Problems a user can fix (a SeglabError: ConfigError, DataError, CheckpointError; or a missing file) end as one
+clear line on stderr and exit code 2. Anything else is a bug in seglab and keeps its traceback for the report.
 """
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from pathlib import Path
 from typing import Callable
 
 from ..config import build_config, list_recipes, parse_overrides
-from ..errors import SeglabError
+from ..errors import ConfigError, SeglabError
 
 USAGE = """usage: seglab COMMAND [key=value ...]
 
@@ -99,7 +100,9 @@ def cmd_models(args: list[str]) -> int:
     from ..models import list_models
 
     opts = parse_overrides(_split_args(args))
-    pattern, imgsz = str(opts.pop("pattern", "*")), int(opts.pop("imgsz", 256))
+    pattern, imgsz = str(opts.pop("pattern", "*")), opts.pop("imgsz", 256)
+    if isinstance(imgsz, bool) or not isinstance(imgsz, int) or imgsz < 1:
+        raise ConfigError(f"models: imgsz={imgsz!r} must be a positive whole number of pixels, e.g. imgsz=256")
     if opts:
         raise SeglabError(f"models: unknown option(s) {sorted(opts)}; valid: pattern, imgsz")
     from rich.console import Console
@@ -194,8 +197,9 @@ def main(argv: list[str] | None = None) -> int:
         return cmd_help([])
     try:
         return COMMANDS[cmd](rest)
-    except (SeglabError, ValueError, FileNotFoundError) as e:
+    except (SeglabError, FileNotFoundError) as e:
         # Problems with the user's input end as one line; SEGLAB_DEBUG=1 shows the full trace for bug reports.
+        # Any other exception (a ValueError, TypeError, RuntimeError from inside seglab) is a bug: let it show.
         if os.environ.get("SEGLAB_DEBUG"):
             raise
         print(f"error: {e}", file=sys.stderr)

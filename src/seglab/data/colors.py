@@ -6,6 +6,8 @@ from typing import Any, Sequence
 import numpy as np
 from matplotlib.colors import to_rgb
 
+from ..errors import ConfigError
+
 # Pixels whose label is outside 0..C-1 (e.g. CamVid's "Unlabelled" 11, VOC's 255) are drawn in this grey.
 IGNORED_COLOR = np.array([128, 128, 128], dtype=np.uint8)
 
@@ -33,12 +35,12 @@ def _parse_color(value: Any, index: int) -> tuple[int, int, int]:
         try:
             return tuple(int(round(255 * c)) for c in to_rgb(value))  # type: ignore[return-value]
         except ValueError as exc:
-            raise ValueError(f"colors[{index}]={value!r} is not a colour: use [r, g, b] or '#rrggbb'") from exc
+            raise ConfigError(f"colors[{index}]={value!r} is not a colour: use [r, g, b] or '#rrggbb'") from exc
     if isinstance(value, Sequence) and len(value) == 3 and all(isinstance(c, (int, float)) for c in value):
         if not all(0 <= c <= 255 for c in value):
-            raise ValueError(f"colors[{index}]={list(value)} has values outside 0..255")
+            raise ConfigError(f"colors[{index}]={list(value)} has values outside 0..255")
         return tuple(int(c) for c in value)  # type: ignore[return-value]
-    raise ValueError(f"colors[{index}]={value!r} is not a colour: use [r, g, b] or '#rrggbb'")
+    raise ConfigError(f"colors[{index}]={value!r} is not a colour: use [r, g, b] or '#rrggbb'")
 
 
 def palette(num_classes: int, colors: Sequence[Any] | None = None) -> np.ndarray:
@@ -47,7 +49,7 @@ def palette(num_classes: int, colors: Sequence[Any] | None = None) -> np.ndarray
         raise ValueError(f"num_classes must be >= 1, got {num_classes}")
     if colors:
         if len(colors) < num_classes:
-            raise ValueError(f"config has {len(colors)} colors for {num_classes} classes: give one colour per class")
+            raise ConfigError(f"config has {len(colors)} colors for {num_classes} classes: give one colour per class")
         return np.array([_parse_color(c, i) for i, c in enumerate(colors[:num_classes])], dtype=np.uint8)
     if num_classes <= 2:
         return np.array([[0, 0, 0], [240, 240, 240]], dtype=np.uint8)[:num_classes]
@@ -71,6 +73,6 @@ def overlay(image: np.ndarray, color_mask: np.ndarray, alpha: float = 0.5) -> np
     if image.shape != color_mask.shape:
         raise ValueError(f"image {image.shape} and colour mask {color_mask.shape} differ in size")
     if not 0.0 <= alpha <= 1.0:
-        raise ValueError(f"alpha must be within 0..1, got {alpha}")
+        raise ConfigError(f"alpha must be within 0..1, got {alpha}")
     blended = (1.0 - alpha) * image.astype(np.float32) + alpha * color_mask.astype(np.float32)
     return np.clip(np.rint(blended), 0, 255).astype(np.uint8)

@@ -33,13 +33,13 @@ def rle_encode(mask: np.ndarray) -> str:
 
 
 def _parse_runs(rle: str) -> tuple[np.ndarray, np.ndarray]:
-    """Starts and lengths of an RLE string, as int64 arrays; ValueError naming a bad token."""
+    """Starts and lengths of an RLE string, as int64 arrays; DataError naming a bad token."""
     tokens = rle.split()
     if len(tokens) % 2:
-        raise ValueError(f"RLE has an odd number of values ({len(tokens)}); it must be 'start length' pairs")
+        raise DataError(f"RLE has an odd number of values ({len(tokens)}); it must be 'start length' pairs")
     for token in tokens:
         if not (token.isascii() and token.isdigit()):
-            raise ValueError(f"RLE value {token!r} is not a non-negative integer")
+            raise DataError(f"RLE value {token!r} is not a non-negative integer")
     values = np.array(tokens, dtype=np.int64).reshape(-1, 2)
     return values[:, 0], values[:, 1]
 
@@ -56,7 +56,7 @@ def _is_mask_shape(shape: object) -> bool:
 
 
 def rle_decode(rle: str, shape: tuple[int, int]) -> np.ndarray:
-    """Decode a Kaggle RLE string into an ``(H, W)`` uint8 0/1 mask; ValueError on malformed or out-of-bounds runs."""
+    """Decode a Kaggle RLE string into an ``(H, W)`` uint8 0/1 mask; DataError on malformed or out-of-bounds runs."""
     if not isinstance(rle, str):
         raise ValueError(f"rle must be a string ('' for an empty mask); got {type(rle).__name__} {rle!r}")
     if not _is_mask_shape(shape):
@@ -65,20 +65,20 @@ def rle_decode(rle: str, shape: tuple[int, int]) -> np.ndarray:
     starts, lengths = _parse_runs(rle)
     num_pixels = height * width
     if (starts < 1).any():
-        raise ValueError(f"RLE run start {int(starts[starts < 1][0])} is invalid: pixel numbers start at 1")
+        raise DataError(f"RLE run start {int(starts[starts < 1][0])} is invalid: pixel numbers start at 1")
     if (lengths < 1).any():
         bad = int(np.flatnonzero(lengths < 1)[0])
-        raise ValueError(f"RLE run {bad + 1} (start {int(starts[bad])}) has length 0; lengths must be >= 1")
+        raise DataError(f"RLE run {bad + 1} (start {int(starts[bad])}) has length 0; lengths must be >= 1")
     ends = starts + lengths - 1  # last pixel of each run, inclusive
     if (ends > num_pixels).any():
         bad = int(np.flatnonzero(ends > num_pixels)[0])
-        raise ValueError(
+        raise DataError(
             f"RLE run {bad + 1} ({int(starts[bad])} {int(lengths[bad])}) ends at pixel {int(ends[bad])}, "
             f"beyond the {num_pixels} pixels of a {height}x{width} mask; check the shape"
         )
     if len(starts) > 1 and (starts[1:] <= ends[:-1]).any():
         bad = int(np.flatnonzero(starts[1:] <= ends[:-1])[0]) + 1
-        raise ValueError(
+        raise DataError(
             f"RLE run {bad + 1} starts at pixel {int(starts[bad])} but the previous run ends at "
             f"{int(ends[bad - 1])}; runs must be sorted and must not overlap"
         )

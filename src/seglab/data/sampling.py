@@ -15,13 +15,14 @@ from collections.abc import Iterator, Sequence
 import numpy as np
 import torch
 
+from ..errors import ConfigError
 from ..metrics.tgs import COVERAGE_BIN_NAMES, coverage_bin_of
 
 
 def coverage_weights(coverage: Sequence[float], balance: float) -> np.ndarray:
     """Sampling probability of each image, proportional to ``(1 / share of its coverage bin) ** balance``."""
     if not 0.0 <= balance <= 1.0:
-        raise ValueError(f"balance={balance!r}: must be between 0 (plain shuffling) and 1 (every bin equally often)")
+        raise ConfigError(f"balance={balance!r}: must be between 0 (plain shuffling) and 1 (every bin equally often)")
     bins = coverage_bin_of(coverage)
     if len(bins) == 0:
         raise ValueError("no training images to weight")

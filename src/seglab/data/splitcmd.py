@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..choices import DATA_SPLITS
 from ..config import Config
 from .dataset import SegmentationDataset
 from .formats import write_list_file
@@ -29,7 +30,7 @@ def write_splits(cfg: Config, out: str | Path | None = None) -> list[Path]:
     plan = plan_data(cfg)
     out = Path(out) if out else plan.source.root / "splits"
     written = []
-    for split in ("train", "val", "test"):
+    for split in DATA_SPLITS:
         if plan.splits.get(split):
             path = out / f"{split}.txt"
             write_list_file(path, plan.splits[split])

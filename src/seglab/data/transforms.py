@@ -9,15 +9,9 @@ import cv2
 import albumentations as A
 import numpy as np
 
+from ..choices import AUGMENT_PRESETS as PRESETS
+from ..choices import AUGMENTS, TTA_VIEWS
 from ..errors import ConfigError
-
-AUGMENTS = ("hflip", "vflip", "rot90", "rotate", "shift_scale_rotate", "crop", "color", "noise", "random_pad")
-PRESETS = {
-    "none": (),
-    "flips": ("hflip", "vflip"),
-    "light": ("hflip", "vflip", "rot90", "shift_scale_rotate"),
-    "heavy": ("hflip", "vflip", "rot90", "rotate", "shift_scale_rotate", "color", "noise"),
-}
 
 
 def parse_augment(spec: str) -> tuple[str, ...]:
@@ -34,6 +28,7 @@ def parse_augment(spec: str) -> tuple[str, ...]:
 
 # The transforms each TTA view set applies, to compare with what training showed the model ("+shift" adds "shift").
 _TTA_TRANSFORMS = {"none": (), "hflip": ("hflip",), "flip": ("hflip", "vflip"), "d4": ("hflip", "vflip", "rot90")}
+assert tuple(_TTA_TRANSFORMS) == TTA_VIEWS, "every TTA view set of choices.TTA_VIEWS needs its transforms here"
 
 
 def tta_unseen_in_training(tta: str, augment: str) -> list[str]:

@@ -6,6 +6,8 @@ import math
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
+from ..choices import LOGGERS
+from ..errors import ConfigError, DataError
 from ..metrics.names import split_metric
 
 
@@ -81,7 +83,7 @@ def _epoch_of(row: dict[str, str], path: Path) -> int:
     try:
         return int(float(row["epoch"]))
     except (KeyError, TypeError, ValueError) as exc:
-        raise ValueError(f"{str(path)!r} has a row without a numeric 'epoch' column: delete it or use a new run folder") from exc
+        raise DataError(f"{str(path)!r} has a row without a numeric 'epoch' column: delete it or use a new run folder") from exc
 
 
 def _cell(value: Any) -> Any:
@@ -100,7 +102,7 @@ class TensorBoardLogger(MetricsLogger):
         try:
             from torch.utils.tensorboard import SummaryWriter
         except ImportError as exc:
-            raise ValueError(
+            raise ConfigError(
                 "logger=tensorboard needs the tensorboard package: `pip install tensorboard`, or log to csv only"
             ) from exc
         # purge_step drops events an interrupted run wrote at or after the resume epoch.
@@ -145,7 +147,7 @@ class MultiLogger(MetricsLogger):
             logger.close()
 
 
-LOGGER_NAMES = ("csv", "tensorboard")
+LOGGER_NAMES = LOGGERS
 
 
 def build_loggers(run_dir: str | Path, names: Sequence[str] | str = (), start_epoch: int = 0) -> MultiLogger:
@@ -161,7 +163,7 @@ def build_loggers(run_dir: str | Path, names: Sequence[str] | str = (), start_ep
     wanted = {aliases.get(n, n) for n in wanted}
     unknown = sorted(wanted - set(LOGGER_NAMES))
     if unknown:
-        raise ValueError(f"unknown logger {', '.join(unknown)}: choose from {', '.join(LOGGER_NAMES)}")
+        raise ConfigError(f"unknown logger {', '.join(unknown)}: choose from {', '.join(LOGGER_NAMES)}")
     loggers: list[MetricsLogger] = [CsvLogger(run_dir / "metrics.csv", start_epoch)]
     if "tensorboard" in wanted:
         loggers.append(TensorBoardLogger(run_dir / "tensorboard", start_epoch))

@@ -17,6 +17,8 @@ from pytorch_grad_cam import GradCAM
 from pytorch_grad_cam.utils.image import scale_cam_image
 from pytorch_grad_cam.utils.model_targets import SemanticSegmentationTarget
 
+from ..errors import ConfigError
+
 
 class BinaryBackgroundTarget(SemanticSegmentationTarget):
     """Background evidence of a one-logit binary model: minus the logit, summed over background pixels."""
@@ -38,7 +40,7 @@ def segmentation_target(logits: torch.Tensor, class_index: int, threshold: float
     num_logits = logits.shape[0]
     valid = 2 if num_logits == 1 else num_logits
     if not 0 <= class_index < valid:
-        raise ValueError(f"class {class_index} does not exist: this model predicts classes 0..{valid - 1}")
+        raise ConfigError(f"class {class_index} does not exist: this model predicts classes 0..{valid - 1}")
     mask = class_mask(logits, class_index, threshold).cpu().numpy()  # pytorch-grad-cam takes a numpy mask
     if num_logits == 1:
         target = SemanticSegmentationTarget(0, mask) if class_index == 1 else BinaryBackgroundTarget(0, mask)
@@ -75,8 +77,8 @@ def grad_cams(model: nn.Module, x: torch.Tensor, layers: dict[str, nn.Module], c
             target, mask = segmentation_target(logits[0].detach().float(), class_index, threshold)
             missing = [name for name in layers if not isinstance(activations.get(name), torch.Tensor)]
             if missing:
-                raise ValueError(f"layer(s) {missing} did not give a tensor in the forward pass, so they have "
-                                 "no CAM; choose layers the model runs (see the CAM layers in the error of layer=?)")
+                raise ConfigError(f"layer(s) {missing} did not give a tensor in the forward pass, so they have "
+                                  "no CAM; choose layers the model runs (see the CAM layers in the error of layer=?)")
             grads = torch.autograd.grad(target(logits[0].float()), [activations[n] for n in layers],
                                         allow_unused=True)
     finally:

@@ -16,6 +16,8 @@ import difflib
 import torch
 import torch.nn as nn
 
+from ..errors import ConfigError
+
 ALL_CONV = "all_conv"
 
 
@@ -72,7 +74,7 @@ def last_conv_per_level(model: nn.Module, in_channels: int = 3, size: int | None
             hook.remove()
         model.train(was_training)
     if not convs:
-        raise ValueError(f"{type(model).__name__} has no Conv2d layers to explain; give layer=MODULE.PATH")
+        raise ConfigError(f"{type(model).__name__} has no Conv2d layers to explain; give layer=MODULE.PATH")
     area = {name: shapes[name][1] * shapes[name][2] for name in convs}
     coarsest = min(area.values())
     runs: list[str] = []  # the last conv of each run of equal resolutions, in execution order
@@ -108,9 +110,9 @@ def resolve_layer(model: nn.Module, name: str, in_channels: int = 3) -> tuple[st
     candidates = list(cam_layers(model, in_channels))
     close = difflib.get_close_matches(name, [n for n in modules if n] + list(aliases), n=5, cutoff=0.5)
     hint = f" Did you mean: {', '.join(close)}?" if close else ""
-    raise ValueError(f"layer {name!r} is not a module of {type(model).__name__}.{hint} "
-                     f"CAM layers of this model (shallow to deep): {', '.join(candidates)}; any dotted path from "
-                     f"model.named_modules() also works, or layers={ALL_CONV} to sweep every encoder convolution")
+    raise ConfigError(f"layer {name!r} is not a module of {type(model).__name__}.{hint} "
+                      f"CAM layers of this model (shallow to deep): {', '.join(candidates)}; any dotted path from "
+                      f"model.named_modules() also works, or layers={ALL_CONV} to sweep every encoder convolution")
 
 
 def layer_aliases(modules: dict[str, nn.Module]) -> dict[str, str]:

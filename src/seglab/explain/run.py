@@ -10,6 +10,7 @@ import torch.nn as nn
 
 from ..data.dataset import load_image
 from ..data.transforms import pad_for_eval
+from ..errors import ConfigError
 from ..inference.predictor import load_predictor
 from ..report.images import to_display_rgb
 from .gradcam import grad_cams
@@ -24,8 +25,8 @@ class Explainer:
         # Unfolded: Grad-CAM may target any named layer, BatchNorms included.
         predictor = load_predictor(weights, device=device, precision="fp32", fold_bn=False)
         if len(predictor.models) != 1:
-            raise ValueError(f"explain looks at one model at a time, but {weights!r} holds {len(predictor.models)} "
-                             "(an ensemble or k-fold run): pass one checkpoint, e.g. weights=RUN/fold0")
+            raise ConfigError(f"explain looks at one model at a time, but {weights!r} holds {len(predictor.models)} "
+                              "(an ensemble or k-fold run): pass one checkpoint, e.g. weights=RUN/fold0")
         self.model: nn.Module = predictor.models[0].eval()
         self.normalize = predictor.normalize
         self.meta = predictor.meta
@@ -40,16 +41,16 @@ class Explainer:
         return names if len(names) == count else [str(i) for i in range(count)]
 
     def class_index(self, value: int | str) -> int:
-        """A class given by index or name -> its index, or a ValueError listing the classes."""
+        """A class given by index or name -> its index, or a ConfigError listing the classes."""
         names = self.class_names
         if isinstance(value, str) and not value.lstrip("-").isdigit():
             if value not in names:
-                raise ValueError(f"class {value!r} is not one of this model's classes: {', '.join(names)}")
+                raise ConfigError(f"class {value!r} is not one of this model's classes: {', '.join(names)}")
             return names.index(value)
         index = int(value)
         if not 0 <= index < len(names):
             listing = ", ".join(f"{i}={n}" for i, n in enumerate(names))
-            raise ValueError(f"class {index} does not exist; this model has classes {listing}")
+            raise ConfigError(f"class {index} does not exist; this model has classes {listing}")
         return index
 
     def layers(self, layer: str | None = None, sweep: bool = False,
@@ -61,7 +62,7 @@ class Explainer:
         """
         in_ch = self.meta["in_channels"]
         if layer and (sweep or layers):
-            raise ValueError("give layer=NAME for one layer, or sweep=true [layers=...] for several, not both")
+            raise ConfigError("give layer=NAME for one layer, or sweep=true [layers=...] for several, not both")
         if not (sweep or layers):
             if layer:
                 name, module = resolve_layer(self.model, layer, in_ch)

@@ -17,6 +17,7 @@ from typing import Callable, Sequence
 import torch
 import torch.nn as nn
 
+from ..errors import ConfigError
 from ..runtime.precision import cpu_supports_bf16, resolve_precision
 from ..inference.predictor import Predictor
 
@@ -49,7 +50,7 @@ def random_meta(in_channels: int = 3, num_logits: int = 1) -> dict:
 def time_calls(fn: Callable[[], object], warmup: int, iters: int, sync: Callable[[], None] = lambda: None) -> float:
     """Median seconds of ``iters`` calls of ``fn`` after ``warmup`` untimed ones."""
     if iters < 1:
-        raise ValueError(f"iters must be >= 1, got {iters}")
+        raise ConfigError(f"iters must be >= 1, got {iters}")
     for _ in range(warmup):
         fn()
     sync()
@@ -67,7 +68,7 @@ def build_backends(model: nn.Module, meta: dict, backends: Sequence[str], device
     """{backend: (predictor with .probs, note)}; each torch backend gets its own copy of the model."""
     unknown = [b for b in backends if b not in BACKENDS]
     if unknown:
-        raise ValueError(f"unknown backend(s) {unknown}; choose from {', '.join(BACKENDS)}")
+        raise ConfigError(f"unknown backend(s) {unknown}; choose from {', '.join(BACKENDS)}")
     built: dict[str, tuple[object, str]] = {}
     model = model.float().eval()
     for name in backends:
@@ -114,7 +115,7 @@ def bench_model(model: nn.Module, meta: dict, sizes: Sequence[int] = (128, 512),
                 threads: int = 0) -> list[BenchResult]:
     """Time ``probs`` of random uint8 batches for every backend and image size."""
     if batch < 1:
-        raise ValueError(f"batch must be >= 1, got {batch}")
+        raise ConfigError(f"batch must be >= 1, got {batch}")
     previous_threads = torch.get_num_threads()
     if threads:
         torch.set_num_threads(threads)

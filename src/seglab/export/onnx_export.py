@@ -26,7 +26,7 @@ from ..models import model_from_checkpoint
 from ..runtime.checkpoint import load_checkpoint
 from ..inference.onnx_predictor import INPUT_NAME, OUTPUT_NAME, default_onnx_path
 from ..runtime.normalize import Normalizer
-from ..errors import CheckpointError, SeglabError
+from ..errors import CheckpointError, ConfigError, SeglabError
 
 DEFAULT_STRIDE = 32  # a multiple of every usual network stride, for models that do not state theirs
 PARITY_ATOL = 1e-3
@@ -93,7 +93,7 @@ def export_model_onnx(model: nn.Module, meta: dict, out_path: str | Path, imgsz:
     normalize = Normalizer(meta["mean"], meta["std"], meta["scale"])
     stride = model_stride(model)
     if imgsz < stride:
-        raise ValueError(f"imgsz={imgsz} is smaller than the model stride {stride}; export at imgsz >= {stride}")
+        raise ConfigError(f"imgsz={imgsz} is smaller than the model stride {stride}; export at imgsz >= {stride}")
     deploy = DeployModel(model, normalize, stride).eval()
     example = torch.rand(1, meta["in_channels"], imgsz, imgsz) * meta["scale"]
     with torch.no_grad(), warnings.catch_warnings():

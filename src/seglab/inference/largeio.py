@@ -17,6 +17,8 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from ..errors import ConfigError, DataError
+
 TIFF_SUFFIXES = (".tif", ".tiff")
 PIL_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
 # A PNG is encoded in one go, so its writer holds the whole label map: refuse sizes where that hurts.
@@ -151,7 +153,7 @@ class RasterioReader(_ClosingContext):
         try:
             self._dataset = rasterio.open(path)
         except rasterio.errors.RasterioIOError as err:
-            raise ValueError(f"cannot read {path} with rasterio: {err}") from err
+            raise DataError(f"cannot read {path} with rasterio: {err}") from err
         ds = self._dataset
         self.path = path
         self.shape = (ds.height, ds.width) if ds.count == 1 else (ds.height, ds.width, ds.count)
@@ -184,7 +186,7 @@ def _open_tiff_reader(path: Path) -> WindowReader:
     try:
         tiff = tifffile.TiffFile(path)
     except (tifffile.TiffFileError, ValueError, OSError) as err:
-        raise ValueError(f"cannot read {path} as a TIFF file: {err}") from err
+        raise DataError(f"cannot read {path} as a TIFF file: {err}") from err
     if tiff.is_geotiff:
         tiff.close()
         if not _rasterio_available():
@@ -194,9 +196,9 @@ def _open_tiff_reader(path: Path) -> WindowReader:
     series = tiff.series[0]
     if series.axes not in SUPPORTED_TIFF_AXES:
         tiff.close()
-        raise ValueError(f"{path} holds an image with axes {series.axes!r} and shape {series.shape}; "
-                         f"tiled prediction takes one 2-D image (axes YX, YXS or SYX): "
-                         f"save a single plane")
+        raise DataError(f"{path} holds an image with axes {series.axes!r} and shape {series.shape}; "
+                        f"tiled prediction takes one 2-D image (axes YX, YXS or SYX): "
+                        f"save a single plane")
     if series.dataoffset is not None:  # uncompressed and contiguous: map it, no decoding needed
         reader = ContiguousTiffReader(path, series.dataoffset, tuple(series.shape),
                                       series.dtype, series.axes)
@@ -219,7 +221,7 @@ def _open_pil_reader(path: Path) -> ArrayReader:
                 image = image.convert("RGBA" if "A" in image.getbands() else "RGB")
             return ArrayReader(np.asarray(image))
     except (UnidentifiedImageError, OSError) as err:
-        raise ValueError(f"cannot read {path} as an image: {err}") from err
+        raise DataError(f"cannot read {path} as an image: {err}") from err
 
 
 def open_image_reader(path: str | Path) -> WindowReader:
@@ -232,8 +234,8 @@ def open_image_reader(path: str | Path) -> WindowReader:
         return _open_tiff_reader(path)
     if suffix in PIL_SUFFIXES:
         return _open_pil_reader(path)
-    raise ValueError(f"unsupported image format {suffix!r} for {path}; use one of "
-                     f"{', '.join(TIFF_SUFFIXES + PIL_SUFFIXES)}")
+    raise DataError(f"unsupported image format {suffix!r} for {path}; use one of "
+                    f"{', '.join(TIFF_SUFFIXES + PIL_SUFFIXES)}")
 
 
 def as_window_reader(image: Any) -> WindowReader:
@@ -357,8 +359,8 @@ class PngLabelWriter(_ClosingContext):
 
     def __init__(self, path: Path, shape: tuple[int, int]):
         if shape[0] * shape[1] > PNG_MAX_PIXELS:
-            raise ValueError(f"{path}: a {shape[0]}x{shape[1]} label map is too big for PNG "
-                             f"(written in one piece); write a .tif instead")
+            raise ConfigError(f"{path}: a {shape[0]}x{shape[1]} label map is too big for PNG "
+                              f"(written in one piece); write a .tif instead")
         self.path = path
         self.shape = tuple(shape)
         self.dtype = np.dtype(np.uint8)
@@ -421,12 +423,12 @@ def create_label_writer(path: str | Path, shape: tuple[int, int],
         geo = getattr(like, "geo", None)
     suffix = path.suffix.lower()
     if suffix not in TIFF_SUFFIXES + (".png",):
-        raise ValueError(f"unsupported output format {suffix!r} for {path}; use .tif, .tiff or .png")
+        raise ConfigError(f"unsupported output format {suffix!r} for {path}; use .tif, .tiff or .png")
     path.parent.mkdir(parents=True, exist_ok=True)
     if geo is not None:
         if suffix == ".png":
-            raise ValueError(f"{path}: the input is georeferenced; write a .tif to keep its "
-                             f"transform and CRS")
+            raise ConfigError(f"{path}: the input is georeferenced; write a .tif to keep its "
+                              f"transform and CRS")
         return GeoTiffLabelWriter(path, shape, geo)
     if suffix == ".png":
         return PngLabelWriter(path, shape)

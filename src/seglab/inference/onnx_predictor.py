@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..errors import CheckpointError
+from ..errors import CheckpointError, ConfigError
 from .tta import parse_tta, tta_probs
 
 INPUT_NAME, OUTPUT_NAME = "image", "logits"  # the graph's tensor names, shared with seglab export
@@ -86,7 +86,7 @@ class OnnxPredictor:
 def load_onnx_predictor(path: str | Path, tta: str = "none") -> OnnxPredictor:
     """An OnnxPredictor for a .onnx file, or for a run folder / checkpoint exported beside it (best.onnx)."""
     if "," in str(path):
-        raise ValueError("backend=onnx predicts with one model; ensembles need backend=torch")
+        raise ConfigError("backend=onnx predicts with one model; ensembles need backend=torch")
     path = Path(path)
     if path.suffix.lower() != ".onnx":
         path = default_onnx_path(path)

@@ -12,6 +12,7 @@ import torch
 from PIL import Image
 from tqdm.auto import tqdm
 
+from ..choices import SAVE_OUTPUTS
 from ..config import Config
 from ..data.colors import colorize, overlay, palette
 from ..data.dataset import load_image
@@ -22,7 +23,7 @@ from ..errors import ConfigError, DataError
 from .predictor import Predictor, load_predictor
 
 WHOLE_IMAGE_LIMIT = 2048
-OUTPUTS = ("index", "color", "overlay", "probs")
+OUTPUTS = SAVE_OUTPUTS
 
 
 def source_images(source: str) -> list[Path]:

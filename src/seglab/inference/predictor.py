@@ -7,6 +7,7 @@ from typing import Sequence
 import torch
 import torch.nn as nn
 
+from ..choices import TTA_SHIFT, TTA_VIEWS
 from ..data.transforms import tta_unseen_in_training
 from ..models import model_from_checkpoint
 from ..runtime.checkpoint import load_checkpoint
@@ -27,8 +28,9 @@ def _warn_untrained_tta(tta: str, augment: object, src: Path) -> None:
         return
     if unseen:
         # the suggestion keeps +shift when the user asked for it and training saw translations
-        order = ("d4+shift", "flip+shift", "hflip+shift", "shift") if "shift" in tta else ()
-        fits = [m for m in order + ("d4", "flip", "hflip") if not tta_unseen_in_training(m, augment)]
+        strongest_first = [v for v in reversed(TTA_VIEWS) if v != "none"]
+        order = [f"{v}+{TTA_SHIFT}" for v in strongest_first] + [TTA_SHIFT] if TTA_SHIFT in tta else []
+        fits = [m for m in order + strongest_first if not tta_unseen_in_training(m, augment)]
         print(f"note: tta={tta} adds {' and '.join(unseen)} views, which {src} never saw in training "
               f"(augment={augment}); they usually make predictions worse. Use tta={fits[0] if fits else 'none'}.")
 

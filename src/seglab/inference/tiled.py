@@ -36,6 +36,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from ..errors import ConfigError
 from .largeio import (
     WindowReader,
     as_window_reader,
@@ -119,10 +120,10 @@ def _check_arguments(shape: tuple[int, ...], num_classes: int, tile: int, overla
         raise ValueError(f"{num_classes} classes do not fit a uint8 label map; "
                          f"use return_probs=True")
     if tile < 1 or batch_size < 1 or margin < 0:
-        raise ValueError(f"need tile >= 1, batch_size >= 1 and margin >= 0, got tile={tile}, "
-                         f"batch_size={batch_size}, margin={margin}")
+        raise ConfigError(f"need tile >= 1, batch_size >= 1 and margin >= 0, got tile={tile}, "
+                          f"batch_size={batch_size}, margin={margin}")
     if not 0 <= overlap < 1:
-        raise ValueError(f"overlap is a fraction of the tile in [0, 1), got {overlap}")
+        raise ConfigError(f"overlap is a fraction of the tile in [0, 1), got {overlap}")
     if outputs not in ("probs", "logits"):
         raise ValueError(f"outputs must be 'probs' or 'logits', got {outputs!r}")
 

@@ -17,6 +17,9 @@ from collections.abc import Callable, Iterator, Sequence
 import torch
 import torch.nn.functional as F
 
+from ..choices import TTA_MODES, TTA_SHIFT, TTA_VIEWS
+from ..errors import ConfigError
+
 # (k rotations by 90 degrees, flip width, flip height) per view. "hflip" is for images with an up and a down
 # (seismic sections, street scenes), "flip" adds the vertical flip, "d4" is the whole dihedral group.
 VIEWS = {
@@ -25,18 +28,19 @@ VIEWS = {
     "flip": [(0, False, False), (0, True, False), (0, False, True)],
     "d4": [(k, f, False) for k in range(4) for f in (False, True)],
 }
-SHIFT = "shift"
+assert tuple(VIEWS) == TTA_VIEWS, "a TTA view set needs both its name in choices.TTA_VIEWS and its views here"
+SHIFT = TTA_SHIFT
 
 
 def tta_modes() -> tuple[str, ...]:
     """Every accepted ``tta`` value: the view sets, ``shift`` alone, and each view set with ``+shift``."""
-    return (*VIEWS, SHIFT, *(f"{v}+{SHIFT}" for v in VIEWS if v != "none"))
+    return TTA_MODES
 
 
 def parse_tta(tta: str) -> tuple[str, bool]:
-    """``"hflip+shift"`` -> ``("hflip", True)``; a clear ValueError for an unknown mode."""
-    if tta not in tta_modes():
-        raise ValueError(f"tta must be one of {', '.join(tta_modes())}, got {tta!r}")
+    """``"hflip+shift"`` -> ``("hflip", True)``; a ConfigError (a ValueError) for an unknown mode."""
+    if tta not in TTA_MODES:
+        raise ConfigError(f"tta must be one of {', '.join(tta_modes())}, got {tta!r}")
     if tta == SHIFT:
         return "none", True
     views, _, shift = tta.partition("+")

@@ -17,6 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..errors import ConfigError
+
 EPS = 1e-7
 
 
@@ -117,12 +119,12 @@ def check_class_weights(class_weights: Sequence[float] | None, num_classes: int)
     weights = torch.as_tensor(class_weights, dtype=torch.float32).flatten()
     num_labels = max(num_classes, 2)
     if weights.numel() != num_labels:
-        raise ValueError(
+        raise ConfigError(
             f"class_weights needs one weight per label ({num_labels}: "
             f"{'[background, foreground]' if num_classes == 1 else 'one per class'}); got {weights.numel()}"
         )
     if not bool(torch.isfinite(weights).all()) or bool((weights < 0).any()) or float(weights.sum()) <= 0:
-        raise ValueError(f"class_weights must be finite, >= 0 and not all zero; got {weights.tolist()}")
+        raise ConfigError(f"class_weights must be finite, >= 0 and not all zero; got {weights.tolist()}")
     return weights
 
 

@@ -20,6 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..errors import ConfigError
+
 OUTPUT_KEYS = ("out", "aux", "cls")
 
 
@@ -53,7 +55,7 @@ class DeepSupervisionLoss(nn.Module):
     ) -> None:
         super().__init__()
         if not (aux_weight >= 0 and cls_weight >= 0):
-            raise ValueError(f"aux_weight and cls_weight must be >= 0; got {aux_weight!r} and {cls_weight!r}")
+            raise ConfigError(f"aux_weight and cls_weight must be >= 0; got {aux_weight!r} and {cls_weight!r}")
         self.loss = loss
         self.ignore_index = ignore_index
         self.aux_weight = float(aux_weight)

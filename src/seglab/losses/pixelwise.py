@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ..errors import ConfigError
 from .base import SegmentationLoss, check_class_weights, pixel_weights, target_log_probability, weighted_mean
 
 
@@ -36,11 +37,11 @@ class BCEWithLogitsLoss(SegmentationLoss):
     def __init__(self, num_classes: int = 1, ignore_index: int | None = None, pos_weight: float | None = None) -> None:
         super().__init__(num_classes, ignore_index)
         if not self.binary:
-            raise ValueError(
+            raise ConfigError(
                 f"bce is the binary loss (num_classes=1); got num_classes={num_classes}: use 'ce' for multi-class"
             )
         if pos_weight is not None and not pos_weight > 0:
-            raise ValueError(f"pos_weight must be > 0; got {pos_weight!r}")
+            raise ConfigError(f"pos_weight must be > 0; got {pos_weight!r}")
         self.pos_weight = None if pos_weight is None else float(pos_weight)
 
     def forward(self, logits: Tensor, target: Tensor) -> Tensor:

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 from skimage.measure import regionprops_table
 
+from ..errors import ConfigError
 from .labelling import label_grains, skimage_connectivity
 from .units import parse_pixel_size
 
@@ -125,7 +126,7 @@ def _resolve_class_names(class_ids: list[int], class_names: Sequence[str] | None
     names = list(class_names)
     missing = [class_id for class_id in class_ids if class_id >= len(names)]
     if missing:
-        raise ValueError(
+        raise ConfigError(
             f"mask contains class {missing[0]} but class_names has only {len(names)} entries; class_names is indexed "
             f"by class id with background first, e.g. ['background', 'tourmaline']"
         )
@@ -139,7 +140,7 @@ def _resolve_pixel_size(pixel_size: float | str | None, unit: str) -> tuple[floa
     if isinstance(pixel_size, str):
         size, parsed_unit = parse_pixel_size(pixel_size)
         if unit not in ("px", "") and parse_pixel_size(1.0, unit)[1] != parsed_unit:
-            raise ValueError(f"pixel_size {pixel_size!r} disagrees with unit={unit!r}; give the unit only once")
+            raise ConfigError(f"pixel_size {pixel_size!r} disagrees with unit={unit!r}; give the unit only once")
         return size, parsed_unit
     return parse_pixel_size(pixel_size, unit)
 
@@ -296,9 +297,9 @@ def measure_grains(
     class_mask = _as_class_mask(mask, ignore_index)
     skimage_connectivity(connectivity)  # validate now, even if the mask turns out to hold no grains
     if min_area < 0:
-        raise ValueError(f"min_area must be >= 0 pixels; got {min_area}")
+        raise ConfigError(f"min_area must be >= 0 pixels; got {min_area}")
     if min_distance < 1:
-        raise ValueError(f"min_distance must be >= 1 pixel; got {min_distance}")
+        raise ConfigError(f"min_distance must be >= 1 pixel; got {min_distance}")
     size, unit = _resolve_pixel_size(pixel_size, unit)
     ignored = class_mask == ignore_index if ignore_index is not None else np.zeros(class_mask.shape, dtype=bool)
     present = {int(value) for value in np.unique(class_mask[~ignored])}

@@ -11,6 +11,8 @@ from skimage.measure import label
 from skimage.morphology import reconstruction
 from skimage.segmentation import watershed
 
+from ..errors import ConfigError
+
 # Users think in 4-/8-neighbourhoods; skimage counts "hops" (1 = edge neighbours, 2 = edges and corners).
 _SKIMAGE_CONNECTIVITY = {4: 1, 8: 2}
 
@@ -18,7 +20,7 @@ _SKIMAGE_CONNECTIVITY = {4: 1, 8: 2}
 def skimage_connectivity(connectivity: int) -> int:
     """Translate 4/8-connectivity into skimage's 1/2 convention, rejecting anything else."""
     if connectivity not in _SKIMAGE_CONNECTIVITY:
-        raise ValueError(f"connectivity must be 4 or 8 (pixel neighbourhood); got {connectivity!r}")
+        raise ConfigError(f"connectivity must be 4 or 8 (pixel neighbourhood); got {connectivity!r}")
     return _SKIMAGE_CONNECTIVITY[connectivity]
 
 

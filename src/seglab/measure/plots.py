@@ -10,6 +10,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from skimage.segmentation import find_boundaries
 
+from ..errors import DataError
 from .grains import GrainTable
 from .units import display_unit
 
@@ -79,7 +80,7 @@ def outline_overlay(table: GrainTable, image: np.ndarray | None = None) -> np.nd
         canvas[pixel_class == 0] = 1.0
     else:
         if image.shape[:2] != labels.shape:
-            raise ValueError(
+            raise DataError(
                 f"image shape {image.shape[:2]} does not match mask shape {labels.shape}; pass the matching image"
             )
         canvas = np.array(image, dtype=np.float64, copy=True)

@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..errors import DataError
 from .grains import GrainTable, measure_grains
 from .io import read_image, read_mask
 from .outputs import write_measurements
@@ -37,7 +38,7 @@ def run_measure(
     mask = read_mask(mask_path, ignore_index=ignore_index)
     image = read_image(image_path) if image_path is not None else None
     if image is not None and image.shape[:2] != mask.shape:
-        raise ValueError(
+        raise DataError(
             f"image {str(image_path)!r} is {image.shape[1]}x{image.shape[0]} px but mask {str(mask_path)!r} is "
             f"{mask.shape[1]}x{mask.shape[0]} px; pass the image the mask was made from"
         )

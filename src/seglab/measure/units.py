@@ -5,6 +5,8 @@ from __future__ import annotations
 import math
 import re
 
+from ..errors import ConfigError
+
 # Canonical unit names are ASCII so they can be used in CSV column names ("area_um2").
 _UNIT_ALIASES: dict[str, str] = {
     "nm": "nm",
@@ -33,11 +35,11 @@ _FORMAT_HINT = "pixel_size must look like 0.65um (a positive number followed by 
 
 
 def normalize_unit(unit: str) -> str:
-    """Return the canonical ASCII name of a length unit ("µm" -> "um"), or raise ValueError."""
+    """Return the canonical ASCII name of a length unit ("µm" -> "um"), or raise a ConfigError."""
     canonical = _UNIT_ALIASES.get(unit.strip().lower()) if isinstance(unit, str) else None
     if canonical is None:
         known = ", ".join(sorted(set(_UNIT_ALIASES.values())))
-        raise ValueError(f"unknown length unit {unit!r}; use one of: {known} (µm and 'micron' are accepted for um)")
+        raise ConfigError(f"unknown length unit {unit!r}; use one of: {known} (µm and 'micron' are accepted for um)")
     return canonical
 
 
@@ -49,24 +51,24 @@ def display_unit(unit: str) -> str:
 def parse_pixel_size(text: str | float, unit: str | None = None) -> tuple[float, str]:
     """Parse a pixel size such as "0.65um", "0.65 µm/px" or (0.65, unit="um") into (0.65, "um")."""
     if isinstance(text, bool):
-        raise ValueError(f"{_FORMAT_HINT}; got {text!r}")  # noqa: TRY004 (seglab reports bad input as ValueError)
+        raise ConfigError(f"{_FORMAT_HINT}; got {text!r}")  # noqa: TRY004 (seglab reports bad input as ValueError)
     if isinstance(text, (int, float)):
         if unit is None or unit.strip().lower() in ("", "px", "pixel", "pixels"):
-            raise ValueError(
+            raise ConfigError(
                 f"pixel_size {text!r} has no physical unit; pass unit='um' (or similar) or a string like '{text}um'"
             )
         value, canonical = float(text), normalize_unit(unit)
     elif isinstance(text, str):
         match = _PIXEL_SIZE_PATTERN.match(text)
         if match is None:
-            raise ValueError(f"{_FORMAT_HINT}; got {text!r}")
+            raise ConfigError(f"{_FORMAT_HINT}; got {text!r}")
         value = float(match.group("value"))
         try:
             canonical = normalize_unit(match.group("unit"))
         except ValueError as error:
-            raise ValueError(f"{_FORMAT_HINT}; got {text!r} ({error})") from None
+            raise ConfigError(f"{_FORMAT_HINT}; got {text!r} ({error})") from None
     else:
-        raise ValueError(f"{_FORMAT_HINT}; got a {type(text).__name__}: {text!r}")  # noqa: TRY004
+        raise ConfigError(f"{_FORMAT_HINT}; got a {type(text).__name__}: {text!r}")  # noqa: TRY004
     if not math.isfinite(value) or value <= 0:
-        raise ValueError(f"pixel_size must be a positive, finite number of length units per pixel; got {text!r}")
+        raise ConfigError(f"pixel_size must be a positive, finite number of length units per pixel; got {text!r}")
     return value, canonical

@@ -5,6 +5,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ..errors import ConfigError
+
 
 class ConvBNReLU(nn.Sequential):
     """Conv2d (no bias, BN follows) + BatchNorm + ReLU; 'same' padding for odd kernels."""
@@ -57,7 +59,7 @@ def attention_block(kind: str | None, channels: int) -> nn.Module:
         return SqueezeExcite(channels)
     if kind == "scse":
         return SpatialChannelSqueezeExcite(channels)
-    raise ValueError(f"decoder_attention must be None, 'se' or 'scse', got {kind!r}")
+    raise ConfigError(f"decoder_attention must be None, 'se' or 'scse', got {kind!r}")
 
 
 class AttentionRefinementModule(nn.Module):

@@ -11,6 +11,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ..errors import ConfigError
 from .blocks import ConvBNReLU, pad_to_multiple
 from .encoders import EncoderStagesMixin, TimmEncoder
 from .options import reject_unknown_options
@@ -51,7 +52,7 @@ class DeepLabV3Plus(EncoderStagesMixin, nn.Module):
                  encoder_weights: str | None = None, output_stride: int = 16, dropout: float = 0.5):
         super().__init__()
         if output_stride not in ASPP_RATES:
-            raise ValueError(f"output_stride must be 16 or 8, got {output_stride}")
+            raise ConfigError(f"output_stride must be 16 or 8, got {output_stride}")
         self.encoder = TimmEncoder(encoder, in_channels, encoder_weights, output_stride=output_stride)
         self.stride = self.encoder.stride
         self.low_index = self.encoder.feature_index(4)

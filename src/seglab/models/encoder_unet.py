@@ -30,6 +30,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ..errors import ConfigError
 from .blocks import ConvBNReLU, attention_block, crop_to_scale, model_output, pad_to_multiple
 from .encoders import EncoderStagesMixin, TimmEncoder
 from .options import reject_unknown_options
@@ -48,7 +49,7 @@ class DecoderBlock(nn.Module):
                  upsample: str = "bilinear"):
         super().__init__()
         if upsample not in UPSAMPLE_MODES:
-            raise ValueError(f"upsample must be one of {UPSAMPLE_MODES}, got {upsample!r}")
+            raise ConfigError(f"upsample must be one of {UPSAMPLE_MODES}, got {upsample!r}")
         self.upsample = upsample
         # Attention re-weights the concatenation of up-sampled and skip features; without a skip there is none.
         self.attention_in = attention_block(attention, in_ch + skip_ch) if skip_ch else nn.Identity()
@@ -79,27 +80,27 @@ class EncoderUNet(EncoderStagesMixin, nn.Module):
                  encoder_args: dict | None = None, input_scale: int = 1):
         super().__init__()
         if empty_gate and not (deep_supervision and num_classes == 1):
-            raise ValueError("empty_gate uses the empty/non-empty head of deep_supervision=True on a binary task "
-                             "(num_classes=1); set deep_supervision=True or drop empty_gate")
+            raise ConfigError("empty_gate uses the empty/non-empty head of deep_supervision=True on a binary task "
+                              "(num_classes=1); set deep_supervision=True or drop empty_gate")
         if not 0.0 <= dropout < 1.0:
-            raise ValueError(f"dropout must be in [0, 1), got {dropout}")
+            raise ConfigError(f"dropout must be in [0, 1), got {dropout}")
         if not (isinstance(input_scale, int) and input_scale >= 1):
-            raise ValueError(f"input_scale must be a whole number >= 1 (e.g. 2), got {input_scale!r}")
+            raise ConfigError(f"input_scale must be a whole number >= 1 (e.g. 2), got {input_scale!r}")
         self.encoder = TimmEncoder(encoder, in_channels, encoder_weights, encoder_args=encoder_args)
         self.input_scale = input_scale
         # Inputs padded to a multiple of self.stride give exact feature sizes once scaled.
         self.stride = self.encoder.stride // math.gcd(self.encoder.stride, input_scale)
         n_blocks = math.log2(self.encoder.stride)
         if not n_blocks.is_integer():
-            raise ValueError(f"encoder {encoder!r} has stride {self.encoder.stride}, not a power of two; "
-                             f"choose another")
+            raise ConfigError(f"encoder {encoder!r} has stride {self.encoder.stride}, not a power of two; "
+                              f"choose another")
         n_blocks = int(n_blocks)
         if decoder_channels is None:
             decoder_channels = (DECODER_CHANNELS + (16,) * n_blocks)[:n_blocks]
         decoder_channels = tuple(decoder_channels)
         if len(decoder_channels) != n_blocks:
-            raise ValueError(f"decoder_channels needs {n_blocks} entries for encoder {encoder!r} "
-                             f"(stride {self.encoder.stride}), got {len(decoder_channels)}")
+            raise ConfigError(f"decoder_channels needs {n_blocks} entries for encoder {encoder!r} "
+                              f"(stride {self.encoder.stride}), got {len(decoder_channels)}")
 
         # Skip for the block that brings the decoder to stride r: the deepest encoder feature at r, if any.
         self.skip_indices: list[int | None] = []

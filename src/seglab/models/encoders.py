@@ -25,11 +25,13 @@ import torch
 import torch.nn as nn
 from timm.models import adapt_input_conv
 
+from ..errors import CheckpointError, ConfigError, SeglabError
+
 WEIGHT_SUFFIXES = (".safetensors", ".pth", ".pt", ".bin")
 _ONLINE_CHECK_TIMEOUT_S = 5.0
 
 
-class PretrainedWeightsUnavailable(RuntimeError):
+class PretrainedWeightsUnavailable(SeglabError, RuntimeError):
     """ImageNet weights were asked for but cannot be had (offline and not cached, or host unreachable)."""
 
 
@@ -58,8 +60,8 @@ class TimmEncoder(nn.Module):
         """Index of the deepest feature map at ``reduction`` (e.g. 16 for the 1/16 features)."""
         hits = [i for i, r in enumerate(self.reductions) if r == reduction]
         if not hits:
-            raise ValueError(f"encoder {self.name!r} has no feature map at stride {reduction} "
-                             f"(its strides are {self.reductions}); choose another encoder")
+            raise ConfigError(f"encoder {self.name!r} has no feature map at stride {reduction} "
+                              f"(its strides are {self.reductions}); choose another encoder")
         return hits[-1]
 
     def stages(self) -> dict[str, nn.Module]:
@@ -103,7 +105,7 @@ def freeze_encoder(model: nn.Module, frozen: bool = True) -> None:
     """Freeze (or unfreeze) ``model.encoder``: no gradients and fixed BatchNorm statistics."""
     encoder = getattr(model, "encoder", None)
     if not isinstance(encoder, nn.Module):
-        raise ValueError(f"{type(model).__name__} has no .encoder to freeze; only encoder models can be frozen")
+        raise ConfigError(f"{type(model).__name__} has no .encoder to freeze; only encoder models can be frozen")
     for p in encoder.parameters():
         p.requires_grad_(not frozen)
     if isinstance(encoder, TimmEncoder):
@@ -123,11 +125,11 @@ def _create_features_model(name: str, in_channels: int, output_stride: int | Non
     if not timm.is_model(name):
         close = difflib.get_close_matches(name, timm.list_models(), n=5, cutoff=0.6)
         hint = f" Did you mean {', '.join(close)}?" if close else " See timm.list_models()."
-        raise ValueError(f"unknown timm encoder {name!r}.{hint}")
+        raise ConfigError(f"unknown timm encoder {name!r}.{hint}")
     encoder_args = dict(encoder_args or {})
     for key in encoder_args:
         if key in _RESERVED_ENCODER_ARGS:
-            raise ValueError(f"encoder_args may not set {key!r}{_RESERVED_ENCODER_ARGS[key]}")
+            raise ConfigError(f"encoder_args may not set {key!r}{_RESERVED_ENCODER_ARGS[key]}")
     # List values from YAML/JSON become tuples: timm's per-stage options (channels, layers) are tuples.
     kwargs: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in encoder_args.items()}
     kwargs.update({"features_only": True, "pretrained": False, "in_chans": in_channels})
@@ -137,22 +139,22 @@ def _create_features_model(name: str, in_channels: int, output_stride: int | Non
         kwargs["mlp_ratio"] = 1 / 4096
     if output_stride is not None:
         if output_stride not in (8, 16, 32):
-            raise ValueError(f"output_stride must be 8, 16 or 32, got {output_stride}")
+            raise ConfigError(f"output_stride must be 8, 16 or 32, got {output_stride}")
         kwargs["output_stride"] = output_stride
     try:
         return timm.create_model(name, **kwargs)
     except (AssertionError, TypeError) as e:
         if any(f"'{key}'" in str(e) for key in encoder_args):  # timm names the keyword it does not take
-            raise ValueError(f"timm encoder {name!r} does not accept encoder_args {encoder_args}: {e}. "
-                             f"See the keyword arguments of its class in timm (e.g. timm.models.resnet.ResNet)") from e
+            raise ConfigError(f"timm encoder {name!r} does not accept encoder_args {encoder_args}: {e}. "
+                              f"See the keyword arguments of its class in timm (e.g. timm.models.resnet.ResNet)") from e
         if output_stride is not None:
-            raise ValueError(f"timm encoder {name!r} does not support output_stride={output_stride}; "
-                             f"use a dilatable backbone such as resnet50 or convnext_tiny") from e
+            raise ConfigError(f"timm encoder {name!r} does not support output_stride={output_stride}; "
+                              f"use a dilatable backbone such as resnet50 or convnext_tiny") from e
         raise
     except RuntimeError as e:
         if "feature" in str(e).lower():
-            raise ValueError(f"timm model {name!r} cannot be used as an encoder: it has no features_only "
-                             f"support ({e})") from e
+            raise ConfigError(f"timm model {name!r} cannot be used as an encoder: it has no features_only "
+                              f"support ({e})") from e
         raise
 
 
@@ -163,8 +165,8 @@ def load_encoder_weights(encoder: TimmEncoder, weights: str | os.PathLike) -> No
     else:
         path = Path(weights)
         if not path.is_file():
-            raise ValueError(f"encoder_weights must be None, 'imagenet' or a path to a {'/'.join(WEIGHT_SUFFIXES)} "
-                             f"file; {str(weights)!r} is none of these")
+            raise ConfigError(f"encoder_weights must be None, 'imagenet' or a path to a {'/'.join(WEIGHT_SUFFIXES)} "
+                              f"file; {str(weights)!r} is none of these")
         state_dict = read_state_dict(path)
     encoder.model.load_state_dict(fit_state_dict(encoder, state_dict, source=str(weights)))
 
@@ -173,21 +175,21 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     """Tensors of a .safetensors file or a .pth/.pt/.bin checkpoint, read without running pickled code."""
     path = Path(path)
     if path.suffix not in WEIGHT_SUFFIXES:
-        raise ValueError(f"weights file {path} must end in one of {', '.join(WEIGHT_SUFFIXES)}")
+        raise ConfigError(f"weights file {path} must end in one of {', '.join(WEIGHT_SUFFIXES)}")
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file
         return load_file(str(path), device="cpu")
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # weights_only refuses pickled code; tell the user what a valid file is
-        raise ValueError(f"cannot read {path} as a tensor-only checkpoint ({e}); save it with "
-                         f"torch.save(model.state_dict(), path) or safetensors") from e
+        raise CheckpointError(f"cannot read {path} as a tensor-only checkpoint ({e}); save it with "
+                              f"torch.save(model.state_dict(), path) or safetensors") from e
     for key in ("state_dict", "model", "state_dict_ema"):  # common training-checkpoint wrappers
         if isinstance(obj, dict) and isinstance(obj.get(key), dict):
             obj = obj[key]
             break
     if not isinstance(obj, dict):
-        raise ValueError(f"{path} holds a {type(obj).__name__}, not a state dict")
+        raise CheckpointError(f"{path} holds a {type(obj).__name__}, not a state dict")
     return {k: v for k, v in obj.items() if isinstance(v, torch.Tensor)}
 
 
@@ -216,8 +218,8 @@ def fit_state_dict(encoder: TimmEncoder, state_dict: dict[str, torch.Tensor], so
     if missing or foreign:
         problem = (f"{len(missing)} of its tensors are missing (e.g. {', '.join(missing[:3])})" if missing else
                    f"the file has {len(foreign)} extra encoder tensors (e.g. {', '.join(foreign[:3])})")
-        raise ValueError(f"{source} does not fit timm encoder {encoder.name!r}: {problem}; "
-                         f"pass weights saved from the same architecture")
+        raise CheckpointError(f"{source} does not fit timm encoder {encoder.name!r}: {problem}; "
+                              f"pass weights saved from the same architecture")
     for key, value in target.items():
         fitted.setdefault(key, value)  # num_batches_tracked counters absent from some checkpoints
     return fitted
@@ -237,8 +239,8 @@ def _adapt_tensor(key: str, found: torch.Tensor, expected: torch.Tensor, source:
     """Adapt a first-conv kernel to another number of input channels (timm's rule); any other mismatch is an error."""
     if found.ndim == 4 and found.shape[0] == expected.shape[0] and found.shape[2:] == expected.shape[2:]:
         return adapt_input_conv(expected.shape[1], found, base_chans=found.shape[1])
-    raise ValueError(f"{source} does not fit: {key} has shape {tuple(found.shape)}, the encoder expects "
-                     f"{tuple(expected.shape)}; pass weights saved from the same architecture")
+    raise CheckpointError(f"{source} does not fit: {key} has shape {tuple(found.shape)}, the encoder expects "
+                          f"{tuple(expected.shape)}; pass weights saved from the same architecture")
 
 
 def hub_offline() -> bool:

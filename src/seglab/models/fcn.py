@@ -17,6 +17,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ..errors import ConfigError
 from .blocks import SplitBiasConv2d, pad_to_multiple
 from .encoders import EncoderStagesMixin, TimmEncoder
 from .options import reject_unknown_options
@@ -51,9 +52,9 @@ class FCN(EncoderStagesMixin, nn.Module):
                  encoder_weights: str | None = None, fc_channels: int = 4096, dropout: float = 0.5):
         super().__init__()
         if variant not in ("32s", "16s", "8s"):
-            raise ValueError(f"FCN variant must be '32s', '16s' or '8s', got {variant!r}")
+            raise ConfigError(f"FCN variant must be '32s', '16s' or '8s', got {variant!r}")
         if not encoder.startswith("vgg"):
-            raise ValueError(f"FCN is defined on VGG encoders (vgg11/13/16/19, _bn variants), got {encoder!r}")
+            raise ConfigError(f"FCN is defined on VGG encoders (vgg11/13/16/19, _bn variants), got {encoder!r}")
         self.variant = variant
         self.encoder = TimmEncoder(encoder, in_channels, encoder_weights)
         self.conv3_index, self.conv4_index = self.encoder.feature_index(4), self.encoder.feature_index(8)

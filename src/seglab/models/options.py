@@ -5,6 +5,8 @@ import difflib
 import inspect
 from typing import Any, Callable
 
+from ..errors import ConfigError
+
 
 def reject_unknown_options(model_name: str, unknown: dict[str, Any], builder: Callable) -> None:
     """Raise a ValueError naming the options ``builder`` does not take, near-miss suggestions and the valid ones."""
@@ -15,5 +17,5 @@ def reject_unknown_options(model_name: str, unknown: dict[str, Any], builder: Ca
     hints = [f"{key} -> {close[0]}" for key in sorted(unknown)
              if (close := difflib.get_close_matches(key, valid, n=1, cutoff=0.75))]
     hint = f" (did you mean {', '.join(hints)}?)" if hints else ""
-    raise ValueError(f"model {model_name!r} does not take option(s) {sorted(unknown)}{hint}; "
-                     f"valid options: {', '.join(valid) or 'none'}")
+    raise ConfigError(f"model {model_name!r} does not take option(s) {sorted(unknown)}{hint}; "
+                      f"valid options: {', '.join(valid) or 'none'}")

@@ -11,6 +11,8 @@ from typing import Any, Callable
 
 import torch.nn as nn
 
+from ..errors import ConfigError
+
 _MODELS: dict[str, Callable[..., nn.Module]] = {}
 
 
@@ -38,11 +40,11 @@ def create_model(name: str, num_classes: int = 1, in_channels: int = 3, **kwargs
     if name not in _MODELS:
         close = difflib.get_close_matches(name, list(_MODELS), n=3, cutoff=0.5)
         hint = f" Did you mean {', '.join(close)}?" if close else ""
-        raise ValueError(f"unknown model {name!r}.{hint} Valid models: {', '.join(list_models())}")
+        raise ConfigError(f"unknown model {name!r}.{hint} Valid models: {', '.join(list_models())}")
     if num_classes < 1:
-        raise ValueError(f"num_classes must be >= 1, got {num_classes}")
+        raise ConfigError(f"num_classes must be >= 1, got {num_classes}")
     if in_channels < 1:
-        raise ValueError(f"in_channels must be >= 1, got {in_channels}")
+        raise ConfigError(f"in_channels must be >= 1, got {in_channels}")
     model = _MODELS[name](num_classes=num_classes, in_channels=in_channels, **kwargs)
     # Recorded so that checkpoints can be validated and rebuilt without pickled code.
     model.seglab_spec = {"name": name, "num_classes": num_classes, "in_channels": in_channels, **kwargs}

@@ -14,6 +14,8 @@ import torch
 import torch.nn as nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from ..errors import ConfigError
+
 
 def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:
     """Number of parameters (shared tensors counted once)."""
@@ -23,7 +25,7 @@ def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:
 def model_summary(model: nn.Module, input_size: tuple[int, int, int] = (3, 256, 256)) -> dict:
     """Parameters and GFLOPs (2 x MACs) of one eval-mode forward of a batch of one ``input_size`` (C, H, W) image."""
     if len(input_size) != 3 or min(input_size) < 1:
-        raise ValueError(f"input_size must be (channels, height, width), got {input_size}")
+        raise ConfigError(f"input_size must be (channels, height, width), got {input_size}")
     param = next(model.parameters(), None)
     device = param.device if param is not None else torch.device("cpu")
     was_training = model.training

@@ -10,6 +10,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ..errors import ConfigError
 from .registry import register_model
 
 
@@ -94,4 +95,4 @@ def _reject_unused(name: str, kwargs: dict) -> None:
     """Encoder options make no sense for encoder-free models; say so instead of ignoring them."""
     kwargs = {k: v for k, v in kwargs.items() if v not in (None, "", False)}
     if kwargs:
-        raise ValueError(f"model {name!r} does not take {sorted(kwargs)}; these options are for encoder models")
+        raise ConfigError(f"model {name!r} does not take {sorted(kwargs)}; these options are for encoder models")

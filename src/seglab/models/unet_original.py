@@ -14,6 +14,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
+from ..errors import ConfigError
 from .blocks import mirror_pad
 from .options import reject_unknown_options
 from .registry import register_model
@@ -43,7 +44,7 @@ class UNetOriginal(nn.Module):
                  dropout: float = 0.5, same_size: bool = True):
         super().__init__()
         if depth < 1:
-            raise ValueError(f"depth must be >= 1, got {depth}")
+            raise ConfigError(f"depth must be >= 1, got {depth}")
         chs = [base * 2**i for i in range(depth + 1)]
         self.depth = depth
         self.same_size = same_size
@@ -70,14 +71,14 @@ class UNetOriginal(nn.Module):
         for _ in range(self.depth):
             n -= 4
             if n <= 0 or n % 2:
-                raise ValueError(f"input side {input_size} is not valid for the unpadded U-Net (every level's "
-                                 f"map must be even before pooling); next valid side: {self._next_valid(input_size)}")
+                raise ConfigError(f"input side {input_size} is not valid for the unpadded U-Net (every level's "
+                                  f"map must be even before pooling); next valid side: {self._next_valid(input_size)}")
             n //= 2
         n -= 4
         for _ in range(self.depth):
             n = 2 * n - 4
         if n < 1:
-            raise ValueError(f"input side {input_size} is too small; the smallest valid is {self._next_valid(1)}")
+            raise ConfigError(f"input side {input_size} is too small; the smallest valid is {self._next_valid(1)}")
         return n
 
     def valid_input_size(self, min_output: int) -> int:

@@ -11,6 +11,7 @@ from typing import Sequence
 
 from rich.console import Console
 
+from ..errors import ConfigError, SeglabError
 from .compare import compare_runs, plot_compare_curves, print_table, to_markdown, write_csv
 from .html import write_report
 
@@ -32,10 +33,10 @@ def _parse(argv: Sequence[str], options: Sequence[str]) -> tuple[list[str], dict
         key, sep, value = token.partition("=")
         if sep and key in options:
             if not value:
-                raise ValueError(f"option {key}= needs a value, e.g. {key}=...")
+                raise ConfigError(f"option {key}= needs a value, e.g. {key}=...")
             values[key] = value
         elif token.startswith("-"):
-            raise ValueError(f"unknown option {token!r}: options are {', '.join(o + '=' for o in options)}")
+            raise ConfigError(f"unknown option {token!r}: options are {', '.join(o + '=' for o in options)}")
         else:
             positional.append(token)
     return positional, values
@@ -54,12 +55,12 @@ def report_main(argv: list[str]) -> int:
     try:
         positional, options = _parse(argv, ("out", "k", "class"))
         if len(positional) != 1:
-            raise ValueError(f"give exactly one RUN_DIR (got {len(positional)})\n{REPORT_USAGE}")
+            raise ConfigError(f"give exactly one RUN_DIR (got {len(positional)})\n{REPORT_USAGE}")
         k_text = options.get("k", "6")
         if not k_text.isdigit() or int(k_text) < 1:
-            raise ValueError(f"k={k_text} must be a positive integer")
+            raise ConfigError(f"k={k_text} must be a positive integer")
         path = write_report(positional[0], options.get("out"), k=int(k_text), gallery_class=options.get("class"))
-    except ValueError as exc:
+    except (SeglabError, FileNotFoundError) as exc:  # the user's mistake: one line; a bug keeps its traceback
         print(f"seglab report: error: {exc}", file=sys.stderr)
         return 2
     print(f"report written to {path}")
@@ -74,7 +75,7 @@ def compare_main(argv: list[str]) -> int:
     try:
         run_dirs, options = _parse(argv, ("out", "split"))
         if not run_dirs:
-            raise ValueError(f"give at least one RUN_DIR\n{COMPARE_USAGE}")
+            raise ConfigError(f"give at least one RUN_DIR\n{COMPARE_USAGE}")
         rows = compare_runs(run_dirs, split=options.get("split"))
         console = Console()
         if not console.is_terminal:  # piped or logged: rich would squeeze a dozen columns into 80 characters
@@ -88,10 +89,10 @@ def compare_main(argv: list[str]) -> int:
             written = [out / "comparison.md", out / "comparison.csv"]
             try:
                 written += plot_compare_curves(run_dirs, out / "comparison_curves")
-            except ValueError as exc:  # runs without metrics.csv still get their tables
+            except SeglabError as exc:  # runs without metrics.csv still get their tables
                 print(f"seglab compare: no curves plot: {exc}", file=sys.stderr)
             print("wrote " + ", ".join(str(p) for p in written))
-    except ValueError as exc:
+    except (SeglabError, FileNotFoundError) as exc:
         print(f"seglab compare: error: {exc}", file=sys.stderr)
         return 2
     return 0

@@ -11,6 +11,7 @@ from matplotlib.figure import Figure
 from rich.console import Console
 from rich.table import Table
 
+from ..errors import ConfigError, DataError
 from .formatting import format_value
 from .plots import save_figure
 from .run_folder import (
@@ -46,7 +47,7 @@ def run_labels(run_dirs: Sequence[Path]) -> list[str]:
 def compare_runs(run_dirs: Sequence[str | Path], split: str | None = None) -> list[dict[str, Any]]:
     """One dict per run: INFO_COLUMNS then every scalar eval metric (union over runs, None when missing)."""
     if not run_dirs:
-        raise ValueError("compare needs at least one run folder")
+        raise ConfigError("compare needs at least one run folder")
     paths = [require_run_dir(p) for p in run_dirs]
     rows, metric_keys = [], []
     for path, label in zip(paths, run_labels(paths)):
@@ -160,7 +161,7 @@ def plot_compare_curves(run_dirs: Sequence[str | Path], stem: str | Path) -> lis
     paths = [require_run_dir(p) for p in run_dirs]
     histories = [load_metrics(p) for p in paths]
     if not any(histories):
-        raise ValueError("none of the runs has a metrics.csv: train them before comparing curves")
+        raise DataError("none of the runs has a metrics.csv: train them before comparing curves")
     fig = Figure(figsize=(11, 4), layout="constrained")
     axes = fig.subplots(1, len(CURVE_COLUMNS), squeeze=False).ravel()
     for ax, column in zip(axes, CURVE_COLUMNS):

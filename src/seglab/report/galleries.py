@@ -8,6 +8,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from ..data.colors import colorize, overlay
+from ..errors import ConfigError, DataError
 from .images import default_load_mask, load_class_mask, resize_mask
 from .plots import grid_axes, save_figure
 from .run_folder import resolve_path
@@ -22,7 +23,7 @@ def class_iou(label: np.ndarray, pred: np.ndarray, class_index: int, num_classes
     Pixels whose label is outside 0..num_classes-1 (ignore labels) are left out.
     """
     if label.shape != pred.shape:
-        raise ValueError(f"label {label.shape} and prediction {pred.shape} differ in size")
+        raise DataError(f"label {label.shape} and prediction {pred.shape} differ in size")
     valid = np.ones(label.shape, dtype=bool) if num_classes is None else (label >= 0) & (label < num_classes)
     truth = (label == class_index) & valid
     guess = (pred == class_index) & valid
@@ -36,7 +37,7 @@ def select_best_worst(scores: Sequence[float], k: int = 6) -> tuple[list[int], l
     With fewer than 2k scored images the two lists overlap: both are still the true top and bottom k.
     """
     if k < 1:
-        raise ValueError(f"k must be >= 1, got {k}")
+        raise ConfigError(f"k must be >= 1, got {k}")
     values = np.asarray(scores, dtype=float)
     scored = np.flatnonzero(~np.isnan(values))
     worst = scored[np.argsort(values[scored], kind="stable")][:k].tolist()
@@ -99,12 +100,12 @@ def best_worst_galleries(
     Ranked by per_image.csv's IoU, or by the IoU of ``class_index`` when a class is chosen.
     """
     if not per_image:
-        raise ValueError("per_image.csv is empty: run `seglab eval` to write per-image results")
+        raise DataError("per_image.csv is empty: run `seglab eval` to write per-image results")
     scores = image_scores(per_image, bases, class_index, len(colors), load_mask)
     best, worst = select_best_worst(scores, k)
     if not best:
         what = f"class {class_name or class_index!r}" if class_index is not None else "any class"
-        raise ValueError(f"no image contains {what}: choose a class present in the evaluation set")
+        raise ConfigError(f"no image contains {what}: choose a class present in the evaluation set")
     label = f" — {class_name or f'class {class_index}'} IoU" if class_index is not None else ""
     out = {}
     for kind, indices in (("best", best), ("worst", worst)):

@@ -16,6 +16,7 @@ from typing import Any, Sequence
 import numpy as np
 import yaml
 
+from ..errors import ConfigError, SeglabError
 from ..metrics.tgs import BY_COVERAGE_HEADERS, BY_COVERAGE_KEYS, BY_COVERAGE_NOTE
 from . import plots
 from ..data.colors import palette
@@ -106,10 +107,10 @@ def _resolve_class(choice: str | int | None, names: list[str]) -> int | None:
     if isinstance(choice, int) or str(choice).isdigit():
         index = int(choice)
         if not 0 <= index < len(names):
-            raise ValueError(f"gallery class index {index} is out of range: this run has {len(names)} classes")
+            raise ConfigError(f"gallery class index {index} is out of range: this run has {len(names)} classes")
         return index
     if choice not in names:
-        raise ValueError(f"gallery class {choice!r} is not one of the run's classes: {', '.join(names)}")
+        raise ConfigError(f"gallery class {choice!r} is not one of the run's classes: {', '.join(names)}")
     return names.index(choice)
 
 
@@ -212,8 +213,8 @@ def _add_per_image(page: _Page, result: EvalResult, prefix: str, opts: _Options)
             result.per_image, bases, opts.colors, f"{prefix}_gallery", k=opts.k, class_index=opts.gallery_class,
             class_name=class_name, load_mask=opts.load_mask,
         )
-    except (ValueError, OSError) as exc:
-        # A report with everything else is more useful than none: say what is missing and why.
+    except (SeglabError, OSError) as exc:
+        # A report with everything else is more useful than none: say what is missing and why (a bug still raises).
         page.note(f"Could not draw predictions of {result.directory.name}: {exc}")
         return
     page.heading(f"Best and worst {opts.k}" + (f" for class {class_name!r}" if class_name else ""), 3)

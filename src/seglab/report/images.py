@@ -6,20 +6,25 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from ..errors import DataError
+
 
 def _read_array(path: Path) -> np.ndarray:
     """Pixels of an image file; TIFF stacks PIL cannot open go through tifffile."""
     if not path.is_file():
-        raise ValueError(f"image file {str(path)!r} does not exist: check the paths in per_image.csv")
+        raise DataError(f"image file {str(path)!r} does not exist: check the paths in per_image.csv")
     try:
         with Image.open(path) as img:
             return np.array(img)
-    except (OSError, ValueError):
+    except (OSError, ValueError) as exc:
         if path.suffix.lower() not in (".tif", ".tiff"):
-            raise
+            raise DataError(f"cannot read image {str(path)!r}: {exc}") from exc
         import tifffile  # only TIFFs that PIL cannot read (multi-channel, float) need it
 
-        return tifffile.imread(path)
+        try:
+            return tifffile.imread(path)
+        except (OSError, ValueError) as tiff_exc:  # tifffile.TiffFileError is a ValueError
+            raise DataError(f"cannot read image {str(path)!r}: {tiff_exc}") from tiff_exc
 
 
 def to_display_rgb(pixels: np.ndarray) -> np.ndarray:
@@ -57,7 +62,7 @@ def default_load_mask(path: str | Path) -> np.ndarray:
         ):
             pixels = pixels[..., 0]  # grey stored as RGB
         else:
-            raise ValueError(
+            raise DataError(
                 f"mask {str(path)!r} is an RGB colour mask: pass load_mask= with the dataset's colour decoder"
             )
     values = np.unique(pixels)
@@ -70,7 +75,7 @@ def load_class_mask(path: str | Path) -> np.ndarray:
     """Predicted class-index PNG (written by ``seglab eval``) -> (H, W) ints, values as stored."""
     pixels = _read_array(Path(path))
     if pixels.ndim != 2:
-        raise ValueError(f"prediction {str(path)!r} must be a single-channel class-index image, got {pixels.shape}")
+        raise DataError(f"prediction {str(path)!r} must be a single-channel class-index image, got {pixels.shape}")
     return pixels.astype(np.int64)
 
 

@@ -14,6 +14,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from ..data.colors import colorize, overlay
+from ..errors import DataError
 from ..metrics.names import split_metric
 from .run_folder import metric_series
 from .samples import Sample
@@ -92,11 +93,11 @@ def metric_families(columns: Iterable[str]) -> dict[str, list[str]]:
 def plot_training_curves(rows: list[dict[str, Any]], stem: str | Path, best_epoch: int | None = None) -> list[Path]:
     """One subplot per metric family of metrics.csv (train and val together), learning rate in its own subplot."""
     if not rows:
-        raise ValueError("metrics.csv has no rows: train at least one epoch before plotting curves")
+        raise DataError("metrics.csv has no rows: train at least one epoch before plotting curves")
     columns = list(dict.fromkeys(c for row in rows for c in row))
     families = {f: cols for f, cols in metric_families(columns).items() if any(metric_series(rows, c)[0].size for c in cols)}
     if not families:
-        raise ValueError(f"metrics.csv has no numeric columns to plot (columns: {columns})")
+        raise DataError(f"metrics.csv has no numeric columns to plot (columns: {columns})")
     ncols = min(3, len(families))
     nrows = math.ceil(len(families) / ncols)
     fig = Figure(figsize=(4.6 * ncols, 3.4 * nrows))
@@ -127,7 +128,7 @@ def plot_per_image_iou(names: Sequence[str], ious: Sequence[float], stem: str | 
     """IoU of every image in evaluation order with a dashed line at the mean (NaN = class absent, skipped)."""
     values = np.asarray(ious, dtype=float)
     if values.size == 0 or np.all(np.isnan(values)):
-        raise ValueError("no per-image IoU values to plot: evaluate at least one image first")
+        raise DataError("no per-image IoU values to plot: evaluate at least one image first")
     mean = float(np.nanmean(values))
     fig = Figure(figsize=(max(6.0, min(14.0, 0.12 * values.size + 4)), 3.6), layout="constrained")
     ax = fig.subplots()
@@ -229,7 +230,7 @@ def plot_class_histogram(
         raise ValueError(f"{len(class_names)} class names for {values.size} pixel counts")
     total = values.sum()
     if total <= 0:
-        raise ValueError("class pixel counts are all zero: no labelled pixels to plot")
+        raise DataError("class pixel counts are all zero: no labelled pixels to plot")
     shares = values / total
     fig = Figure(figsize=(max(5.0, 0.6 * values.size + 2), 3.8), layout="constrained")
     ax = fig.subplots()
@@ -249,7 +250,7 @@ def plot_class_histogram(
 def plot_sample_grid(samples: Sequence[Sample], colors: np.ndarray, stem: str | Path, ncols: int = 4) -> list[Path]:
     """Grid of predictions: each tile is the prediction overlaid on its image, titled with name and IoU."""
     if not samples:
-        raise ValueError("no samples to draw: the evaluation wrote no per-image predictions")
+        raise DataError("no samples to draw: the evaluation wrote no per-image predictions")
     ncols = min(ncols, len(samples))
     nrows = math.ceil(len(samples) / ncols)
     fig = Figure(figsize=(3.0 * ncols, 3.2 * nrows))

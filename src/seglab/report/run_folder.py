@@ -15,6 +15,8 @@ from typing import Any
 import numpy as np
 import yaml
 
+from ..errors import DataError
+
 
 @dataclass
 class EvalResult:
@@ -32,10 +34,10 @@ def require_run_dir(run_dir: str | Path) -> Path:
     """Return ``run_dir`` as a Path, or raise a clear error when it is not a run folder."""
     path = Path(run_dir)
     if not path.is_dir():
-        raise ValueError(f"run folder {str(path)!r} does not exist: pass the folder `seglab train` wrote")
+        raise DataError(f"run folder {str(path)!r} does not exist: pass the folder `seglab train` wrote")
     markers = ("config.yaml", "metrics.csv", "summary.json")
     if not any((path / m).exists() for m in markers) and not find_eval_dirs(path):
-        raise ValueError(
+        raise DataError(
             f"{str(path)!r} is not a run folder: it has none of {', '.join(markers)} nor an eval/ folder"
         )
     return path

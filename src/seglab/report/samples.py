@@ -7,6 +7,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from ..errors import DataError
 from .images import default_load_mask, load_class_mask, load_display_image, resize_mask, shrink_image
 from .run_folder import resolve_path
 
@@ -38,7 +39,7 @@ def load_sample(
     """
     for column in ("image", "mask", "pred"):
         if not row.get(column):
-            raise ValueError(f"per_image.csv row has no {column!r} path: {row}")
+            raise DataError(f"per_image.csv row has no {column!r} path: {row}")
     image_path = resolve_path(str(row["image"]), bases)
     image = load_display_image(image_path)
     if max_side is not None:
