@@ -193,15 +193,6 @@ def class_weight_values(cfg: Config, plan: DataPlan, train_ds: SegmentationDatas
     return [float(w) for w in class_weights_from_counts(counts)]
 
 
-def train(cfg: Config, overrides: dict[str, Any] | None = None) -> Path:
-    """Train one model (or every fold when ``folds > 1``); returns the run folder."""
-    if cfg.folds > 1:
-        from .kfold import train_folds
-
-        return train_folds(cfg, overrides or {})
-    return train_single(cfg, overrides or {})
-
-
 def train_single(cfg: Config, overrides: dict[str, Any], plan: DataPlan | None = None,
                  run_dir: Path | None = None) -> Path:
     """The full training of one model into one run folder."""
