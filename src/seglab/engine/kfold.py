@@ -21,7 +21,8 @@ from ..metrics import ConfusionMatrix
 from ..metrics.tgs import tgs_scores_torch
 from ..runtime.checkpoint import load_checkpoint, save_checkpoint
 from ..runtime.run_dir import new_run_dir, write_json
-from .trainer import log, train_single
+from .components import log
+from .trainer import train_single
 
 THRESHOLDS = tuple(np.round(np.arange(0.3, 0.71, 0.05), 2))
 MIN_AREAS = (0, 10, 20, 40, 80, 160)
