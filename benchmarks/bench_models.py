@@ -24,7 +24,7 @@ def run_one(model: str, minutes: float, val_images: int, workdir: Path, train_im
     from seglab.data.formats import write_list_file
     from seglab.data.plan import plan_data
     from seglab.evaluation.evaluator import run_eval
-    from seglab.engine.trainer import train
+    from seglab.engine.dispatch import train
 
     if model in CAMVID_MODELS:
         data = SHARED / "camvid"

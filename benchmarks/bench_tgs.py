@@ -70,7 +70,7 @@ def run_variant(variant: str, data: Path, minutes: float, workdir: Path, recipe:
     """Train one variant for ``minutes`` and score its last checkpoint on the held-out images."""
     from seglab.config import build_config
     from seglab.evaluation.evaluator import run_eval
-    from seglab.engine.trainer import train
+    from seglab.engine.dispatch import train
 
     train_list, test_list = workdir / "train.txt", workdir / "test.txt"
     overrides = {"recipe": recipe, "data": str(data), "train_list": str(train_list), "val_list": str(test_list),

@@ -100,7 +100,7 @@ def seglab_engine(data: Path, images: int, batch: int, infer_batches: int, workd
     from seglab.config import build_config
     from seglab.data.formats import write_list_file
     from seglab.data.plan import plan_data
-    from seglab.engine.trainer import train
+    from seglab.engine.dispatch import train
     from seglab.inference.predictor import load_predictor
 
     plan = plan_data(build_config({"data": str(data)}))

@@ -45,7 +45,7 @@ def run_probe(name: str, overrides: dict, data: Path, minutes: float, workdir: P
     """Train one candidate for ``minutes`` on the probe split and score its last checkpoint on probe_val."""
     from seglab.config import build_config
     from seglab.evaluation.evaluator import run_eval
-    from seglab.engine.trainer import train
+    from seglab.engine.dispatch import train
 
     settings = {"recipe": recipe, "data": str(data), "train_list": str(workdir / "probe_train.txt"),
                 "val_list": str(workdir / "probe_val.txt"), "epochs": 1000, "time_limit": minutes, "val_every": 4,

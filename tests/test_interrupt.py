@@ -26,6 +26,7 @@ from torch import nn
 
 from seglab.cli.main import main
 from seglab.runtime import checkpoint as checkpoint_module
+from seglab.engine import build as build_module
 from seglab.engine import trainer as trainer_module
 from seglab.models import model_from_checkpoint
 from seglab.runtime.checkpoint import load_checkpoint, save_checkpoint
@@ -310,7 +311,7 @@ def test_an_epoch_with_only_nan_steps_is_not_reported_as_loss_zero():
 
 def test_nan_training_ends_in_one_error_line(tmp_path, monkeypatch, capsys):
     data = _tiny_dataset(tmp_path / "data", n=12)  # 6 steps per epoch: more than max_bad_steps
-    monkeypatch.setattr(trainer_module, "build_loss", lambda *a, **k: NanAt())
+    monkeypatch.setattr(build_module, "build_loss", lambda *a, **k: NanAt())
     code = main(["train", f"data={data}", "epochs=2", "batch=2", "split=1:0:0", f"project={tmp_path}", *TINY])
     err = capsys.readouterr().err
     assert code == 2 and err.startswith("error: loss was NaN/Inf in 5 consecutive steps") and "Traceback" not in err

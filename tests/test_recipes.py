@@ -14,7 +14,7 @@ from seglab.cli.main import main
 from seglab.config import build_config, list_recipes
 from seglab.data.formats import write_list_file
 from seglab.data.plan import plan_data
-from seglab.engine.trainer import model_kwargs
+from seglab.engine.components import model_kwargs
 from seglab.inference.predictor import load_predictor
 from seglab.models import create_model
 

@@ -56,7 +56,7 @@ def test_training_draws_rare_object_images_more_often(tmp_path, capsys, monkeypa
     """A run with balance=1 logs the draw shares and its loader draws the 2 object images about half the time."""
     from seglab.data.dataset import SegmentationDataset
     from seglab.data.plan import plan_data
-    from seglab.engine import trainer
+    from seglab.engine import components
 
     rng = np.random.default_rng(0)
     for i in range(8):
@@ -72,8 +72,8 @@ def test_training_draws_rare_object_images_more_often(tmp_path, capsys, monkeypa
     cfg = build_config(args)
     plan = plan_data(cfg)
     ds = SegmentationDataset(plan.splits["train"], codec=plan.codec, in_channels=1)
-    weights = trainer.sampling_weights(cfg, ds)
+    weights = components.sampling_weights(cfg, ds)
     drawn = [ds.samples[i].id for seed in range(200)
-             for i in trainer.make_loader(ds, cfg, True, 0, 1, epoch_seed=seed, weights=weights).sampler]
+             for i in components.make_loader(ds, cfg, True, 0, 1, epoch_seed=seed, weights=weights).sampler]
     assert np.mean([d in ("im0", "im1") for d in drawn]) == pytest.approx(0.5, abs=0.05)
-    assert isinstance(trainer.make_loader(ds, cfg, True, 0, 1).sampler, torch.utils.data.RandomSampler)
+    assert isinstance(components.make_loader(ds, cfg, True, 0, 1).sampler, torch.utils.data.RandomSampler)

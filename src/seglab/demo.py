@@ -17,7 +17,7 @@ DEMO_SETTINGS = {
 def run_demo(out: str = "runs/demo", images: int = 128, epochs: int | None = None, **overrides) -> dict:
     """Generate the grains dataset, train, evaluate on the held-out test split, predict and measure."""
     from .evaluation.evaluator import run_eval
-    from .engine.trainer import train
+    from .engine.dispatch import train
     from .inference.predict import run_predict
 
     t0 = time.perf_counter()

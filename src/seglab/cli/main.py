@@ -56,7 +56,7 @@ def _split_args(argv: list[str]) -> list[str]:
 
 
 def cmd_train(args: list[str]) -> int:
-    from ..engine.trainer import train
+    from ..engine.dispatch import train
 
     overrides = parse_overrides(_split_args(args))
     train(build_config(overrides), overrides)

@@ -21,6 +21,8 @@ from ..metrics import ConfusionMatrix
 from ..metrics.tgs import tgs_scores_torch
 from ..runtime.checkpoint import load_checkpoint, save_checkpoint
 from ..runtime.run_dir import new_run_dir, write_json
+from .components import log
+from .trainer import train_single
 
 THRESHOLDS = tuple(np.round(np.arange(0.3, 0.71, 0.05), 2))
 MIN_AREAS = (0, 10, 20, 40, 80, 160)
@@ -28,8 +30,6 @@ MIN_AREAS = (0, 10, 20, 40, 80, 160)
 
 def train_folds(cfg: Config, overrides: dict[str, Any]) -> Path:
     """Train folds 0..k-1 (or only ``cfg.fold``) on train+val, stratified by foreground coverage."""
-    from .trainer import log, train_single
-
     plan = plan_data(cfg)
     pool = plan.splits["train"] + plan.splits["val"]
     ds = SegmentationDataset(pool, plan.codec, plan.in_channels, rle=plan.rle)

@@ -1,0 +1,180 @@
+"""``build_run``: from a config to everything one training run needs (folder, data, model, optimiser, loggers)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..config import Config, save_config
+from ..data.dataset import SegmentationDataset, dtype_scale
+from ..data.plan import DataPlan, plan_data
+from ..data.transforms import build_train_transform, tta_unseen_in_training
+from ..losses import build_loss
+from ..models import create_model
+from ..runtime.checkpoint import load_checkpoint
+from ..runtime.distributed import init_distributed, is_main
+from ..runtime.normalize import Normalizer
+from ..runtime.precision import Precision, resolve_precision
+from ..runtime.run_dir import new_run_dir, resume_run_dir, write_json
+from .components import (auto_workers, build_ema, build_meta, class_weight_values, fits_in_ram, head_channels, log,
+                         make_loader, model_kwargs, normalisation, sampling_weights, seed_everything)
+from .loggers import build_loggers
+from .optim import build_optimizer, build_scheduler, set_total_epochs
+from .state import TrainState
+
+
+@dataclass
+class Run:
+    """Everything one training run is made of, built once by ``build_run``; the loop's counters are in TrainState."""
+
+    cfg: Config
+    plan: DataPlan
+    run_dir: Path
+    rank: int
+    world: int
+    resumed: bool
+    precision: Precision
+    workers: int
+    transform: Any  # the training augmentation, reseeded at every epoch
+    train_ds: SegmentationDataset
+    val_ds: SegmentationDataset | None
+    weights: np.ndarray | None  # per-image draw probabilities (``balance=``); None shuffles
+    meta: dict[str, Any]
+    spec: dict[str, Any]
+    model: torch.nn.Module  # the optimised weights
+    train_model: torch.nn.Module  # ``model`` as trained: wrapped in DDP and/or torch.compile
+    eval_model: torch.nn.Module  # what is validated and saved as "model": the EMA when there is one
+    ema: Any
+    normalize: Normalizer
+    loss_fn: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    steps_per_epoch: int
+    metric: str
+    loggers: Any = None  # rank 0 only
+
+
+def build_run(cfg: Config, overrides: dict[str, Any], plan: DataPlan | None = None,
+              run_dir: Path | None = None) -> tuple[Run, TrainState]:
+    """The run and its starting counters: fresh, in a given folder (a k-fold run's foldK), or resumed."""
+    rank, _, world = init_distributed()
+    run_dir, cfg, resume = open_run_dir(cfg, overrides, run_dir, world)
+    seed_everything(cfg.seed, cfg.deterministic)
+    plan = plan or plan_data(cfg)
+    for note in plan.notes:
+        log(f"note: {note}")
+    precision = resolve_precision(cfg.precision, cfg.device)
+    transform, train_ds, val_ds, workers = build_datasets(cfg, plan)
+    scale = dtype_scale(train_ds[0]["image"].numpy().dtype)
+    mean, std = (resume["meta"]["mean"], resume["meta"]["std"]) if resume else normalisation(cfg, plan, train_ds)
+    meta = build_meta(cfg, plan, mean, std, scale)
+    if is_main():
+        save_config(cfg, run_dir / "config.yaml")
+        write_json(run_dir / "data.json", {**meta, "splits": {k: len(v) for k, v in plan.splits.items()},
+                                           "format": plan.source.format, "root": str(plan.source.root)})
+    model, spec, train_model, ema = build_model(cfg, plan, precision, world, resume)
+    num_classes = plan.codec.num_classes
+    normalize = Normalizer(mean, std, scale).to(precision.device)
+    loss_spec = cfg.loss if cfg.loss != "auto" else ("bce" if num_classes == 2 else "ce")
+    loss_fn = build_loss(loss_spec, num_classes=head_channels(num_classes), ignore_index=plan.codec.ignore_index,
+                         class_weights=class_weight_values(cfg, plan, train_ds),
+                         aux_weight=cfg.aux_weight, cls_weight=cfg.cls_weight).to(precision.device)
+    weights = sampling_weights(cfg, train_ds)
+    steps_per_epoch = len(make_loader(train_ds, cfg, True, workers, world, weights=weights))
+    optimizer = build_optimizer(model, cfg)
+    scheduler = build_scheduler(optimizer, cfg, steps_per_epoch)
+    metric = cfg.metric if cfg.metric != "auto" else ("fg_iou" if num_classes == 2 else "miou")
+    run = Run(cfg=cfg, plan=plan, run_dir=run_dir, rank=rank, world=world, resumed=resume is not None,
+              precision=precision, workers=workers, transform=transform, train_ds=train_ds, val_ds=val_ds,
+              weights=weights, meta=meta, spec=spec, model=model, train_model=train_model,
+              eval_model=ema.module if ema is not None else model, ema=ema, normalize=normalize, loss_fn=loss_fn,
+              optimizer=optimizer, scheduler=scheduler, steps_per_epoch=steps_per_epoch, metric=metric)
+    state = start_state(run, resume)
+    run.loggers = build_loggers(run_dir, cfg.logger.split(","), start_epoch=state.start_epoch) if is_main() else None
+    log_start(run)
+    return run, state
+
+
+def open_run_dir(cfg: Config, overrides: dict[str, Any], run_dir: Path | None,
+                 world: int) -> tuple[Path, Config, dict[str, Any] | None]:
+    """The run folder (resumed, new, or given), the config the run goes on with, and the checkpoint to resume."""
+    if cfg.resume:
+        run_dir, cfg = resume_run_dir(cfg, overrides)
+        resume = load_checkpoint(run_dir / "checkpoints" / "last.pt")
+        log(f"resuming {run_dir} from epoch {resume['epoch'] + 1}")
+        return run_dir, cfg, resume
+    if run_dir is None:
+        run_dir = new_run_dir(cfg) if is_main() else None
+        if world > 1:  # every rank must write into the folder rank 0 created
+            holder = [str(run_dir) if run_dir else None]
+            torch.distributed.broadcast_object_list(holder, src=0)
+            run_dir = Path(holder[0])
+    else:  # a given folder (a k-fold run's foldK)
+        run_dir.mkdir(parents=True, exist_ok=True)
+    return run_dir, cfg, None
+
+
+def build_datasets(cfg: Config, plan: DataPlan) -> tuple[Any, SegmentationDataset, SegmentationDataset | None, int]:
+    """The training augmentation, the train and validation datasets (cached in RAM when they fit) and the workers."""
+    cache = cfg.cache == "ram" or (cfg.cache == "auto" and fits_in_ram(plan, cfg.cache_gb))
+    workers = cfg.workers if cfg.workers >= 0 else auto_workers(cache)
+    transform = build_train_transform(cfg.augment, cfg.crop, cfg.pad_to, cfg.pad_mode, plan.codec.ignore_index,
+                                      plan.in_channels, seed=cfg.seed)
+    common = dict(codec=plan.codec, in_channels=plan.in_channels, pad_mode=cfg.pad_mode, rle=plan.rle,
+                  on_error=cfg.on_error)
+    train_ds = SegmentationDataset(plan.splits["train"], transform=transform, cache=cache, **common)
+    val_ds = SegmentationDataset(plan.splits["val"], pad_to=cfg.pad_to, cache=cache, **common) \
+        if plan.splits["val"] else None
+    return transform, train_ds, val_ds, workers
+
+
+def build_model(cfg: Config, plan: DataPlan, precision: Precision, world: int, resume: dict[str, Any] | None
+                ) -> tuple[torch.nn.Module, dict[str, Any], torch.nn.Module, Any]:
+    """The model (resumed weights restored), its spec, the module that is trained (DDP/compiled) and its EMA."""
+    model = create_model(cfg.model, **model_kwargs(cfg, plan.in_channels, plan.codec.num_classes))
+    spec = dict(model.seglab_spec)
+    if resume:  # with ema, "model" holds the averaged weights and "train_model" the optimised ones
+        model.load_state_dict(resume.get("train_model", resume["model"]))
+    if world > 1 and cfg.sync_bn:
+        model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    model = precision.prepare_model(model)
+    ema = build_ema(model, cfg.ema, resume)
+    train_model = model
+    if world > 1:
+        ids = [precision.device.index] if precision.device.type == "cuda" else None
+        train_model = torch.nn.parallel.DistributedDataParallel(model, device_ids=ids)
+    if cfg.compile:
+        train_model = torch.compile(train_model)
+    return model, spec, train_model, ema
+
+
+def start_state(run: Run, resume: dict[str, Any] | None) -> TrainState:
+    """Fresh counters, or the resumed checkpoint's with its optimiser and LR schedule restored."""
+    cfg = run.cfg
+    if resume is None:
+        return TrainState(total_epochs=cfg.epochs)
+    run.optimizer.load_state_dict(resume["optimizer"])
+    run.scheduler.load_state_dict(resume["scheduler"])
+    state = TrainState.from_checkpoint(resume, epochs=cfg.epochs)
+    # A time-limited run keeps the length it was fitted to; otherwise ``epochs=`` given at resume wins.
+    state.total_epochs = min(cfg.epochs, state.total_epochs) if cfg.time_limit else cfg.epochs
+    set_total_epochs(run.scheduler, state.total_epochs)
+    return state
+
+
+def log_start(run: Run) -> None:
+    """What is trained on what, with which model and settings, and notes on settings that may surprise."""
+    cfg, plan, val_ds = run.cfg, run.plan, run.val_ds
+    log(f"run folder: {run.run_dir}\ndata: {plan.source.format} at {plan.source.root}: "
+        f"{len(run.train_ds)} train / {len(val_ds) if val_ds else 0} val images, {plan.codec.num_classes} classes "
+        f"{plan.class_names}, {plan.in_channels} channel(s)\nmodel: {cfg.model} "
+        f"({sum(p.numel() for p in run.model.parameters()) / 1e6:.2f} M params), precision "
+        f"{run.precision.describe()}, {run.workers} workers, {run.steps_per_epoch} steps/epoch")
+    if val_ds and cfg.tta != "none":  # per-epoch validation is a monitor; TTA would multiply its cost
+        log(f"note: per-epoch validation scores without TTA; tta={cfg.tta} applies in seglab eval and predict")
+    if unseen := tta_unseen_in_training(cfg.tta, cfg.augment):
+        log(f"note: tta={cfg.tta} adds {' and '.join(unseen)} views that augment={cfg.augment} never applies; "
+            "eval and predict with it will likely score worse")

@@ -1,0 +1,49 @@
+"""The training loop's counters in one place, and their round trip through a checkpoint."""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+# The counters a checkpoint stores, in the order checkpoints have always held them.
+CHECKPOINTED = ("epoch", "best", "best_epoch", "stale", "train_time", "images", "wall_time", "total_epochs")
+
+
+@dataclass
+class TrainState:
+    """Where a run stands: the last complete epoch, the best score, time spent, the length it is fitted to.
+
+    ``epoch`` is the last *complete* epoch (-1 before the first one); a checkpoint holds it under the same name.
+    The fields after ``total_epochs`` belong to this process only and are not checkpointed.
+    """
+
+    epoch: int = -1
+    best: float = -math.inf
+    best_epoch: int = -1
+    stale: int = 0  # validations in a row without a new best (patience)
+    train_time: float = 0.0  # seconds spent training, summed over resumes
+    images: int = 0  # training images seen, summed over resumes
+    wall_time: float = 0.0  # training plus validation: what the time budget is spent on
+    total_epochs: int = 0  # the run's length: ``epochs``, or fewer when fitted to ``time_limit``
+    start_epoch: int = 0  # the first epoch this process trains
+    resumed_wall: float = 0.0  # wall_time already spent before this process (the budget refit's origin)
+    val_time: float = 0.0  # validation seconds in this process: the refit amortises them over its epochs
+    partial_epoch: bool = False  # a stop signal cut the current epoch short (its steps are not saved)
+
+    def to_checkpoint(self) -> dict[str, Any]:
+        """The checkpointed counters, under the keys and in the order ``last.pt``/``best.pt`` have always used."""
+        return {key: getattr(self, key) for key in CHECKPOINTED}
+
+    @classmethod
+    def from_checkpoint(cls, state_dict: dict[str, Any], epochs: int = 0) -> "TrainState":
+        """The counters of a saved run, ready to train its next epoch.
+
+        ``epochs`` stands in for ``total_epochs`` in checkpoints written before it was stored; ``wall_time``
+        likewise falls back to ``train_time``, while the refit's origin falls back to 0 (as it always has).
+        """
+        train_time = state_dict["train_time"]
+        return cls(epoch=state_dict["epoch"], best=state_dict["best"], best_epoch=state_dict["best_epoch"],
+                   stale=state_dict["stale"], train_time=train_time, images=state_dict["images"],
+                   wall_time=state_dict.get("wall_time", train_time),
+                   total_epochs=state_dict.get("total_epochs", epochs), start_epoch=state_dict["epoch"] + 1,
+                   resumed_wall=state_dict.get("wall_time", 0.0))

@@ -1,0 +1,70 @@
+"""The training run in plain parts (issue #27): short functions, counters that round-trip through a checkpoint."""
+from __future__ import annotations
+
+import inspect
+import math
+import types
+
+import pytest
+
+from seglab.engine import build, dispatch, state, trainer
+from seglab.engine.state import TrainState
+
+PARTS = (trainer, build, state, dispatch)  # what train_single became
+
+# A checkpoint as the trainer saved it before the split (its counters): these must resume unchanged.
+SAVED = {"epoch": 4, "best": 0.8125, "best_epoch": 3, "stale": 1, "train_time": 12.5, "images": 100,
+         "wall_time": 15.0, "total_epochs": 7}
+
+
+def _functions():
+    for module in PARTS:
+        for name, obj in vars(module).items():
+            if inspect.isfunction(obj) and obj.__module__ == module.__name__:
+                yield f"{module.__name__}.{name}", obj
+            elif inspect.isclass(obj) and obj.__module__ == module.__name__:  # methods; not dataclass-made ones
+                for attr, member in vars(obj).items():
+                    func = getattr(member, "__func__", member)
+                    if inspect.isfunction(func) and func.__code__.co_filename == inspect.getfile(module):
+                        yield f"{module.__name__}.{name}.{attr}", func
+
+
+@pytest.mark.parametrize("name, func", list(_functions()), ids=lambda x: x if isinstance(x, str) else "")
+def test_every_part_of_the_training_run_is_under_80_lines(name, func):
+    assert len(inspect.getsource(func).splitlines()) < 80, name
+
+
+def test_the_epoch_loop_reads_on_one_screen():
+    assert len(inspect.getsource(trainer.fit).splitlines()) < 50
+
+
+def test_the_trainer_does_not_know_about_folds():
+    source = inspect.getsource(trainer)
+    assert "kfold" not in source and "train_folds" not in source
+
+
+def test_counters_round_trip_through_a_checkpoint_in_the_saved_order():
+    restored = TrainState.from_checkpoint(SAVED)
+    assert restored.to_checkpoint() == SAVED and list(restored.to_checkpoint()) == list(SAVED)
+    assert restored.start_epoch == 5 and restored.resumed_wall == 15.0 and restored.val_time == 0.0
+
+
+def test_checkpoints_from_before_wall_time_and_total_epochs_still_resume():
+    old = {k: v for k, v in SAVED.items() if k not in ("wall_time", "total_epochs")}
+    restored = TrainState.from_checkpoint(old, epochs=30)
+    assert restored.wall_time == 12.5 and restored.total_epochs == 30
+    assert restored.resumed_wall == 0.0  # the budget refit then times from zero, as it always did
+
+
+def test_a_fresh_state_has_nothing_done():
+    fresh = TrainState(total_epochs=3)
+    assert fresh.to_checkpoint() == {"epoch": -1, "best": -math.inf, "best_epoch": -1, "stale": 0, "train_time": 0.0,
+                                     "images": 0, "wall_time": 0.0, "total_epochs": 3}
+
+
+def test_the_budget_refit_is_unchanged():
+    cfg = types.SimpleNamespace(time_limit=1, epochs=50)
+    scheduler = types.SimpleNamespace(lr_lambdas=[types.SimpleNamespace(steps_per_epoch=5, total_steps=250)])
+    # 3 epochs timed here after 15 s spent before: 45 s of 60 s gone at 10 s an epoch -> one more epoch fits
+    fitted = trainer.fit_epochs_to_budget(cfg, 3, 45.0, 50, scheduler, resumed_wall=15.0, epoch=2)
+    assert fitted == 4 and scheduler.lr_lambdas[0].total_steps == 4 * 5  # the schedule now ends there
