@@ -125,7 +125,7 @@ def read_list(path: Path) -> list[tuple[Path, Path]]:
 def prepare_camvid(out: Path) -> None:
     """24 train frames (every 15th), 6 other train frames to monitor, the 101 val frames held out."""
     train = _camvid_pairs("train")
-    _write_list(out / "train.txt", train[::15])
+    _write_list(out / "train.txt", train[::15][:24])  # lines 0, 15, ..., 345
     _write_list(out / "val.txt", train[7::60])  # lines 7, 67, ..., 307: never a multiple of 15
     _write_list(out / "test.txt", _camvid_pairs("val"))
     shutil.copy(SHARED / "camvid" / "classes.csv", out / "classes.csv")
