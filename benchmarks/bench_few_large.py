@@ -21,7 +21,7 @@ Variants (each a child process, ``RESULT {json}`` line):
 
 * ``seglab``: seglab's defaults: ``seglab train data=DIR model=unet_encoder encoder=resnet34 crop=256 batch=8
   time_limit=M`` (+ ``ignore_index=11`` for CamVid data), nothing else.
-* ``seglab_before``: seglab as it was (one window per image per epoch, whole-image validation every epoch, the old
+* ``seglab_before``: seglab as it was (one random crop per image per epoch, whole-image validation every epoch, the old
   defaults pinned), through the overrides in ``SEGLAB_OVERRIDES`` below; edit them there (or add/replace keys with
   ``--seglab-overrides``) when the config key names change.
 * ``smp``: segmentation_models_pytorch ``Unet("resnet34", encoder_weights=None)`` in a plain loop as a user writes it:
