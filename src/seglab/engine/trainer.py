@@ -14,7 +14,7 @@ import torch
 from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
 
 from ..config import Config, save_config
-from ..data.dataset import SegmentationDataset, channel_stats, dtype_scale, load_image, pad_collate
+from ..data.dataset import SegmentationDataset, channel_stats, dtype_scale, load_sample_image, pad_collate
 from ..data.plan import DataPlan, plan_data
 from ..data.sampling import WeightedEpochSampler, bin_shares, coverage_weights
 from ..data.splitcmd import foreground_coverage
@@ -86,14 +86,14 @@ def normalisation(cfg: Config, plan: DataPlan, train_ds: SegmentationDataset) ->
         images = [img for img, _ in cached[:: max(1, len(cached) // 256)]]
     else:
         samples = train_ds.samples[:: max(1, len(train_ds.samples) // 32)]
-        images = [load_image(s.image, plan.in_channels) for s in samples]
+        images = [load_sample_image(s, plan.views_meta()["view_channels"]) for s in samples]
     return channel_stats(images)
 
 
 def build_meta(cfg: Config, plan: DataPlan, mean: list[float], std: list[float], scale: float) -> dict[str, Any]:
     """Everything needed to decode data and use the model later, stored in each checkpoint."""
     return {"codec": plan.codec.to_dict(), "class_names": plan.class_names, "in_channels": plan.in_channels,
-            "mean": mean, "std": std, "scale": scale, "pad_to": cfg.pad_to, "pad_mode": cfg.pad_mode,
+            **plan.views_meta(), "mean": mean, "std": std, "scale": scale, "pad_to": cfg.pad_to, "pad_mode": cfg.pad_mode,
             "threshold": cfg.threshold, "min_area": cfg.min_area, "model": cfg.model, "encoder": cfg.encoder}
 
 
@@ -234,7 +234,7 @@ def train_single(cfg: Config, overrides: dict[str, Any], plan: DataPlan | None =
     transform = build_train_transform(cfg.augment, cfg.crop, cfg.pad_to, cfg.pad_mode, plan.codec.ignore_index,
                                       plan.in_channels, seed=cfg.seed)
     common = dict(codec=plan.codec, in_channels=plan.in_channels, pad_mode=cfg.pad_mode, rle=plan.rle,
-                  on_error=cfg.on_error)
+                  on_error=cfg.on_error, view_channels=plan.view_channels)
     train_ds = SegmentationDataset(plan.splits["train"], transform=transform, cache=cache, **common)
     val_ds = SegmentationDataset(plan.splits["val"], pad_to=cfg.pad_to, cache=cache, **common) \
         if plan.splits["val"] else None
