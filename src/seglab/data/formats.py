@@ -145,7 +145,8 @@ def _index_by_stem(files: list[Path], what: str, pair_by: str = "stem") -> dict[
             continue
         if key in out:
             how = f"stem {key!r}" if pair_by == "stem" else f"key {key!r} (pair_by={pair_by})"
-            fix = "remove or rename one" + ("" if pair_by == "stem" else ", or choose a pair_by rule that tells them apart")
+            fix = "remove or rename one" + ("" if pair_by == "stem" else
+                                            ", or choose a pair_by rule that tells them apart")
             raise DataError(f"{f.parent}: two {what} files share the {how}: {out[key].name} and {f.name}; {fix}")
         out[key] = f
     return out
@@ -200,7 +201,8 @@ def pair_views(view_dirs: list[Path], mask_dir: Path | None, suffix: str = "auto
     check_pair_by(pair_by)
     for d in view_dirs:
         if not d.is_dir():
-            raise DataError(f"{d}: view folder not found (image_dirs names one folder per view, e.g. image_dirs=ppl,xpl)")
+            raise DataError(f"{d}: view folder not found (image_dirs names one folder per view, "
+                            "e.g. image_dirs=ppl,xpl)")
     indexed = []
     for d in view_dirs:
         files = list_images(d)
@@ -276,7 +278,8 @@ def read_list_file(path: Path, root: Path | None = None, views: int = 0) -> list
                             f"every line of a multi-view list is 'view1 ... view{views} mask' (paths with spaces "
                             "need tabs between fields)")
         if len(parts) not in (views, views + 1):
-            form = "'image [mask]'" if views == 1 else f"{views} views and an optional mask ('view1 ... view{views} [mask]')"
+            form = "'image [mask]'" if views == 1 else \
+                f"{views} views and an optional mask ('view1 ... view{views} [mask]')"
             raise DataError(f"{path}:{n}: expected {form}, got {len(parts)} fields (paths with spaces need a tab)")
 
         def resolve(p: str) -> Path:

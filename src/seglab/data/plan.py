@@ -76,7 +76,8 @@ def plan_data(cfg: Config, need_masks: bool = True) -> DataPlan:
                             "Or pass on_error=skip to train on the complete samples only")
         import warnings
 
-        warnings.warn(f"on_error=skip: leaving out {len(source.incomplete)} sample(s) that miss a view:\n  {shown}{more}")
+        warnings.warn(f"on_error=skip: leaving out {len(source.incomplete)} sample(s) that miss a view:\n  "
+                      f"{shown}{more}")
     if source.unpaired_images and need_masks:
         shown = ", ".join(str(p) for p in source.unpaired_images[:5])
         more = f" and {len(source.unpaired_images) - 5} more" if len(source.unpaired_images) > 5 else ""

@@ -69,7 +69,8 @@ def _comma_source(paths: list[Path], views: int, pair_by: str) -> list[Sample]:
         raise DataError(f"{', '.join(str(p) for p in missing)}: no such file or folder")
     if all(p.is_dir() for p in paths):
         if len(paths) != views:
-            raise DataError(f"{len(paths)} folders given, but the model takes {views} view(s): give one folder per view")
+            raise DataError(f"{len(paths)} folders given, but the model takes {views} view(s): "
+                            "give one folder per view")
         return _paired(pair_views(paths, None, pair_by=pair_by))
     if all(p.is_file() for p in paths):
         if views == 1:

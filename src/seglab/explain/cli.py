@@ -27,7 +27,8 @@ def explain_main(argv: list[str]) -> int:
     for sample in files:
         result = explainer.explain(sample, opts["class"], layer=str(opts["layer"]) or None, sweep=bool(opts["sweep"]),
                                    layers=str(opts["layers"]) or None, out_dir=opts["out"])
-        print(f"{sample.image.name if not sample.extra_views else sample.id}: class {result['class_index']} ({result['class_name']}) on "
+        name = sample.id if sample.extra_views else sample.image.name
+        print(f"{name}: class {result['class_index']} ({result['class_name']}) on "
               f"{result['class_pixels']} predicted pixels; layer(s) {', '.join(result['layers'])}")
         for note in result["notes"]:
             print(f"  note: {note}")

@@ -43,8 +43,8 @@ class _ImageReader:
         return {INPUT_NAME: deploy_input(path, self._meta).astype(np.float32)}
 
 
-def quantize_int8(onnx_path: str | Path, calib_images: Sequence[str | Path | Sample], out_path: str | Path | None = None,
-                  max_images: int = 64) -> Path:
+def quantize_int8(onnx_path: str | Path, calib_images: Sequence[str | Path | Sample],
+                  out_path: str | Path | None = None, max_images: int = 64) -> Path:
     """Write an int8 copy of a seglab ONNX export, calibrated on up to ``max_images`` of ``calib_images``."""
     import onnx
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
