@@ -34,6 +34,8 @@ class Config:
     format: str = "auto"
     image_dir: str = ""
     mask_dir: str = ""
+    image_dirs: list = field(default_factory=list)
+    pair_by: str = "stem"
     mask_suffix: str = "auto"
     mask_mode: str = "auto"
     colors: list = field(default_factory=list)
@@ -126,6 +128,9 @@ class Config:
         return {k: v for k, v in dataclasses.asdict(self).items() if not k.startswith("_")}
 
 
+# List keys that also take a comma-separated string (what ``key=a,b`` gives on the command line).
+COMMA_LISTS = ("image_dirs",)
+
 _FIELDS = {f.name: f for f in dataclasses.fields(Config) if not f.name.startswith("_")}
 _TYPES = typing.get_type_hints(Config)
 
@@ -208,10 +213,15 @@ def coerce_value(key: str, value: Any, typ: Any) -> Any:
         if value is None:
             return ""
     elif typ is list:
-        if isinstance(value, (list, tuple)):
+        if isinstance(value, (list, tuple)) and key in COMMA_LISTS:  # folder names: 2021 means the folder "2021"
+            if all(isinstance(v, (str, int, float)) and not isinstance(v, bool) for v in value):
+                return [str(v) for v in value]
+        elif isinstance(value, (list, tuple)):
             return list(value)
         if isinstance(value, str) and value.strip() == "":
             return []
+        if isinstance(value, str) and key in COMMA_LISTS:  # image_dirs=ppl,xpl on the command line
+            return [v.strip() for v in value.split(",") if v.strip()]
     elif typ is dict:
         if isinstance(value, dict):
             return dict(value)

@@ -41,6 +41,9 @@ def check_data(cfg: Config, max_problems: int = 200) -> CheckReport:
     report.counts = {k: len(v) for k, v in plan.splits.items()}
     report.counts["classes"] = plan.codec.num_classes
     report.counts["in_channels"] = plan.in_channels
+    if len(plan.view_channels) > 1:
+        report.counts["views"] = len(plan.view_channels)
+    report.problems += plan.source.incomplete
     for p in plan.source.unpaired_images:
         report.problems.append(f"{p}: image has no mask (looked for the same stem in the mask folder; set mask_suffix?)")
     for p in plan.source.unpaired_masks:
@@ -48,7 +51,7 @@ def check_data(cfg: Config, max_problems: int = 200) -> CheckReport:
     if plan.codec.mode == "rgb":
         report.suggested_colors = plan.codec.colors
     pixels = np.zeros(plan.codec.num_classes + 1, dtype=np.int64)  # last bin: ignored pixels
-    ds = SegmentationDataset([], plan.codec, plan.in_channels, rle=plan.rle)
+    ds = SegmentationDataset([], plan.codec, plan.in_channels, rle=plan.rle, view_channels=plan.view_channels)
     seen = set()
     for split, samples in plan.splits.items():
         for s in samples:

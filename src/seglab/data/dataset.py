@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from ..errors import DataError
+from ..errors import ConfigError, DataError
 from .formats import Sample
 from .io import read_image, read_mask_raw
 from .masks import MaskCodec
@@ -23,14 +23,14 @@ def is_gray_rgb(image: np.ndarray) -> bool:
     return image.shape[2] == 3 and (image[..., 0] == image[..., 1]).all() and (image[..., 1] == image[..., 2]).all()
 
 
-def infer_in_channels(samples: Sequence[Sample], max_files: int = 16) -> int:
-    """Channels of the images; gray-as-RGB counts as 1 (the model then sees the one real channel)."""
+def infer_in_channels(samples: Sequence[Sample], max_files: int = 16, view: int = 0) -> int:
+    """Channels of the images (of view ``view``); gray-as-RGB counts as 1 (the model then sees the one real channel)."""
     step = max(1, len(samples) // max_files)
     chans: Counter = Counter()
     errors = []
     for s in list(samples)[::step][:max_files]:
         try:
-            img = read_image(s.image)
+            img = read_image(s.views[view])
         except DataError as e:  # reported with every other bad file when the dataset is decoded
             errors.append(e)
             continue
@@ -56,14 +56,55 @@ def load_image(path: Path, in_channels: int) -> np.ndarray:
     raise DataError(f"{path}: image has {c} channels but the model expects in_channels={in_channels}")
 
 
+def split_channels(in_channels: int, views: int) -> list[int]:
+    """Channels per view when only the total is known: an even split (two RGB photographs: 6 -> [3, 3])."""
+    if views == 1:
+        return [in_channels]
+    if in_channels % views:
+        raise ConfigError(f"in_channels={in_channels} cannot be divided evenly over {views} views; leave "
+                          "in_channels=0 to infer each view's channels from the images")
+    return [in_channels // views] * views
+
+
+def load_sample_image(sample: Sample, view_channels: Sequence[int]) -> np.ndarray:
+    """Every view of a sample read to its channel count and stacked as channels: (H, W, sum(view_channels))."""
+    views = sample.views
+    if len(views) != len(view_channels):
+        names = ", ".join(str(v) for v in views)
+        raise DataError(f"{names}: {len(views)} view(s) given, but the model takes {len(view_channels)} per sample; "
+                        f"name {len(view_channels)} image(s) per sample (list-file line or image_dirs)")
+    arrays = [load_image(p, c) for p, c in zip(views, view_channels)]
+    if len(arrays) == 1:
+        return arrays[0]
+    if len({a.shape[:2] for a in arrays}) > 1:
+        sizes = ", ".join(f"{p} is {a.shape[1]}x{a.shape[0]}" for p, a in zip(views, arrays))
+        raise DataError(f"views of sample {sample.id!r} differ in size: {sizes} (width x height); every view of a "
+                        "sample must cover the same pixels: resize or crop them alike")
+    if len({a.dtype for a in arrays}) > 1:
+        types = ", ".join(f"{p} is {a.dtype}" for p, a in zip(views, arrays))
+        raise DataError(f"views of sample {sample.id!r} differ in pixel type: {types}; convert them to one bit depth "
+                        "(each is scaled by its type's range, so mixing would mis-scale one view)")
+    return np.concatenate(arrays, axis=2)
+
+
+def meta_view_channels(meta: dict) -> list[int]:
+    """Channels per view of a checkpoint's meta (older checkpoints: one view of ``in_channels``)."""
+    return list(meta.get("view_channels") or [meta["in_channels"]])
+
+
 class SegmentationDataset(Dataset):
-    """Image/mask pairs as tensors: image (C,H,W) in its stored dtype, mask (H,W) int64 class indices."""
+    """Image/mask pairs as tensors: image (C,H,W) in its stored dtype, mask (H,W) int64 class indices.
+
+    Samples of several views are stacked as channels; ``view_channels`` gives each view's channels (default: one
+    view of ``in_channels``, or ``in_channels`` split evenly over the views).
+    """
 
     def __init__(self, samples: Sequence[Sample], codec: MaskCodec, in_channels: int,
                  transform: Callable | None = None, pad_to: int = 0, pad_mode: str = "reflect",
                  cache: bool = False, rle: dict[str, str] | None = None, on_error: str = "raise",
-                 workers: int = 4):
+                 workers: int = 4, view_channels: Sequence[int] | None = None):
         self.codec, self.in_channels, self.transform = codec, in_channels, transform
+        self.view_channels = list(view_channels) if view_channels else None
         self.pad_to, self.pad_mode, self.rle = pad_to, pad_mode, rle
         self.samples = list(samples)
         self._cache: list[tuple[np.ndarray, np.ndarray | None]] | None = None
@@ -105,7 +146,7 @@ class SegmentationDataset(Dataset):
 
     def load_pair(self, sample: Sample) -> tuple[np.ndarray, np.ndarray | None]:
         """Decode one image and its mask (from file or run-length CSV), checking that their sizes agree."""
-        image = load_image(sample.image, self.in_channels)
+        image = load_sample_image(sample, self.view_channels or split_channels(self.in_channels, len(sample.views)))
         mask = None
         if sample.mask is not None:
             raw, _ = read_mask_raw(sample.mask)

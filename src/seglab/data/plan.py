@@ -8,7 +8,7 @@ from ..config import Config
 from ..errors import DataError
 from .formats import DataSource, Sample, _read_classes_file, discover, read_list_file
 from .masks import MaskCodec, infer_mask_codec
-from .dataset import infer_in_channels
+from .dataset import infer_in_channels, split_channels
 from .split import split_samples
 
 
@@ -23,6 +23,13 @@ class DataPlan:
     class_names: list[str]
     notes: list[str] = field(default_factory=list)
     rle: dict[str, str] | None = None
+    view_channels: list[int] = field(default_factory=list)  # channels of each view; [in_channels] for one view
+
+    def views_meta(self) -> dict:
+        """What a checkpoint stores about the views: their number, channels, folders and pairing rule."""
+        channels = self.view_channels or [self.in_channels]
+        return {"views": len(channels), "view_channels": list(channels), "view_dirs": list(self.source.view_dirs),
+                "pair_by": self.source.pair_by}
 
 
 def resolve_splits(source: DataSource, cfg: Config) -> tuple[dict[str, list[Sample]], list[str]]:
@@ -70,7 +77,17 @@ def _train_val_only(ratio: str) -> str:
 
 def plan_data(cfg: Config, need_masks: bool = True) -> DataPlan:
     """Discover the data, resolve splits, and infer mask encoding, channels and class names."""
-    source = discover(cfg.data, cfg.format, cfg.image_dir, cfg.mask_dir, cfg.mask_suffix)
+    source = discover(cfg.data, cfg.format, cfg.image_dir, cfg.mask_dir, cfg.mask_suffix, cfg.image_dirs, cfg.pair_by)
+    if source.incomplete:
+        shown = "\n  ".join(source.incomplete[:10])
+        more = f"\n  ... and {len(source.incomplete) - 10} more" if len(source.incomplete) > 10 else ""
+        if cfg.on_error == "raise":
+            raise DataError(f"{len(source.incomplete)} sample(s) miss a view:\n  {shown}{more}\n"
+                            "Or pass on_error=skip to train on the complete samples only")
+        import warnings
+
+        warnings.warn(f"on_error=skip: leaving out {len(source.incomplete)} sample(s) that miss a view:\n  "
+                      f"{shown}{more}")
     if source.unpaired_images and need_masks:
         shown = ", ".join(str(p) for p in source.unpaired_images[:5])
         more = f" and {len(source.unpaired_images) - 5} more" if len(source.unpaired_images) > 5 else ""
@@ -101,5 +118,30 @@ def plan_data(cfg: Config, need_masks: bool = True) -> DataPlan:
     if codec.binary and not names:
         names = ["background", "object"]
     names = (names + [f"class{i}" for i in range(len(names), codec.num_classes)])[:codec.num_classes]
-    in_channels = cfg.in_channels or infer_in_channels(splits["train"])
-    return DataPlan(source, splits, codec, in_channels, [str(n) for n in names], notes, rle)
+    view_channels = resolve_view_channels(cfg.in_channels, splits)
+    if len(view_channels) > 1:
+        notes.append(f"{len(view_channels)} views per sample stacked as {sum(view_channels)} channels "
+                     f"({' + '.join(map(str, view_channels))})")
+    return DataPlan(source, splits, codec, sum(view_channels), [str(n) for n in names], notes, rle, view_channels)
+
+
+def resolve_view_channels(in_channels: int, splits: dict[str, list[Sample]]) -> list[int]:
+    """Channels of each view: inferred from the train images, or ``in_channels`` (split over the views) when set.
+
+    Every sample of every split must have the same number of views.
+    """
+    counts: dict[int, tuple[str, Sample]] = {}
+    for split, samples in splits.items():
+        for s in samples:
+            counts.setdefault(len(s.views), (split, s))
+    if len(counts) > 1:
+        shown = "; ".join(f"{split} sample {s.id!r} has {n} ({', '.join(str(v) for v in s.views)})"
+                          for n, (split, s) in sorted(counts.items()))
+        raise DataError(f"samples differ in their number of views: {shown}; every sample needs the same views in "
+                        "the same order")
+    views = next(iter(counts), 1)
+    inferred = [infer_in_channels(splits["train"], view=k) for k in range(views)] if not in_channels or views > 1 \
+        else [in_channels]
+    if in_channels and sum(inferred) != in_channels:  # the user's total wins; split it evenly over the views
+        return split_channels(in_channels, views)
+    return inferred

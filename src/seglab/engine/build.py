@@ -124,7 +124,7 @@ def build_datasets(cfg: Config, plan: DataPlan) -> tuple[Any, SegmentationDatase
     transform = build_train_transform(cfg.augment, cfg.crop, cfg.pad_to, cfg.pad_mode, plan.codec.ignore_index,
                                       plan.in_channels, seed=cfg.seed)
     common = dict(codec=plan.codec, in_channels=plan.in_channels, pad_mode=cfg.pad_mode, rle=plan.rle,
-                  on_error=cfg.on_error)
+                  on_error=cfg.on_error, view_channels=plan.view_channels)
     train_ds = SegmentationDataset(plan.splits["train"], transform=transform, cache=cache, **common)
     val_ds = SegmentationDataset(plan.splits["val"], pad_to=cfg.pad_to, cache=cache, **common) \
         if plan.splits["val"] else None

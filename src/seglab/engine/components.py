@@ -11,7 +11,7 @@ import torch
 from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
 
 from ..config import Config
-from ..data.dataset import SegmentationDataset, channel_stats, load_image, pad_collate
+from ..data.dataset import SegmentationDataset, channel_stats, load_sample_image, pad_collate
 from ..data.plan import DataPlan
 from ..data.sampling import WeightedEpochSampler, bin_shares, coverage_weights
 from ..data.splitcmd import foreground_coverage
@@ -74,13 +74,14 @@ def normalisation(cfg: Config, plan: DataPlan, train_ds: SegmentationDataset) ->
         images = [img for img, _ in cached[:: max(1, len(cached) // 256)]]
     else:
         samples = train_ds.samples[:: max(1, len(train_ds.samples) // 32)]
-        images = [load_image(s.image, plan.in_channels) for s in samples]
+        images = [load_sample_image(s, plan.views_meta()["view_channels"]) for s in samples]
     return channel_stats(images)
 
 
 def build_meta(cfg: Config, plan: DataPlan, mean: list[float], std: list[float], scale: float) -> dict[str, Any]:
     """Everything needed to decode data and use the model later, stored in each checkpoint."""
     return {"codec": plan.codec.to_dict(), "class_names": plan.class_names, "in_channels": plan.in_channels,
+            **plan.views_meta(),  # views, view_channels, view_dirs, pair_by: how to read sources for this model
             "mean": mean, "std": std, "scale": scale, "pad_to": cfg.pad_to, "pad_mode": cfg.pad_mode,
             "threshold": cfg.threshold, "min_area": cfg.min_area, "model": cfg.model, "encoder": cfg.encoder}
 

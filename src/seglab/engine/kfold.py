@@ -32,7 +32,7 @@ def train_folds(cfg: Config, overrides: dict[str, Any]) -> Path:
     """Train folds 0..k-1 (or only ``cfg.fold``) on train+val, stratified by foreground coverage."""
     plan = plan_data(cfg)
     pool = plan.splits["train"] + plan.splits["val"]
-    ds = SegmentationDataset(pool, plan.codec, plan.in_channels, rle=plan.rle)
+    ds = SegmentationDataset(pool, plan.codec, plan.in_channels, rle=plan.rle, view_channels=plan.view_channels)
     strata = coverage_bins(foreground_coverage(ds)) if plan.codec.binary else None
     folds = kfold_indices(len(pool), cfg.folds, cfg.seed, strata)
     base = new_run_dir(cfg)
@@ -74,7 +74,7 @@ def _fold_predictions(run: Path, samples, plan, cfg: Config) -> tuple[list[np.nd
     predictor = load_predictor(str(run), cfg.device, cfg.precision, cfg.tta)
     meta = predictor.meta
     ds = SegmentationDataset(samples, plan.codec, plan.in_channels, pad_to=meta["pad_to"], pad_mode=meta["pad_mode"],
-                             rle=plan.rle)
+                             rle=plan.rle, view_channels=plan.view_channels)
     loader = DataLoader(ds, batch_size=max(cfg.batch, 16),
                         collate_fn=functools.partial(pad_collate, ignore_index=plan.codec.ignore_index))
     cm = ConfusionMatrix(plan.codec.num_classes, plan.codec.ignore_index)

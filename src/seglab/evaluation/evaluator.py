@@ -12,7 +12,7 @@ from PIL import Image
 from torch.utils.data import DataLoader
 
 from ..config import Config, build_config, load_yaml
-from ..data.dataset import SegmentationDataset, pad_collate
+from ..data.dataset import SegmentationDataset, meta_view_channels, pad_collate
 from ..data.masks import MaskCodec
 from ..data.plan import plan_data
 from ..errors import ConfigError
@@ -64,7 +64,7 @@ def run_eval(cfg: Config, overrides: dict | None = None, out_dir: Path | None = 
         raise ConfigError(f"eval_split={split}: no samples in that split")
     threshold = (meta.get("tuned") or {}).get("threshold", cfg.threshold)
     ds = SegmentationDataset(samples, codec=codec, in_channels=meta["in_channels"], pad_to=meta["pad_to"],
-                             pad_mode=meta["pad_mode"], rle=plan.rle)
+                             pad_mode=meta["pad_mode"], rle=plan.rle, view_channels=meta_view_channels(meta))
     loader = DataLoader(ds, batch_size=max(cfg.batch, 8), collate_fn=functools.partial(pad_collate,
                         ignore_index=codec.ignore_index))
     run = _run_folder(cfg.weights)

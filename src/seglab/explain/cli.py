@@ -15,18 +15,19 @@ OPTIONS: ExplainOptions = {"weights": "", "source": "", "class": 1, "layer": "",
 
 def explain_main(argv: list[str]) -> int:
     """``seglab explain weights=RUN source=IMAGE_OR_FOLDER [class=1 layer=NAME | sweep=true layers=all_conv]``."""
-    from ..inference.predict import source_images
+    from ..data.sources import model_source
     from .run import Explainer
 
     opts = {**OPTIONS, **parse_key_values(argv, ExplainOptions)}
     if not opts["weights"] or not opts["source"]:
         raise ConfigError("explain needs weights=RUN_DIR and source=IMAGE_OR_FOLDER")
     explainer = Explainer(str(opts["weights"]), str(opts["device"]))
-    files = source_images(str(opts["source"]))
-    for path in files:
-        result = explainer.explain(path, opts["class"], layer=str(opts["layer"]) or None, sweep=bool(opts["sweep"]),
+    files = model_source(str(opts["source"]), explainer.meta)
+    for sample in files:
+        result = explainer.explain(sample, opts["class"], layer=str(opts["layer"]) or None, sweep=bool(opts["sweep"]),
                                    layers=str(opts["layers"]) or None, out_dir=opts["out"])
-        print(f"{path.name}: class {result['class_index']} ({result['class_name']}) on "
+        name = sample.id if sample.extra_views else sample.image.name
+        print(f"{name}: class {result['class_index']} ({result['class_name']}) on "
               f"{result['class_pixels']} predicted pixels; layer(s) {', '.join(result['layers'])}")
         for note in result["notes"]:
             print(f"  note: {note}")

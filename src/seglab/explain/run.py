@@ -8,7 +8,8 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from ..data.dataset import load_image
+from ..data.dataset import load_sample_image, meta_view_channels
+from ..data.formats import Sample, as_sample
 from ..data.transforms import pad_for_eval
 from ..errors import ConfigError
 from ..inference.predictor import load_predictor
@@ -76,19 +77,22 @@ class Explainer:
         names = [n.strip() for n in layers.split(",")] if isinstance(layers, str) else list(layers)
         return dict(resolve_layer(self.model, n, in_ch) for n in names if n)
 
-    def explain(self, image_path: str | Path, class_index: int | str = 1, layer: str | None = None,
+    def explain(self, image_path: str | Path | Sample, class_index: int | str = 1, layer: str | None = None,
                 sweep: bool = False, layers: str | Sequence[str] | None = None,
                 out_dir: str | Path | None = "runs/explain") -> dict:
-        """Grad-CAM of one image; writes per-layer pictures (and the sweep grid) to ``out_dir`` unless it is None.
+        """Grad-CAM of one image (a path, or a Sample of several views); writes per-layer pictures (and the sweep
+        grid) to ``out_dir`` unless it is None.
 
         Returns image, class_index, class_name, class_pixels (pixels predicted as the class; 0 means
         every CAM is zero), layers, cams ({layer: (H, W) float32 in 0..1 at the image size}), mask,
         files and notes (why a CAM is empty, when one is).
         """
-        path = Path(image_path)
+        sample = as_sample(image_path)
+        path = sample.image
         index = self.class_index(class_index)
         chosen = self.layers(layer, sweep, layers)
-        image = load_image(path, self.meta["in_channels"])
+        view_channels = meta_view_channels(self.meta)
+        image = load_sample_image(sample, view_channels)
         h, w = image.shape[:2]
         padded, _, (top, _, left, _) = pad_for_eval(image, None, self.meta["pad_to"], self.meta["pad_mode"], 0)
         raw = torch.from_numpy(np.ascontiguousarray(padded.transpose(2, 0, 1)))[None].to(self.device)
@@ -100,8 +104,8 @@ class Explainer:
                   "notes": explain_notes(cams, int(mask.sum()), self.class_names[index])}
         if out_dir is not None:
             out = Path(out_dir)
-            display = to_display_rgb(image)
-            prefix = f"{path.stem}_cam_{file_safe(self.class_names[index])}"  # one class never overwrites another
+            display = to_display_rgb(image[..., : view_channels[0]])  # the first view: the others share its pixels
+            prefix = f"{sample.id}_cam_{file_safe(self.class_names[index])}"  # one class never overwrites another
             for name, cam in cams.items():
                 result["files"][name] = save_layer_images(display, cam, out, prefix, name)
             if len(cams) > 1:

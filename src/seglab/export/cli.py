@@ -68,8 +68,7 @@ def _int_list(value: Any, key: str) -> list[int]:
 
 def export_main(argv: list[str]) -> int:
     """``seglab export weights=RUN [out= opset=17 imgsz=128 dynamic=true check=IMAGES quantize=int8 calib=IMAGES]``."""
-    from ..inference.predict import source_images
-    from .onnx_export import export_onnx
+    from .onnx_export import export_onnx, export_source
 
     opts = {**EXPORT_OPTIONS, **parse_key_values(argv, ExportOptions)}
     if not opts["weights"]:
@@ -86,14 +85,14 @@ def export_main(argv: list[str]) -> int:
     if opts["quantize"] == "int8":
         from .quantize import quantize_int8
 
-        calib = source_images(str(opts["calib"]))
+        calib = export_source(opts["weights"], str(opts["calib"]))
         paths.append(quantize_int8(path, calib, max_images=int(opts["calib_images"])))
         print(f"int8 model written to {paths[-1]} (calibrated on {min(len(calib), int(opts['calib_images']))} "
               f"image(s)); predict with backend=onnx weights={paths[-1]}")
     if opts["check"]:
         from .parity import check_parity
 
-        check = source_images(str(opts["check"]))
+        check = export_source(opts["weights"], str(opts["check"]))
         for onnx_path in paths:
             parity = check_parity(opts["weights"], onnx_path, check)
             print(f"parity of {onnx_path.name} on {parity['images']} image(s): max |logit difference| "

@@ -20,7 +20,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..data.dataset import load_image
+from ..data.dataset import load_sample_image, meta_view_channels
+from ..data.formats import Sample, as_sample
+from ..data.sources import model_source
 from ..data.transforms import pad_for_eval
 from ..models import model_from_checkpoint
 from ..runtime.checkpoint import load_checkpoint
@@ -54,10 +56,20 @@ class DeployModel(nn.Module):
         return self.model(x)[..., :h, :w]
 
 
-def deploy_input(path: str | Path, meta: dict) -> np.ndarray:
-    """An image file as the exported model takes it: raw pixels, (1, C, H, W), padded to ``pad_to`` like predict."""
-    image, _, _ = pad_for_eval(load_image(Path(path), meta["in_channels"]), None, meta["pad_to"], meta["pad_mode"], 0)
+def deploy_input(path: str | Path | Sample, meta: dict) -> np.ndarray:
+    """An image file (or a Sample's stacked views) as the exported model takes it: raw pixels, (1, C, H, W),
+    padded to ``pad_to`` like predict."""
+    image = load_sample_image(as_sample(path), meta_view_channels(meta))
+    image, _, _ = pad_for_eval(image, None, meta["pad_to"], meta["pad_mode"], 0)
     return np.ascontiguousarray(image.transpose(2, 0, 1)[None])
+
+
+def export_source(weights: str | Path, source: str) -> list[Sample]:
+    """The samples of a check/calib source, read with the views of the checkpoint ``weights``."""
+    state = load_checkpoint(weights)
+    if "meta" not in state:
+        raise CheckpointError(f"{weights}: not a seglab training checkpoint (no data meta)")
+    return model_source(source, state["meta"])
 
 
 def model_stride(model: nn.Module) -> int:
@@ -74,9 +86,12 @@ def onnx_metadata(meta: dict, stride: int, num_logits: int) -> dict[str, str]:
         "num_classes": str(meta["codec"]["num_classes"]),
         "threshold": str(threshold),
         "in_channels": str(meta["in_channels"]),
+        "views": str(meta.get("views", 1)),
         "pad_stride": str(stride),
         "input": f"{INPUT_NAME}: float32 (N, {meta['in_channels']}, H, W) raw pixel values as stored in the image "
-                 f"(0..255 for 8-bit); normalisation is inside the model; H, W >= {stride}",
+                 f"(0..255 for 8-bit); normalisation is inside the model; H, W >= {stride}"
+                 + (f"; {meta['views']} views stacked as channels {meta_view_channels(meta)}"
+                    if meta.get("views", 1) > 1 else ""),
         "output": f"{OUTPUT_NAME}: float32 (N, {num_logits}, H, W); "
                   + ("sigmoid(logit) > threshold is foreground" if num_logits == 1 else "argmax over classes"),
     }

@@ -7,17 +7,18 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from ..data.formats import Sample
 from ..inference.predictor import load_predictor
 from .onnx_export import deploy_input
 from ..inference.onnx_predictor import OnnxPredictor
 
 
-def check_parity(weights: str | Path, onnx_path: str | Path, images: Sequence[str | Path]) -> dict:
+def check_parity(weights: str | Path, onnx_path: str | Path, images: Sequence[str | Path | Sample]) -> dict:
     """Run images through the fp32 PyTorch model and onnxruntime (CPU); compare logits and class maps.
 
-    Each image is prepared as ``seglab predict`` does (read to the model's channels, padded to
-    ``pad_to``). Returns max_abs_logit_diff, mask_agreement (fraction of equal pixels over all
-    images), images and pixels.
+    Each image (a path, or a Sample of several views) is prepared as ``seglab predict`` does (read to the
+    model's channels, views stacked, padded to ``pad_to``). Returns max_abs_logit_diff, mask_agreement
+    (fraction of equal pixels over all images), images and pixels.
     """
     if not images:
         raise ValueError("check_parity needs at least one image")

@@ -16,6 +16,7 @@ from typing import Sequence
 
 import numpy as np
 
+from ..data.formats import Sample, as_sample
 from ..errors import ConfigError
 from .onnx_export import INPUT_NAME, deploy_input
 
@@ -27,9 +28,10 @@ def int8_path(onnx_path: str | Path) -> Path:
 
 
 class _ImageReader:
-    """onnxruntime CalibrationDataReader over image files, one raw (1, C, H, W) float32 image per call."""
+    """onnxruntime CalibrationDataReader over image files (or multi-view Samples), one raw (1, C, H, W) float32
+    image per call."""
 
-    def __init__(self, images: Sequence[Path], meta: dict):
+    def __init__(self, images: Sequence[Path | Sample], meta: dict):
         self._images, self._meta, self._next = list(images), meta, 0
 
     def get_next(self) -> dict | None:
@@ -41,8 +43,8 @@ class _ImageReader:
         return {INPUT_NAME: deploy_input(path, self._meta).astype(np.float32)}
 
 
-def quantize_int8(onnx_path: str | Path, calib_images: Sequence[str | Path], out_path: str | Path | None = None,
-                  max_images: int = 64) -> Path:
+def quantize_int8(onnx_path: str | Path, calib_images: Sequence[str | Path | Sample],
+                  out_path: str | Path | None = None, max_images: int = 64) -> Path:
     """Write an int8 copy of a seglab ONNX export, calibrated on up to ``max_images`` of ``calib_images``."""
     import onnx
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
@@ -60,7 +62,7 @@ def quantize_int8(onnx_path: str | Path, calib_images: Sequence[str | Path], out
         raise ConfigError(f"{onnx_path}: not a seglab ONNX export; export it with `seglab export weights=RUN`")
     meta = json.loads(props["seglab_meta"])
     # An even spread over the files (sorted by name), so calibration does not see only the first few classes.
-    images = [Path(p) for p in calib_images]
+    images = [as_sample(p) for p in calib_images]
     images = [images[i] for i in np.linspace(0, len(images) - 1, min(max_images, len(images))).round().astype(int)]
     out_path = Path(out_path) if out_path else int8_path(onnx_path)
     with tempfile.TemporaryDirectory() as tmp:

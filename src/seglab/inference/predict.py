@@ -15,11 +15,12 @@ from tqdm.auto import tqdm
 from ..choices import SAVE_OUTPUTS
 from ..config import Config
 from ..data.colors import colorize, overlay, palette
-from ..data.dataset import load_image
-from ..data.formats import list_images
-from ..data.io import IMAGE_EXTS, image_size
+from ..data.dataset import load_sample_image, meta_view_channels
+from ..data.formats import Sample
+from ..data.io import image_size
+from ..data.sources import model_source, read_source
 from ..data.transforms import pad_for_eval
-from ..errors import ConfigError, DataError
+from ..errors import ConfigError
 from .predictor import Predictor, load_predictor
 
 WHOLE_IMAGE_LIMIT = 2048
@@ -27,23 +28,27 @@ OUTPUTS = SAVE_OUTPUTS
 
 
 def source_images(source: str) -> list[Path]:
-    """Image files of a file, folder or list-file argument."""
+    """Image files of a file, folder or list-file argument (one view per sample; see ``source_samples``)."""
     if not source:
         raise ConfigError("predict needs source=IMAGE_OR_FOLDER")
-    path = Path(source)
-    if path.is_dir():
-        files = list_images(path)
-        if not files:
-            raise DataError(f"{path}: no image files ({', '.join(IMAGE_EXTS)})")
-        return files
-    if path.is_file():
-        if path.suffix.lower() in IMAGE_EXTS:
-            return [path]
-        if path.suffix.lower() == ".txt":
-            from ..data.formats import read_list_file
+    return [s.image for s in read_source(source)]
 
-            return [s.image for s in read_list_file(path)]
-    raise DataError(f"{path}: no such image, folder or list file")
+
+def source_samples(source: str, meta: dict, cfg: Config | None = None) -> list[Sample]:
+    """The samples of a source argument, with as many views as the model takes (``data.sources``).
+
+    ``cfg``'s ``image_dirs``/``pair_by``, when set, replace the view folders and pairing the model was trained with.
+    """
+    if not source:
+        raise ConfigError("predict needs source=IMAGE, FOLDER or LIST.txt")
+    image_dirs = cfg.image_dirs if cfg else ()
+    pair_by = cfg.pair_by if cfg and (cfg.image_dirs or cfg.pair_by != "stem") else ""
+    return model_source(source, meta, image_dirs, pair_by)
+
+
+def first_view(image: np.ndarray, meta: dict) -> np.ndarray:
+    """The channels of a (stacked) image that belong to its first view, for overlays and display."""
+    return image[..., : meta_view_channels(meta)[0]]
 
 
 def remove_small(mask: np.ndarray, min_area: int) -> np.ndarray:
@@ -114,28 +119,32 @@ def run_predict(cfg: Config) -> Path:
     bad = [s for s in wanted if s not in OUTPUTS]
     if bad:
         raise ConfigError(f"save: unknown output(s) {bad}; choose from {', '.join(OUTPUTS)}")
-    files = source_images(cfg.source)
+    samples = source_samples(cfg.source, meta, cfg)
     out = Path(cfg.project) / (cfg.name or "predict")
     out.mkdir(parents=True, exist_ok=True)
     colors = meta["codec"].get("colors") if meta["codec"]["mode"] == "rgb" else None
     class_colors = palette(predictor.num_classes, colors if colors and isinstance(colors[0], list) else None)
     submission: dict[str, np.ndarray] = {}
-    for path in tqdm(files, desc="predict", disable=None):
-        if path.suffix.lower() in (".tif", ".tiff") and max(image_size(path)) > WHOLE_IMAGE_LIMIT:
+    for sample in tqdm(samples, desc="predict", disable=None):
+        path = sample.image
+        # Window-by-window reading is for one file; several views are read whole and tiled in memory.
+        if not sample.extra_views and path.suffix.lower() in (".tif", ".tiff") \
+                and max(image_size(path)) > WHOLE_IMAGE_LIMIT:
             print(f"{path.name}: large image, predicted window by window -> {predict_huge(predictor, path, out, cfg)}")
             continue
-        image = load_image(path, meta["in_channels"])
+        image = load_sample_image(sample, meta_view_channels(meta))
         pred, probs = predict_image(predictor, image, threshold, cfg.tile, cfg.overlap)
         if predictor.num_classes == 2:
             pred = remove_small(pred, min_area)
-        stem = path.stem
+        stem = sample.id
         if "index" in wanted:
             Image.fromarray(pred).save(out / f"{stem}_mask.png")
         color = colorize(pred, class_colors)
         if "color" in wanted:
             Image.fromarray(color).save(out / f"{stem}_color.png")
         if "overlay" in wanted:
-            Image.fromarray(overlay(display_rgb(image), color, cfg.alpha)).save(out / f"{stem}_overlay.png")
+            Image.fromarray(overlay(display_rgb(first_view(image, meta)), color, cfg.alpha)).save(
+                out / f"{stem}_overlay.png")
         if "probs" in wanted and probs is not None:
             np.save(out / f"{stem}_probs.npy", probs.astype(np.float16))
         if cfg.submission:
@@ -147,5 +156,5 @@ def run_predict(cfg: Config) -> Path:
 
         write_submission(cfg.submission, list(submission), [submission[k] for k in submission])
         print(f"submission written to {cfg.submission}")
-    print(f"{len(files)} prediction(s) written to {out}")
+    print(f"{len(samples)} prediction(s) written to {out}")
     return out
