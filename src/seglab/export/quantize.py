@@ -2,7 +2,7 @@
 
 Why: on CPUs without native bf16 (AVX2-only x86, e.g. AMD Zen 3), int8 kernels are the fastest inference path:
 U-Net-ResNet34 at 128 px, batch 32, runs 1.5-2x faster than onnxruntime fp32 and 1.8x faster than seglab's PyTorch
-fp32 + channels_last (BENCHMARKS.md, issue 7). int8 is not bit-exact: ``seglab export quantize=int8 check=IMAGES``
+fp32 + channels_last (benchmarks/LOG.md, issue 7). int8 is not bit-exact: ``seglab export quantize=int8 check=IMAGES``
 reports how many mask pixels still agree with the fp32 PyTorch model.
 Static QDQ quantisation with per-channel weights: activation ranges come from calibration images fed exactly as the
 deployed model sees them (raw pixels, padded like ``seglab predict``), so no user-side preprocessing is involved.

@@ -4,7 +4,7 @@ A mode is a set of flip/rotation views (``none``, ``hflip``, ``flip``, ``d4``), 
 ``+shift`` is for images smaller than ``pad_to`` (TGS salt: 101 px padded to 128): besides the centred padding
 that evaluation uses, the image is also placed at the corners and edge midpoints of the padded frame (3x3
 positions, as ``random_pad`` shows it in training), and the nine predictions, shifted back, are averaged. On the
-TGS salt benchmark this took one model from 0.786 to 0.791, for 9x the inference (BENCHMARKS.md, issue 4).
+TGS salt benchmark this took one model from 0.786 to 0.791, for 9x the inference (benchmarks/LOG.md, issue 4).
 
 Written here because the TTA wrappers we know (ttach) neither re-pad from the unpadded image nor skip the views a
 non-square batch cannot take; both Predictor (torch) and OnnxPredictor (onnxruntime) use this one loop.
