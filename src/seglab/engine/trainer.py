@@ -258,8 +258,8 @@ def save_last(run: Run, state: TrainState) -> None:
 def log_epoch(run: Run, state: TrainState, row: dict[str, Any], epoch_time: float) -> None:
     """The epoch's row to metrics.csv (and other loggers) and one line to the console."""
     run.loggers.log(state.epoch, row)
-    shown = " ".join(f"{k}={v:.4f}" for k, v in row.items() if k.startswith("val_") and k in SHOWN)
-    log(f"epoch {state.epoch + 1}/{state.total_epochs} train_loss={row['train_loss']:.4f} {shown} "
+    shown = "".join(f" {k}={v:.4f}" for k, v in row.items() if k.startswith("val_") and k in SHOWN)
+    log(f"epoch {state.epoch + 1}/{state.total_epochs} train_loss={row['train_loss']:.4f}{shown} "
         f"({epoch_time:.1f}s, {row['train_images_per_s']:.1f} img/s)")
 
 

@@ -16,8 +16,9 @@ batch 32; membrane 512x512: whole images, batch 8). In order, each rule seeing t
 5. samples per epoch (windows): enough windows to cover every training image's area about once, and at least
    ``MIN_STEPS`` (32) steps. With time_limit and a measured step time (``fit_to_time``), at most a tenth of the
    budget per epoch, so the schedule refits and validation happen at least ten times.
-6. validation: by tiles when training on windows of images holding more than 2 tiles of 512 px (tiles of
-   max(crop, 512) px: bounded memory, context, every pixel scored once), else whole images; every epoch, or with
+6. validation: by tiles when training on windows of images holding more than 2 tiles of 512 px (the trainer and
+   eval blend sliding windows of max(crop, 512) px over each whole image, as predict does: bounded memory, context at
+   tile borders, every pixel scored at full resolution), else whole images; every epoch, or with
    time_limit and windows every sixth of the budget (``2m`` of 12 minutes). With time_limit a validation is
    skipped while validating would exceed ``val_share`` of the time spent (``ValidationSchedule``).
 
