@@ -215,7 +215,8 @@ def test_slow_steps_cut_planned_window_epochs_to_the_budget_and_resume_keeps_the
     assert main(["train", f"data={blobs}", f"project={tmp_path}", "name=cut", "epochs=1", "time_limit=12", *TINY,
                  *WINDOWS]) == 0
     out = capsys.readouterr().out
-    assert "epochs cut to 48 windows (12 steps)" in out and _steps(out) == 12
+    assert "48 windows (12 steps) per epoch" in out and _steps(out) == 12
+    assert "cut to 12 steps so 10 epochs fit 12 min at 5 s/step" in out
     plan = json.loads((tmp_path / "cut" / "plan.json").read_text())
     assert (plan["samples_per_epoch"], plan["steps_per_epoch"]) == (48, 12) and "s/step" in \
         plan["reasons"]["samples_per_epoch"]
