@@ -1,6 +1,8 @@
 """``build_run``: from a config to everything one training run needs (folder, data, model, optimiser, loggers)."""
 from __future__ import annotations
 
+import json
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -8,22 +10,27 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..config import Config, save_config
+from ..config import Config, save_config, with_sources
 from ..data.dataset import SegmentationDataset, dtype_scale
 from ..data.plan import DataPlan, plan_data
 from ..data.transforms import build_train_transform, tta_unseen_in_training
 from ..losses import build_loss
 from ..models import create_model
 from ..runtime.checkpoint import load_checkpoint
-from ..runtime.distributed import init_distributed, is_main
+from ..runtime.distributed import all_reduce_sum, init_distributed, is_main
 from ..runtime.normalize import Normalizer
 from ..runtime.precision import Precision, resolve_precision
 from ..runtime.run_dir import new_run_dir, resume_run_dir, write_json
 from .components import (auto_workers, build_ema, build_meta, class_weight_values, fits_in_ram, head_channels, log,
-                         make_loader, model_kwargs, normalisation, sampling_weights, seed_everything)
+                         make_loader, model_kwargs, normalisation, sampling_weights, seed_everything, window_loader)
 from .loggers import build_loggers
 from .optim import build_optimizer, build_scheduler, set_total_epochs
 from .state import TrainState
+from .training_plan import PLANNED, TrainingPlan, ValidationSchedule, plan_run, resized, window_training
+
+# Steps timed (after one untimed warm-up step) to fit planned window epochs to a time budget: each costs a step of
+# the budget (14 s for 8 windows of 512 px on two CPU cores), and one is enough for a rule of "about ten epochs".
+TIMED_STEPS = 1
 
 
 @dataclass
@@ -54,6 +61,10 @@ class Run:
     scheduler: Any
     steps_per_epoch: int
     metric: str
+    train_set: Any = None  # what batches are drawn from: train_ds, or its windows (WindowDataset) with ``sampler``
+    sampler: Any = None  # window epochs: the WindowSampler (seeded per epoch); None: one sample per image
+    tplan: TrainingPlan | None = None  # the training plan (None: a resumed run from before plans)
+    schedule: ValidationSchedule | None = None  # when to validate (val_every, val_share)
     loggers: Any = None  # rank 0 only
 
 
@@ -67,14 +78,10 @@ def build_run(cfg: Config, overrides: dict[str, Any], plan: DataPlan | None = No
     for note in plan.notes:
         log(f"note: {note}")
     precision = resolve_precision(cfg.precision, cfg.device)
-    transform, train_ds, val_ds, workers = build_datasets(cfg, plan)
+    cfg, tplan, transform, train_ds, val_ds, workers = build_datasets(cfg, plan, run_dir, resume is not None)
     scale = dtype_scale(train_ds[0]["image"].numpy().dtype)
     mean, std = (resume["meta"]["mean"], resume["meta"]["std"]) if resume else normalisation(cfg, plan, train_ds)
     meta = build_meta(cfg, plan, mean, std, scale)
-    if is_main():
-        save_config(cfg, run_dir / "config.yaml")
-        write_json(run_dir / "data.json", {**meta, "splits": {k: len(v) for k, v in plan.splits.items()},
-                                           "format": plan.source.format, "root": str(plan.source.root)})
     model, spec, train_model, ema = build_model(cfg, plan, precision, world, resume)
     num_classes = plan.codec.num_classes
     normalize = Normalizer(mean, std, scale).to(precision.device)
@@ -82,8 +89,11 @@ def build_run(cfg: Config, overrides: dict[str, Any], plan: DataPlan | None = No
     loss_fn = build_loss(loss_spec, num_classes=head_channels(num_classes), ignore_index=plan.codec.ignore_index,
                          class_weights=class_weight_values(cfg, plan, train_ds),
                          aux_weight=cfg.aux_weight, cls_weight=cfg.cls_weight).to(precision.device)
-    weights = sampling_weights(cfg, train_ds)
-    steps_per_epoch = len(make_loader(train_ds, cfg, True, workers, world, weights=weights))
+    train_set, sampler = window_training(tplan, train_ds, transform, seed=cfg.seed, rank=rank, world=world) \
+        if tplan is not None and tplan.windows else (train_ds, None)
+    weights = sampling_weights(cfg, train_ds) if sampler is None else None
+    steps_per_epoch = len(window_loader(train_set, sampler, cfg, workers, world, 0) if sampler is not None
+                          else make_loader(train_ds, cfg, True, workers, world, weights=weights))
     optimizer = build_optimizer(model, cfg)
     scheduler = build_scheduler(optimizer, cfg, steps_per_epoch)
     metric = cfg.metric if cfg.metric != "auto" else ("fg_iou" if num_classes == 2 else "miou")
@@ -91,8 +101,15 @@ def build_run(cfg: Config, overrides: dict[str, Any], plan: DataPlan | None = No
               precision=precision, workers=workers, transform=transform, train_ds=train_ds, val_ds=val_ds,
               weights=weights, meta=meta, spec=spec, model=model, train_model=train_model,
               eval_model=ema.module if ema is not None else model, ema=ema, normalize=normalize, loss_fn=loss_fn,
-              optimizer=optimizer, scheduler=scheduler, steps_per_epoch=steps_per_epoch, metric=metric)
+              optimizer=optimizer, scheduler=scheduler, steps_per_epoch=steps_per_epoch, metric=metric,
+              train_set=train_set, sampler=sampler, tplan=tplan,
+              schedule=ValidationSchedule(cfg.val_every, cfg.val_share, cfg.time_limit))
+    timed = fit_windows_to_time(run) if resume is None else 0.0
+    if is_main():
+        save_run_files(run)
     state = start_state(run, resume)
+    state.wall_time += timed  # the timing steps spent the budget too, but are not an epoch's pace
+    state.resumed_wall += timed
     run.loggers = build_loggers(run_dir, cfg.logger.split(","), start_epoch=state.start_epoch) if is_main() else None
     log_start(run)
     return run, state
@@ -117,18 +134,94 @@ def open_run_dir(cfg: Config, overrides: dict[str, Any], run_dir: Path | None,
     return run_dir, cfg, None
 
 
-def build_datasets(cfg: Config, plan: DataPlan) -> tuple[Any, SegmentationDataset, SegmentationDataset | None, int]:
-    """The training augmentation, the train and validation datasets (cached in RAM when they fit) and the workers."""
+def build_datasets(cfg: Config, plan: DataPlan, run_dir: Path, resumed: bool
+                   ) -> tuple[Config, TrainingPlan | None, Any, SegmentationDataset, SegmentationDataset | None, int]:
+    """The config as planned from the training set, the training plan, the training augmentation, the train and
+    validation datasets (cached in RAM when they fit) and the workers.
+
+    Window training (``plan.windows``) leaves the augmentation out of ``train_ds``: the WindowDataset applies it
+    to each window. Validation images are read after planning, with the planned ``pad_to``.
+    """
     cache = cfg.cache == "ram" or (cfg.cache == "auto" and fits_in_ram(plan, cfg.cache_gb))
     workers = cfg.workers if cfg.workers >= 0 else auto_workers(cache)
-    transform = build_train_transform(cfg.augment, cfg.crop, cfg.pad_to, cfg.pad_mode, plan.codec.ignore_index,
-                                      plan.in_channels, seed=cfg.seed)
     common = dict(codec=plan.codec, in_channels=plan.in_channels, pad_mode=cfg.pad_mode, rle=plan.rle,
                   on_error=cfg.on_error, view_channels=plan.view_channels)
-    train_ds = SegmentationDataset(plan.splits["train"], transform=transform, cache=cache, **common)
+    train_ds = SegmentationDataset(plan.splits["train"], cache=cache, **common)
+    cfg, tplan = training_plan(cfg, train_ds, run_dir, resumed)
+    transform = build_train_transform(cfg.augment, cfg.crop, cfg.pad_to, cfg.pad_mode, plan.codec.ignore_index,
+                                      plan.in_channels, seed=cfg.seed)
+    if tplan is None or not tplan.windows:
+        train_ds.transform = transform  # one sample (a crop or the whole image) per image per epoch
     val_ds = SegmentationDataset(plan.splits["val"], pad_to=cfg.pad_to, cache=cache, **common) \
         if plan.splits["val"] else None
-    return transform, train_ds, val_ds, workers
+    return cfg, tplan, transform, train_ds, val_ds, workers
+
+
+def training_plan(cfg: Config, train_ds: SegmentationDataset, run_dir: Path,
+                  resumed: bool) -> tuple[Config, TrainingPlan | None]:
+    """A fresh run plans from its training set's fingerprint (the plan fills only keys no source set); a resumed
+    run keeps the values its config.yaml holds and reads its plan.json back (None for runs from before plans)."""
+    if not resumed:
+        return plan_run(cfg, train_ds, views=len(train_ds.view_channels or [1]))
+    path = run_dir / "plan.json"
+    return cfg, TrainingPlan.from_dict(json.loads(path.read_text()), cfg) if path.exists() else None
+
+
+def fit_windows_to_time(run: Run) -> float:
+    """With time_limit, shorten planned window epochs to what the measured step time allows (``fit_to_time``:
+    at least ten epochs in the budget); returns the seconds the timing took.
+
+    On a slow CPU the planned 32 steps can take most of a short budget; timed on the first batches (every rank
+    agrees on the mean) the epoch is cut before it starts, and config.yaml and plan.json keep the cut for resume.
+    """
+    tplan = run.tplan
+    if tplan is None or not tplan.windows or tplan.time_limit <= 0 or tplan.sources["samples_per_epoch"] != "plan":
+        return 0.0
+    start = time.perf_counter()
+    step = time_steps(run)
+    fitted = tplan.fit_to_time(step)
+    if fitted.samples_per_epoch != tplan.samples_per_epoch:
+        run.tplan, run.sampler = fitted, resized(run.sampler, fitted.samples_per_epoch)
+        run.cfg = with_sources(run.cfg, {"samples_per_epoch": fitted.samples_per_epoch}, "plan")
+        run.steps_per_epoch = len(window_loader(run.train_set, run.sampler, run.cfg, run.workers, run.world, 0))
+        run.scheduler = build_scheduler(run.optimizer, run.cfg, run.steps_per_epoch)  # the plan line says why
+    return time.perf_counter() - start
+
+
+def time_steps(run: Run, steps: int = TIMED_STEPS) -> float:
+    """Seconds per training step (loading, forward, backward) on the first window batches, after an untimed
+    warm-up step; no optimiser step, and the BatchNorm statistics the passes touched are put back."""
+    saved = {k: v.detach().clone() for k, v in run.model.state_dict().items()}
+    run.train_model.train()
+    batches = iter(window_loader(run.train_set, run.sampler, run.cfg, run.workers, run.world, 0))
+    times = []
+    for _ in range(steps + 1):
+        t0 = time.perf_counter()
+        batch = next(batches, None)
+        if batch is None:
+            break
+        with run.precision.autocast():
+            output = run.train_model(run.normalize(run.precision.to_input(batch["image"])))
+        run.loss_fn(output, batch["mask"].to(run.precision.device)).backward()
+        if run.precision.device.type == "cuda":
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - t0)
+    run.optimizer.zero_grad(set_to_none=True)
+    run.model.load_state_dict(saved)
+    mean = sum(times[1:]) / max(1, len(times) - 1) if len(times) > 1 else sum(times)
+    if run.world > 1:  # every rank must cut its epochs alike
+        mean = float(all_reduce_sum(torch.tensor([mean], device=run.precision.device))[0]) / run.world
+    return mean
+
+
+def save_run_files(run: Run) -> None:
+    """config.yaml (the planned values included), data.json and plan.json: what the run is, for resume and eval."""
+    plan, meta = run.plan, run.meta
+    save_config(run.cfg, run.run_dir / "config.yaml")
+    write_json(run.run_dir / "data.json", {**meta, "splits": {k: len(v) for k, v in plan.splits.items()},
+                                           "format": plan.source.format, "root": str(plan.source.root)})
+    if run.tplan is not None:
+        write_json(run.run_dir / "plan.json", run.tplan.to_dict())
 
 
 def build_model(cfg: Config, plan: DataPlan, precision: Precision, world: int, resume: dict[str, Any] | None
@@ -159,6 +252,8 @@ def start_state(run: Run, resume: dict[str, Any] | None) -> TrainState:
     run.optimizer.load_state_dict(resume["optimizer"])
     run.scheduler.load_state_dict(resume["scheduler"])
     state = TrainState.from_checkpoint(resume, epochs=cfg.epochs)
+    if "val_schedule" in resume:  # when the last validation was and the time validation has taken
+        run.schedule.load_state_dict(resume["val_schedule"])
     # A time-limited run keeps the length it was fitted to; otherwise ``epochs=`` given at resume wins.
     state.total_epochs = min(cfg.epochs, state.total_epochs) if cfg.time_limit else cfg.epochs
     set_total_epochs(run.scheduler, state.total_epochs)
@@ -173,8 +268,27 @@ def log_start(run: Run) -> None:
         f"{plan.class_names}, {plan.in_channels} channel(s)\nmodel: {cfg.model} "
         f"({sum(p.numel() for p in run.model.parameters()) / 1e6:.2f} M params), precision "
         f"{run.precision.describe()}, {run.workers} workers, {run.steps_per_epoch} steps/epoch")
+    log_plan(run)
     if val_ds and cfg.tta != "none":  # per-epoch validation is a monitor; TTA would multiply its cost
         log(f"note: per-epoch validation scores without TTA; tta={cfg.tta} applies in seglab eval and predict")
     if unseen := tta_unseen_in_training(cfg.tta, cfg.augment):
         log(f"note: tta={cfg.tta} adds {' and '.join(unseen)} views that augment={cfg.augment} never applies; "
             "eval and predict with it will likely score worse")
+
+
+def log_plan(run: Run) -> None:
+    """The plan line (who set what: command line > cfg file > recipe > plan > defaults), why the plan chose its
+    values, and how validation is scheduled and bounded."""
+    cfg, tplan = run.cfg, run.tplan
+    if tplan is not None:
+        log(tplan.describe() + (" (plan.json of the run)" if run.resumed else ""))
+        why = [f"{key}: {tplan.reasons[key]}" for key in PLANNED if key in tplan.reasons and
+               tplan.sources.get(key) == "plan"]
+        if why:
+            log("plan: why: " + "; ".join(why))
+    if run.sampler is not None and cfg.balance > 0:
+        log(f"note: balance={cfg.balance:g} draws whole images; window epochs draw by area and centre "
+            f"rare_windows={cfg.rare_windows:g} of the windows on rare classes instead")
+    if run.schedule.share < 1.0 or tplan is None:  # the plan line says how and how often, not the bound
+        tiles = f" by {cfg.val_tile}-px sliding windows (whole images at full resolution)" if cfg.val_tile else ""
+        log(run.schedule.describe().replace("validation", f"validation{tiles}", 1))

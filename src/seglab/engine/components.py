@@ -83,7 +83,8 @@ def build_meta(cfg: Config, plan: DataPlan, mean: list[float], std: list[float],
     return {"codec": plan.codec.to_dict(), "class_names": plan.class_names, "in_channels": plan.in_channels,
             **plan.views_meta(),  # views, view_channels, view_dirs, pair_by: how to read sources for this model
             "mean": mean, "std": std, "scale": scale, "pad_to": cfg.pad_to, "pad_mode": cfg.pad_mode,
-            "threshold": cfg.threshold, "min_area": cfg.min_area, "model": cfg.model, "encoder": cfg.encoder}
+            "threshold": cfg.threshold, "min_area": cfg.min_area, "model": cfg.model, "encoder": cfg.encoder,
+            "val_tile": cfg.val_tile}  # eval scores images larger than this by sliding windows (0: whole images)
 
 
 class ShardSampler(torch.utils.data.Sampler):
@@ -126,11 +127,17 @@ def build_ema(model: torch.nn.Module, decay: float, resume_state: dict | None):
     return ema
 
 
+def rank_batch(cfg: Config, world: int) -> int:
+    """Training samples per step in this process: ``batch`` (torchrun), or its share of it with ``cpu_procs``."""
+    return cfg.batch // world if cfg.cpu_procs > 1 else cfg.batch
+
+
 def make_loader(ds, cfg: Config, train: bool, workers: int, world: int, epoch_seed: int = 0,
-                weights: np.ndarray | None = None) -> DataLoader:
+                weights: np.ndarray | None = None, batch: int = 0) -> DataLoader:
     """A DataLoader: shuffled (seeded per epoch) for training, sequential for evaluation; distributed-aware.
 
     ``weights`` (training only): draw images with these probabilities instead of shuffling (``balance=``).
+    ``batch`` > 0 sets the batch size (validation by tiles takes one whole image at a time).
     """
     collate = functools.partial(pad_collate, ignore_index=ds.codec.ignore_index)
     sampler = None
@@ -143,10 +150,24 @@ def make_loader(ds, cfg: Config, train: bool, workers: int, world: int, epoch_se
         sampler = ShardSampler(len(ds), torch.distributed.get_rank(), world)
     elif train:
         sampler = RandomSampler(ds, generator=torch.Generator().manual_seed(epoch_seed))
-    batch = cfg.batch // world if cfg.cpu_procs > 1 else cfg.batch  # cpu_procs: batch is the global batch
-    batch = batch if train else max(batch, min(4 * batch, 64))  # eval has no gradients: bigger batches
-    return DataLoader(ds, batch_size=batch, sampler=sampler, num_workers=workers, collate_fn=collate,
+    size = rank_batch(cfg, world)  # cpu_procs: batch is the global batch
+    size = batch or (size if train else max(size, min(4 * size, 64)))  # eval has no gradients: bigger batches
+    return DataLoader(ds, batch_size=size, sampler=sampler, num_workers=workers, collate_fn=collate,
                       drop_last=train and len(ds) > cfg.batch * max(1, world), pin_memory=torch.cuda.is_available(),
+                      worker_init_fn=_seed_worker, persistent_workers=False)
+
+
+def window_loader(ds, sampler, cfg: Config, workers: int, world: int, epoch: int) -> DataLoader:
+    """One window epoch: the sampler's (seed, epoch) draw, this rank's share, in batches of this rank's size.
+
+    A last batch smaller than the others is dropped (as one-sample-per-image epochs do), so every step has the
+    same number of windows; the plan draws a multiple of the batch, so none is lost.
+    """
+    sampler.set_epoch(epoch)
+    size = rank_batch(cfg, world)
+    return DataLoader(ds, batch_size=size, sampler=sampler, num_workers=workers,
+                      collate_fn=functools.partial(pad_collate, ignore_index=ds.codec.ignore_index),
+                      drop_last=len(sampler) > size, pin_memory=torch.cuda.is_available(),
                       worker_init_fn=_seed_worker, persistent_workers=False)
 
 

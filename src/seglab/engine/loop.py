@@ -28,6 +28,20 @@ def probs_to_pred(probs: torch.Tensor, threshold: float = 0.5) -> torch.Tensor:
     return (probs[:, 0] > threshold).long() if probs.shape[1] == 1 else probs.argmax(1)
 
 
+def probs_to_logits(probs: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
+    """Logits that give ``probs`` back: log-odds for one channel (sigmoid), log-probabilities otherwise (softmax).
+
+    Validation by tiles blends probabilities, not logits; its loss is the loss of the blended probabilities, taken
+    through these logits (BCE or CE of them is -log of the blended probability of the true class; Dice and Lovasz
+    see the blended probabilities). ``eps`` keeps a certain 0 or 1 from becoming an infinite loss.
+    """
+    p = probs.float()
+    if p.shape[1] == 1:
+        p = p.clamp(eps, 1 - eps)
+        return torch.log(p) - torch.log1p(-p)
+    return torch.log(p.clamp_min(eps))
+
+
 class StopFlag:
     """Set by SIGINT/SIGTERM so the loop finishes its current step and saves, instead of dying mid-write."""
 

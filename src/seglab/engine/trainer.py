@@ -8,18 +8,21 @@ import time
 from pathlib import Path
 from typing import Any
 
+import torch
 from torch.utils.data import DataLoader, DistributedSampler
 
 from ..config import Config
 from ..data.plan import DataPlan
+from ..data.windows import Window
 from ..errors import ConfigError
+from ..inference.tiled import tiled_batch_probs
 from ..runtime.checkpoint import save_checkpoint
 from ..runtime.cpu_ranks import check_cpu_ranks, launch_cpu_ranks, wants_cpu_ranks
-from ..runtime.distributed import barrier, cleanup, is_main
+from ..runtime.distributed import all_reduce_sum, barrier, cleanup, is_main
 from ..runtime.run_dir import new_run_dir, resume_run_dir, write_json
 from .build import Run, build_run
-from .components import gflops, log, make_loader, seed_everything, set_encoder_frozen
-from .loop import NonFiniteLoss, StopFlag, evaluate, train_one_epoch
+from .components import gflops, head_channels, log, make_loader, seed_everything, set_encoder_frozen, window_loader
+from .loop import NonFiniteLoss, StopFlag, evaluate, probs_to_logits, train_one_epoch
 from .optim import set_total_epochs
 from .state import TrainState
 
@@ -54,7 +57,7 @@ def fit(run: Run, state: TrainState) -> None:
             set_encoder_frozen(run.model, epoch < run.cfg.freeze_epochs)
             t0 = time.perf_counter()
             result = train_epoch(run, loader, epoch, stop)
-            epoch_time = time.perf_counter() - t0
+            epoch_time = rank_mean(run, time.perf_counter() - t0)
             if result["interrupted"]:
                 state.partial_epoch = True
                 log(f"interrupted during epoch {epoch}: the last complete epoch ({epoch - 1}) is saved in "
@@ -63,11 +66,10 @@ def fit(run: Run, state: TrainState) -> None:
             row = count_epoch(run, state, epoch, result, epoch_time)
             if run.cfg.time_limit:  # refit before validating, so the budget's last epoch is always validated
                 refit_to_budget(run, state)
-            if should_validate(run, state):
+            validating = should_validate(run, state)
+            if validating:
                 track_best(run, state, validate(run), row)
-            epoch_val_time = time.perf_counter() - t0 - epoch_time
-            state.val_time += epoch_val_time
-            state.wall_time += epoch_val_time  # validation spends the budget too
+            count_validation(run, state, rank_mean(run, time.perf_counter() - t0 - epoch_time), validating)
             if is_main():
                 save_last(run, state)
                 log_epoch(run, state, row, epoch_time)
@@ -84,6 +86,8 @@ def train_loader(run: Run, epoch: int) -> DataLoader:
     cfg = run.cfg
     seed_everything(cfg.seed + epoch, cfg.deterministic)
     run.transform.set_random_seed(cfg.seed + epoch)
+    if run.sampler is not None:  # window epochs: the draw depends only on (seed, epoch); rank r takes r, r+world...
+        return window_loader(run.train_set, run.sampler, cfg, run.workers, run.world, epoch)
     loader = make_loader(run.train_ds, cfg, True, run.workers, run.world, epoch_seed=cfg.seed + epoch,
                          weights=run.weights)
     if run.world > 1 and isinstance(loader.sampler, DistributedSampler):
@@ -92,10 +96,24 @@ def train_loader(run: Run, epoch: int) -> DataLoader:
 
 
 def write_shard(run: Run, loader: DataLoader) -> None:
-    """Which images this rank trains on (``ranks/rankN.txt``): for checking and debugging the shards."""
+    """Which images this rank trains on (``ranks/rankN.txt``): for checking and debugging the shards.
+
+    Window epochs write one window a line: image id, top, left, height, width (this epoch's share of the draw).
+    """
+    samples = run.train_ds.samples
+    lines = [f"{samples[k.index].id} {k.y} {k.x} {k.h} {k.w}" if isinstance(k, Window) else samples[k].id
+             for k in loader.sampler]
     (run.run_dir / "ranks").mkdir(exist_ok=True)
-    (run.run_dir / "ranks" / f"rank{run.rank}.txt").write_text(
-        "".join(f"{run.train_ds.samples[i].id}\n" for i in loader.sampler))
+    (run.run_dir / "ranks" / f"rank{run.rank}.txt").write_text("".join(f"{line}\n" for line in lines))
+
+
+def rank_mean(run: Run, seconds: float) -> float:
+    """``seconds`` averaged over the ranks, so every rank counts the same time and decides alike (the budget,
+    validation by time); the time itself on one process."""
+    if run.world == 1:
+        return seconds
+    return float(all_reduce_sum(torch.tensor([seconds], dtype=torch.float64, device=run.precision.device))[0]) \
+        / run.world
 
 
 def train_epoch(run: Run, loader: DataLoader, epoch: int, stop: StopFlag) -> dict[str, Any]:
@@ -153,24 +171,53 @@ def budget_spent(run: Run, state: TrainState) -> bool:
 
 
 def should_validate(run: Run, state: TrainState) -> bool:
-    """Validate after this epoch: every ``val_every`` epochs, and always after the last one (of the schedule or budget).
-
-    Without a validation split, only the last epoch is scored (on the training images).
+    """Validate after this epoch: when ``val_every`` (epochs, or training time such as ``2m``) says so and, with
+    time_limit, validating stays within ``val_share`` of the time spent; always after the last epoch (of the
+    schedule or budget). Without a validation split, only the last epoch is scored (on the training images).
     """
     last = state.epoch == state.total_epochs - 1 or budget_spent(run, state)
-    return run.val_ds is not None and (state.epoch + 1) % run.cfg.val_every == 0 or last
+    if last or run.val_ds is None:
+        return last
+    schedule, held = run.schedule, run.schedule.held_back
+    due = schedule.due(state.epoch, state.wall_time)
+    if schedule.held_back == 1 > held:  # once: why metrics.csv has gaps from here on
+        log(f"note: validations wait while they would take more than val_share={schedule.share:g} of the time "
+            f"spent (so far {schedule.spent:.0f} s of {state.wall_time:.0f} s)")
+    return due
+
+
+def count_validation(run: Run, state: TrainState, seconds: float, validated: bool) -> None:
+    """Count the time after training (validation) in the budget and, for a validation, in its schedule."""
+    if validated:
+        run.schedule.record(state.wall_time, seconds)
+    state.val_time += seconds
+    state.wall_time += seconds  # validation spends the budget too
 
 
 def validate(run: Run) -> dict[str, Any]:
-    """Validation metrics and loss of the model as saved (the EMA when there is one): eval mode, bigger batches."""
-    model, precision, normalize = run.eval_model, run.precision, run.normalize
+    """Validation metrics and loss of the model as saved (the EMA when there is one): eval mode, bigger batches.
+
+    With ``val_tile``, each image larger than the tile is scored by sliding windows (inference/tiled: Gaussian-
+    blended tiles over the whole image at full resolution, memory bounded by the tile), one image at a time;
+    the loss is then that of the blended probabilities (``probs_to_logits``).
+    """
+    model, precision, normalize, tile = run.eval_model, run.precision, run.normalize, run.cfg.val_tile
     val_ds = run.val_ds or run.train_ds
     model.eval()
-    loader = make_loader(val_ds, run.cfg, False, 0, run.world)
+    loader = make_loader(val_ds, run.cfg, False, 0, run.world, batch=1 if tile else 0)
+
+    def forward(images):
+        with precision.autocast():
+            return model(normalize(precision.to_input(images))).float()
 
     def logits_fn(batch):
-        with precision.autocast():
-            return model(normalize(precision.to_input(batch["image"]))).float()
+        images = batch["image"]
+        if not tile or max(images.shape[-2:]) <= tile:
+            return forward(images)
+        probs = tiled_batch_probs(forward, images, [tuple(images.shape[-2:])] * len(images), tile=tile,
+                                  num_classes=head_channels(val_ds.codec.num_classes),
+                                  overlap=run.cfg.overlap, batch_size=max(1, run.cfg.batch), outputs="logits")
+        return probs_to_logits(probs.to(precision.device))
 
     metrics = evaluate(None, loader, val_ds.codec.num_classes, val_ds.codec.ignore_index, precision.device,
                        threshold=run.cfg.threshold, loss_fn=run.loss_fn, logits_fn=logits_fn,
@@ -199,7 +246,8 @@ def checkpoint(run: Run, state: TrainState) -> dict[str, Any]:
     extra = {"train_model": run.model.state_dict()} if run.ema is not None else {}
     return {**extra, "model": run.eval_model.state_dict(), "optimizer": run.optimizer.state_dict(),
             "scheduler": run.scheduler.state_dict(), **state.to_checkpoint(), "model_spec": run.spec,
-            "meta": run.meta, "config": run.cfg.to_dict(), "metric": run.metric}
+            "meta": run.meta, "config": run.cfg.to_dict(), "metric": run.metric,
+            "val_schedule": run.schedule.state_dict()}
 
 
 def save_last(run: Run, state: TrainState) -> None:
@@ -210,8 +258,8 @@ def save_last(run: Run, state: TrainState) -> None:
 def log_epoch(run: Run, state: TrainState, row: dict[str, Any], epoch_time: float) -> None:
     """The epoch's row to metrics.csv (and other loggers) and one line to the console."""
     run.loggers.log(state.epoch, row)
-    shown = " ".join(f"{k}={v:.4f}" for k, v in row.items() if k.startswith("val_") and k in SHOWN)
-    log(f"epoch {state.epoch + 1}/{state.total_epochs} train_loss={row['train_loss']:.4f} {shown} "
+    shown = "".join(f" {k}={v:.4f}" for k, v in row.items() if k.startswith("val_") and k in SHOWN)
+    log(f"epoch {state.epoch + 1}/{state.total_epochs} train_loss={row['train_loss']:.4f}{shown} "
         f"({epoch_time:.1f}s, {row['train_images_per_s']:.1f} img/s)")
 
 
@@ -219,8 +267,8 @@ def should_stop(run: Run, state: TrainState, stop: StopFlag) -> bool:
     """True (with the reason logged) when patience, the time budget or a stop signal ends the run here."""
     cfg = run.cfg
     if cfg.patience and state.stale >= cfg.patience:
-        log(f"early stopping: {run.metric} has not improved for {cfg.patience} epochs (best {state.best:.4f} at epoch "
-            f"{state.best_epoch + 1})")
+        log(f"early stopping: {run.metric} has not improved for {cfg.patience} validations (best {state.best:.4f} at "
+            f"epoch {state.best_epoch + 1})")
         return True
     if budget_spent(run, state):
         log(f"time limit of {cfg.time_limit} min reached after epoch {state.epoch + 1}")

@@ -16,8 +16,9 @@ batch 32; membrane 512x512: whole images, batch 8). In order, each rule seeing t
 5. samples per epoch (windows): enough windows to cover every training image's area about once, and at least
    ``MIN_STEPS`` (32) steps. With time_limit and a measured step time (``fit_to_time``), at most a tenth of the
    budget per epoch, so the schedule refits and validation happen at least ten times.
-6. validation: by tiles when training on windows of images holding more than 2 tiles of 512 px (tiles of
-   max(crop, 512) px: bounded memory, context, every pixel scored once), else whole images; every epoch, or with
+6. validation: by tiles when training on windows of images holding more than 2 tiles of 512 px (the trainer and
+   eval blend sliding windows of max(crop, 512) px over each whole image, as predict does: bounded memory, context at
+   tile borders, every pixel scored at full resolution), else whole images; every epoch, or with
    time_limit and windows every sixth of the budget (``2m`` of 12 minutes). With time_limit a validation is
    skipped while validating would exceed ``val_share`` of the time spent (``ValidationSchedule``).
 
@@ -89,6 +90,21 @@ class TrainingPlan:
                   f"{self.time_limit:g} min at {step_seconds:.2g} s/step")
         return replace(self, samples_per_epoch=steps * self.batch, steps_per_epoch=steps,
                        reasons={**self.reasons, "samples_per_epoch": reason})
+
+    @classmethod
+    def from_dict(cls, saved: dict[str, Any], cfg: Config | None = None) -> "TrainingPlan":
+        """The plan ``to_dict`` saved (plan.json); with ``cfg`` its planned values are the config's (a resumed run's
+        config.yaml holds what the run trains with, a budget fit included)."""
+        fp = {k: v for k, v in saved["fingerprint"].items() if k in Fingerprint.__dataclass_fields__}
+        fields = {k: saved[k] for k in cls.__dataclass_fields__ if k in saved and k != "fingerprint"}
+        plan = cls(fingerprint=Fingerprint(**fp), **fields)
+        if cfg is None:
+            return plan
+        values = {key: getattr(cfg, key) for key in PLANNED}
+        windows = values["samples_per_epoch"] not in (0, "auto")
+        steps = math.ceil(values["samples_per_epoch"] / values["batch"]) if windows else plan.steps_per_epoch
+        return replace(plan, **values, windows=windows, steps_per_epoch=steps, rare_windows=cfg.rare_windows,
+                       cat_max_ratio=cfg.cat_max_ratio, val_share=cfg.val_share, time_limit=cfg.time_limit)
 
     def to_dict(self) -> dict[str, Any]:
         """Everything for plan.json: the fingerprint, the planned values, their sources and reasons."""
@@ -235,8 +251,10 @@ class ValidationSchedule:
 
     def __init__(self, val_every: Any, val_share: float = 1.0, time_limit: float = 0.0):
         self.kind, self.amount = parse_val_every(val_every)
+        self.text = val_every
         self.share = val_share if time_limit > 0 else 1.0
         self.last_at, self.spent, self.runs = 0.0, 0.0, 0
+        self.held_back = 0  # due validations skipped to keep within val_share (this process; not checkpointed)
 
     def due(self, epoch: int, elapsed: float, last: bool = False) -> bool:
         """True when epoch ``epoch`` (0-based), ending ``elapsed`` seconds into the run, should validate."""
@@ -250,8 +268,17 @@ class ValidationSchedule:
         if self.share < 1.0 and self.runs:
             expected = self.spent / self.runs
             if self.spent + expected > self.share * (elapsed + expected):
+                self.held_back += 1
                 return False
         return True
+
+    def describe(self) -> str:
+        """For the log: how often, and the share of a time budget validation is kept to."""
+        line = f"validation {_every(self.text)}"
+        if self.share < 1.0:
+            line += (f"; its time counts in time_limit and is kept under val_share={self.share:g} of the time spent "
+                     "(a due validation waits while it would exceed that); the last epoch always validates")
+        return line
 
     def record(self, elapsed: float, seconds: float) -> None:
         """A validation started ``elapsed`` seconds into the run and took ``seconds``."""
@@ -281,6 +308,13 @@ def window_training(plan: TrainingPlan, train_ds, transform, seed: int, rank: in
     sampler = WindowSampler(sizes, plan.crop, plan.samples_per_epoch, seed, rank, world, index=index,
                             cat_max_ratio=plan.cat_max_ratio, rare_windows=plan.rare_windows)
     return WindowDataset(train_ds, transform), sampler
+
+
+def resized(sampler: WindowSampler, samples: int) -> WindowSampler:
+    """``sampler`` (same sizes, index, seed and ranks) drawing ``samples`` windows per epoch (after ``fit_to_time``)."""
+    return WindowSampler(sampler.sizes, sampler.crop, samples, sampler.seed, sampler.rank, sampler.world,
+                         index=sampler.index, cat_max_ratio=sampler.cat_max_ratio,
+                         rare_windows=sampler.rare_windows, max_tries=sampler.max_tries)
 
 
 def validation_dataset(plan: TrainingPlan, val_ds):

@@ -17,6 +17,7 @@ from ..data.masks import MaskCodec
 from ..data.plan import plan_data
 from ..errors import ConfigError
 from ..inference.predictor import load_predictor
+from ..inference.tiled import tiled_batch_probs
 from ..metrics.tgs import BY_COVERAGE_HEADERS, BY_COVERAGE_NOTE, tgs_by_coverage
 from ..engine.loop import evaluate
 from ..runtime.run_dir import write_json
@@ -65,8 +66,13 @@ def run_eval(cfg: Config, overrides: dict | None = None, out_dir: Path | None = 
     threshold = (meta.get("tuned") or {}).get("threshold", cfg.threshold)
     ds = SegmentationDataset(samples, codec=codec, in_channels=meta["in_channels"], pad_to=meta["pad_to"],
                              pad_mode=meta["pad_mode"], rle=plan.rle, view_channels=meta_view_channels(meta))
-    loader = DataLoader(ds, batch_size=max(cfg.batch, 8), collate_fn=functools.partial(pad_collate,
-                        ignore_index=codec.ignore_index))
+    # the run's validation tile, unless tile= is given here (tile=0: whole images) or in the run's config
+    tile = cfg.tile if "tile" in (overrides or {}) else cfg.tile or meta.get("val_tile") or 0
+    loader = DataLoader(ds, batch_size=1 if tile else max(cfg.batch, 8),
+                        collate_fn=functools.partial(pad_collate, ignore_index=codec.ignore_index))
+    if tile:
+        print(f"note: images larger than {tile} px are scored by sliding {tile}-px windows at full resolution "
+              f"(overlap {cfg.overlap:g}){'; the run validated so (val_tile); tile=0 scores whole images' if tile != cfg.tile else ''}")
     run = _run_folder(cfg.weights)
     out = Path(out_dir) if out_dir else (run / (f"eval_{split}" if split != "test" else "eval") if run else
                                           Path(cfg.project) / "eval")
@@ -87,7 +93,8 @@ def run_eval(cfg: Config, overrides: dict | None = None, out_dir: Path | None = 
             Image.fromarray(p.astype(np.uint8)).save(path)
             pred_paths.append(str(path))
 
-    metrics = evaluate(lambda b: predictor.probs(b["image"], b["size"]), loader, codec.num_classes, codec.ignore_index,
+    metrics = evaluate(functools.partial(batch_probs, predictor, tile, cfg.overlap, max(1, cfg.batch // 2)), loader,
+                       codec.num_classes, codec.ignore_index,
                        predictor.precision.device, threshold=threshold, per_image=True, on_batch=save_preds,
                        desc=f"eval {split}")
     confusion = metrics.pop("confusion").numpy()
@@ -128,6 +135,18 @@ def run_eval(cfg: Config, overrides: dict | None = None, out_dir: Path | None = 
         except ImportError as e:  # the report needs matplotlib; metrics are already written
             print(f"note: no HTML report ({e})")
     return metrics
+
+
+def batch_probs(predictor, tile: int, overlap: float, tiles_per_step: int, batch: dict) -> torch.Tensor:
+    """Probabilities of a batch: whole images, or (``tile`` > 0, one image larger than the tile) by sliding windows
+    at full resolution (Gaussian-blended tiles, memory bounded by the tile, every pixel scored as predict does)."""
+    images = batch["image"]
+    if not tile or max(images.shape[-2:]) <= tile:
+        return predictor.probs(images, batch["size"])
+    channels = 1 if predictor.num_classes == 2 else predictor.num_classes
+    probs = tiled_batch_probs(predictor.probs, images, [tuple(images.shape[-2:])] * len(images), tile=tile,
+                              num_classes=channels, overlap=overlap, batch_size=tiles_per_step, outputs="probs")
+    return probs.to(predictor.precision.device)
 
 
 def print_table(metrics: dict, names: list[str]) -> None:
