@@ -158,30 +158,39 @@ def test_validation_by_time_follows_val_every_and_stays_within_val_share(blobs, 
     assert ("validations wait while they would take more than val_share" in out) == (val_seconds == 30)
 
 
-def test_sliding_window_validation_equals_whole_image_validation(blobs):
-    """A pointwise model gives the same probabilities tile by tile as on the whole image: same metrics and loss."""
+@pytest.mark.parametrize("task", ["3 classes, softmax", "binary, sigmoid"])
+def test_sliding_window_validation_equals_whole_image_validation(blobs, grains_dir, task):
+    """A pointwise model gives the same probabilities tile by tile as on the whole image: same metrics and loss
+    (the loss of tiles is taken from their blended probabilities: log-probabilities, or log-odds for one channel)."""
     from seglab.config import build_config
     from seglab.data.dataset import SegmentationDataset
     from seglab.data.formats import Sample
     from seglab.data.masks import MaskCodec
+    from seglab.data.plan import plan_data
     from seglab.engine import trainer
     from seglab.losses import build_loss
     from seglab.runtime.normalize import Normalizer
     from seglab.runtime.precision import resolve_precision
 
-    samples = [Sample(blobs / "images" / f"s{i}.png", blobs / "masks" / f"s{i}.png", str(i)) for i in range(2)]
-    ds = SegmentationDataset(samples, MaskCodec("index", 3, 255), 3, cache=True)
+    if task.startswith("binary"):  # 64x64 grains by 32-px tiles overlapping by 8 px: 3 x 3 tiles
+        data = plan_data(build_config({"data": str(grains_dir)}))
+        ds = SegmentationDataset(data.splits["train"][:4], data.codec, 3, cache=True)
+        channels, loss, tile = 1, "bce", 32  # (Dice would differ: it pools a batch, and tiles go one image a time)
+    else:  # 192x256 by 64-px tiles overlapping by 16 px: 4 x 5 tiles
+        samples = [Sample(blobs / "images" / f"s{i}.png", blobs / "masks" / f"s{i}.png", str(i)) for i in range(2)]
+        ds = SegmentationDataset(samples, MaskCodec("index", 3, 255), 3, cache=True)
+        channels, loss, tile = 3, "ce", 64
     torch.manual_seed(0)
-    model = torch.nn.Conv2d(3, 3, 1)
+    model = torch.nn.Conv2d(3, channels, 1)
 
     def validate(tile: int) -> dict:
         run = types.SimpleNamespace(eval_model=model, precision=resolve_precision("fp32", "cpu"), val_ds=ds,
                                     normalize=Normalizer([0.5] * 3, [0.25] * 3, 255.0), train_ds=ds, world=1,
                                     cfg=build_config({"val_tile": tile, "batch": 4}),
-                                    loss_fn=build_loss("ce", num_classes=3, ignore_index=255))
+                                    loss_fn=build_loss(loss, num_classes=channels, ignore_index=255))
         return trainer.validate(run)
 
-    whole, tiled = validate(0), validate(64)  # 192x256 by 64-px tiles overlapping by 16 px: 4 x 5 tiles
+    whole, tiled = validate(0), validate(tile)
     assert 0.05 < whole["miou"] < 0.95  # a model that gets some pixels wrong, so the comparison means something
     for key in ("loss", "pixel_acc", "miou", "mpa", "fwiou"):
         assert tiled[key] == pytest.approx(whole[key], abs=1e-4), key

@@ -199,7 +199,8 @@ def validate(run: Run) -> dict[str, Any]:
 
     With ``val_tile``, each image larger than the tile is scored by sliding windows (inference/tiled: Gaussian-
     blended tiles over the whole image at full resolution, memory bounded by the tile), one image at a time;
-    the loss is then that of the blended probabilities (``probs_to_logits``).
+    the loss is then that of the blended probabilities (``probs_to_logits``); batch-pooled terms such as Dice are
+    then per image, so that loss is not comparable with a whole-image validation's in batches.
     """
     model, precision, normalize, tile = run.eval_model, run.precision, run.normalize, run.cfg.val_tile
     val_ds = run.val_ds or run.train_ds
