@@ -292,7 +292,7 @@ def run_seglab(variant: str, spec: Spec, ddir: Path, minutes: float, workdir: Pa
 
     from seglab.config import build_config, field_names
     from seglab.data.dataset import load_image
-    from seglab.engine.trainer import train
+    from seglab.engine.dispatch import train
     from seglab.inference.predict import predict_image
     from seglab.inference.predictor import load_predictor
 
