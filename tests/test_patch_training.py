@@ -93,7 +93,7 @@ def test_every_planned_key_yields_to_the_command_line_and_the_log_names_the_sour
     plan = json.loads((tmp_path / "given" / "plan.json").read_text())
     assert plan["sources"] == {"crop": "command line", "pad_to": "command line", "batch": "command line",
                                "samples_per_epoch": "command line", "val_tile": "cfg file",
-                               "val_every": "command line"}
+                               "val_every": "command line", "augment": "plan"}
     saved = yaml.safe_load((tmp_path / "given" / "config.yaml").read_text())
     assert (saved["crop"], saved["batch"], saved["samples_per_epoch"], saved["val_every"], saved["val_tile"]) == \
         (64, 2, 6, 2, 96)

@@ -14,7 +14,7 @@ from seglab.config import (build_config, config_sources, load_yaml, parse_overri
 from seglab.data.dataset import SegmentationDataset
 from seglab.data.fingerprint import Fingerprint, fingerprint_arrays, fingerprint_dataset
 from seglab.data.plan import plan_data
-from seglab.engine.training_plan import (PLANNED, ValidationSchedule, plan_run, plan_training, validation_dataset,
+from seglab.engine.training_plan import (ORIENTED, PLANNED, ValidationSchedule, plan_run, plan_training, validation_dataset,
                                          window_training)
 from seglab.errors import ConfigError, DataError
 
@@ -71,6 +71,7 @@ def test_real_fingerprints_give_todays_settings(name, expected):
     plan = plan_training(fp, cfg)
     assert (plan.crop, plan.pad_to, plan.batch, plan.windows) == expected
     assert (plan.val_tile, plan.val_every) == (0, 1)
+    assert plan.augment == "flips" and fp.up_down < 0.1 and fp.left_right < 0.1  # no up and down in EM or seismic
 
 
 def test_every_planned_key_yields_to_the_command_line_and_the_recipe_beats_the_plan():
@@ -369,3 +370,68 @@ def test_a_window_epoch_trains_and_validates_through_the_loops(tmp_path):
     metrics = evaluate(lambda b: torch.softmax(model(normalize(b["image"])), 1), val_loader, 3, 255,
                        torch.device("cpu"))
     assert 0.0 <= metrics["miou"] <= 1.0
+
+
+def _street(rng: np.random.Generator, h: int = 48, w: int = 64) -> np.ndarray:
+    """A street-like label map: sky (0) above a wavy horizon, road (1) below, a few cars (2) on the road."""
+    horizon = (h * rng.uniform(0.35, 0.6) + 4 * np.sin(np.arange(w) / rng.uniform(4, 9))).astype(int)
+    mask = np.where(np.arange(h)[:, None] < horizon[None, :], 0, 1).astype(np.uint8)
+    for _ in range(2):
+        y, x = rng.integers(h * 2 // 3, h - 6), rng.integers(0, w - 10)
+        mask[y:y + 5, x:x + 10] = 2
+    return mask
+
+
+def _grains(rng: np.random.Generator, h: int = 48, w: int = 64) -> np.ndarray:
+    """A micrograph-like label map: discs of two minerals anywhere on a matrix (0)."""
+    yy, xx = np.mgrid[:h, :w]
+    mask = np.zeros((h, w), np.uint8)
+    for k in range(6):
+        cy, cx, r = rng.integers(0, h), rng.integers(0, w), rng.integers(4, 10)
+        mask[(yy - cy) ** 2 + (xx - cx) ** 2 < r * r] = 1 + k % 2
+    return mask
+
+
+def _fingerprint(masks: list[np.ndarray]) -> Fingerprint:
+    images = [np.zeros((*m.shape, 3), np.uint8) for m in masks]
+    return fingerprint_arrays([m.shape for m in masks], masks, images, 3, 255, 3)
+
+
+def test_labels_with_an_up_and_a_down_drop_vertical_flips():
+    rng = np.random.default_rng(0)
+    street = _fingerprint([_street(rng) for _ in range(12)])
+    assert street.up_down > 0.5 and street.left_right < 0.1
+    plan = plan_training(street, build_config({}))
+    assert plan.augment == "hflip" and plan.sources["augment"] == "plan"
+    assert "up/down" in plan.reasons["augment"] and "augment hflip (the labels have an up and a down)" in plan.describe()
+    assert plan.apply(build_config({})).augment == "hflip"
+    # the same street scenes on their side lose horizontal flips instead; upside down they are just as oriented
+    side = _fingerprint([np.rot90(_street(rng)).copy() for _ in range(12)])
+    assert side.left_right > 0.5 and plan_training(side, build_config({})).augment == "vflip"
+    flipped = _fingerprint([_street(rng)[::-1].copy() for _ in range(12)])
+    assert plan_training(flipped, build_config({})).augment == "hflip"
+    # micrographs keep both flips; so do three street scenes (too few to tell) and any augment a user chose
+    grains = _fingerprint([_grains(rng) for _ in range(12)])
+    assert grains.up_down < ORIENTED and plan_training(grains, build_config({})).augment == "flips"
+    assert plan_training(_fingerprint([_street(rng) for _ in range(3)]), build_config({})).augment == "flips"
+    for given in ("flips", "light"):
+        cfg = build_config(parse_overrides([f"augment={given}"]))
+        assert plan_training(street, cfg).augment == given
+
+
+def test_images_leaning_different_ways_are_not_oriented():
+    rng = np.random.default_rng(1)
+    half = [_street(rng) for _ in range(6)] + [_street(rng)[::-1].copy() for _ in range(6)]
+    assert _fingerprint(half).up_down == 0.0
+
+
+def test_camvid_street_scenes_train_without_vertical_flips():
+    root = shared_dataset("camvid")
+    rows = [ln.split() for ln in (root / "train.txt").read_text().splitlines()[::15]]
+    from PIL import Image
+
+    masks = [np.array(Image.open(root / m)) for _, m in rows]
+    images = [np.zeros((*m.shape, 3), np.uint8) for m in masks]
+    fp = fingerprint_arrays([m.shape for m in masks], masks, images, 11, 11, 3)
+    assert fp.up_down > 0.5 and fp.left_right < ORIENTED
+    assert plan_training(fp, build_config({"ignore_index": 11})).augment == "hflip"

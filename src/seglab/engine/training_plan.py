@@ -22,6 +22,10 @@ batch 32; membrane 512x512: whole images, batch 8). In order, each rule seeing t
    time_limit and windows every sixth of the budget (``2m`` of 12 minutes). With time_limit a validation is
    skipped while validating would exceed ``val_share`` of the time spent (``ValidationSchedule``).
 
+7. augment: the default ``flips`` loses ``vflip`` when the labels' class layout differs strongly between the top and
+   bottom halves of the images (``Fingerprint.up_down`` >= ``ORIENTED``, consistent over the images: street scenes),
+   and ``hflip`` likewise for left and right; micrographs, aerial tiles, TGS and membrane keep both.
+
 Precedence: command line > cfg file > recipe > plan > defaults. The plan fills only keys no source set
 (``config_sources``), and every rule uses the values given for the keys before it.
 """
@@ -46,7 +50,8 @@ MIN_STEPS = 32  # a window epoch has at least this many steps (nnU-Net: 250), so
 MIN_FIT_STEPS = 8  # fitting a time budget never cuts an epoch below this
 EPOCHS_IN_BUDGET = 10  # with a time budget, epochs are short enough for at least this many
 VALIDATIONS_IN_BUDGET = 6  # time-limited window training validates about this often
-PLANNED = ("crop", "pad_to", "batch", "samples_per_epoch", "val_tile", "val_every")
+ORIENTED = 0.25  # labels this asymmetric between image halves (Fingerprint.up_down) mean the images have an up
+PLANNED = ("crop", "pad_to", "batch", "samples_per_epoch", "val_tile", "val_every", "augment")
 
 
 @dataclass
@@ -68,6 +73,7 @@ class TrainingPlan:
     time_limit: float
     sources: dict[str, str] = field(default_factory=dict)  # planned key -> plan, recipe, cfg file, command line
     reasons: dict[str, str] = field(default_factory=dict)  # planned key -> the rule that decided it
+    augment: str = "flips"
 
     def values(self) -> dict[str, Any]:
         """The config values this plan stands for (samples_per_epoch resolved to a number)."""
@@ -128,6 +134,9 @@ class TrainingPlan:
             parts.append(f"{what} images{pad}")
             parts.append(f"batch {self.batch}")
             parts.append(f"one sample per image ({self.steps_per_epoch} steps) per epoch")
+        if self.augment != "flips" and self.sources.get("augment") == "plan":
+            parts.append(f"augment {self.augment} (the labels have an up and a down)" if "hflip" in self.augment
+                         else f"augment {self.augment}")
         how = f"by {self.val_tile}-px tiles" if self.val_tile else "on whole images"
         parts.append(f"validation {how} {_every(self.val_every)}")
         line = f"plan: {self.fingerprint.describe()}: {', '.join(parts)}"
@@ -237,8 +246,20 @@ def plan_training(fp: Fingerprint, cfg: Config, sources: dict[str, str] | None =
         why["val_every"] = f"about {VALIDATIONS_IN_BUDGET} validations in time_limit={cfg.time_limit:g} min"
     else:
         val_every = 1
+    # 7. flips: a mirror image must be a plausible image. Street scenes (sky up, road down) are not plausible upside
+    # down, so their labels' strong up/down asymmetry drops vertical flips (and the same left/right for horizontal).
+    if given("augment") or cfg.augment != "flips":
+        augment = cfg.augment
+    else:
+        flips = [name for name, lean in (("hflip", fp.left_right), ("vflip", fp.up_down)) if lean < ORIENTED]
+        augment = "flips" if len(flips) == 2 else ",".join(flips) or "none"
+        if augment != "flips":
+            dropped = [f"{'left/right' if n == 'hflip' else 'up/down'} {lean:.2f}"
+                       for n, lean in (("hflip", fp.left_right), ("vflip", fp.up_down)) if n not in flips]
+            why["augment"] = (f"the labels sit differently in the image halves ({', '.join(dropped)} >= {ORIENTED}): "
+                              f"mirrored images would be implausible, so augment={augment}")
     return TrainingPlan(fp, crop, pad_to, batch, windows, samples, steps, cfg.rare_windows, cfg.cat_max_ratio,
-                        val_tile, val_every, cfg.val_share, cfg.time_limit, src, why)
+                        val_tile, val_every, cfg.val_share, cfg.time_limit, src, why, augment)
 
 
 class ValidationSchedule:
