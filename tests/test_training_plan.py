@@ -408,6 +408,9 @@ def test_labels_with_an_up_and_a_down_drop_vertical_flips():
     # the same street scenes on their side lose horizontal flips instead; upside down they are just as oriented
     side = _fingerprint([np.rot90(_street(rng)).copy() for _ in range(12)])
     assert side.left_right > 0.5 and plan_training(side, build_config({})).augment == "vflip"
+    # large images made of street scenes (2x2 mosaics): training windows still have an up and a down
+    mosaics = _fingerprint([np.block([[_street(rng), _street(rng)], [_street(rng), _street(rng)]]) for _ in range(6)])
+    assert mosaics.up_down > 0.5 and plan_training(mosaics, build_config({})).augment == "hflip"
     flipped = _fingerprint([_street(rng)[::-1].copy() for _ in range(12)])
     assert plan_training(flipped, build_config({})).augment == "hflip"
     # micrographs keep both flips; so do three street scenes (too few to tell) and any augment a user chose

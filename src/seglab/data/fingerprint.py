@@ -20,6 +20,8 @@ MAX_READ = 32
 # as the whole set: a few images with one object near the top say nothing about the data's up and down.
 MIN_ORIENTED_IMAGES = 4
 CONSISTENT_SHARE = 0.75
+MAX_LAYOUT = 128  # masks looked at for orientation
+GRIDS = (1, 2, 4)  # orientation is looked for in whole images and in their 2x2 and 4x4 tiles
 
 
 @dataclass
@@ -138,14 +140,28 @@ def _asymmetry(pairs: list[tuple[np.ndarray, np.ndarray]]) -> float:
     return round(float(0.5 * np.abs(lean).sum()), 4) if agree >= CONSISTENT_SHARE * len(pairs) else 0.0
 
 
+def _tiles(mask: np.ndarray, grid: int) -> list[np.ndarray]:
+    """``mask`` cut into grid x grid tiles (the last row and column take the remainder)."""
+    h, w = mask.shape
+    ys, xs = np.linspace(0, h, grid + 1).astype(int), np.linspace(0, w, grid + 1).astype(int)
+    return [mask[ys[i]:ys[i + 1], xs[j]:xs[j + 1]] for i in range(grid) for j in range(grid)]
+
+
 def layout_asymmetry(masks: Iterable[np.ndarray | None], num_classes: int, ignore_index: int) -> tuple[float, float]:
-    """(up_down, left_right): how much the labels' class layout differs between image halves (see Fingerprint)."""
-    rows, cols = [], []
-    for mask in masks:
-        if mask is not None and mask.ndim == 2 and min(mask.shape) >= 2:
-            rows.append(_half_counts(mask, num_classes, ignore_index, 0))
-            cols.append(_half_counts(mask, num_classes, ignore_index, 1))
-    return _asymmetry(rows), _asymmetry(cols)
+    """(up_down, left_right): how much the labels' class layout differs between the halves of the images, or of
+    their tiles (2x2, 4x4: training sees windows, and a large image may be a mosaic of oriented scenes); the
+    largest over the three scales (see Fingerprint)."""
+    masks = [m for m in masks if m is not None and m.ndim == 2 and min(m.shape) >= 16]
+    masks = masks[:: max(1, len(masks) // MAX_LAYOUT)]  # an even sample is plenty for a yes/no about orientation
+    best = [0.0, 0.0]
+    for grid in GRIDS:
+        for axis in (0, 1):
+            pairs = []
+            for mask in masks:
+                halves = [_half_counts(tile, num_classes, ignore_index, axis) for tile in _tiles(mask, grid)]
+                pairs.append((sum(a for a, _ in halves), sum(b for _, b in halves)))
+            best[axis] = max(best[axis], _asymmetry(pairs))
+    return best[0], best[1]
 
 
 def fingerprint_dataset(ds, views: int = 1, max_read: int = MAX_READ) -> Fingerprint:
