@@ -40,6 +40,7 @@ class Config:
     mask_mode: str = "auto"
     colors: list = field(default_factory=list)
     classes: list = field(default_factory=list)
+    palette: list = field(default_factory=list)
     num_classes: int = 0
     ignore_index: int = 255
     in_channels: int = 0

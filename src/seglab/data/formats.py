@@ -15,7 +15,6 @@ The views are stacked as channels when read (``dataset.load_sample_image``).
 """
 from __future__ import annotations
 
-import csv
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -318,16 +317,9 @@ def write_list_file(path: Path, samples: list[Sample]) -> None:
 
 def _read_classes_file(root: Path) -> tuple[list[str], list[list[int]]]:
     """Class names (and colours) from classes.csv (name[,r,g,b]) or classes.txt beside the data."""
-    csv_path, txt_path = root / "classes.csv", root / "classes.txt"
-    if csv_path.exists():
-        with csv_path.open(newline="", encoding="utf-8") as f:
-            rows = list(csv.DictReader(f))
-        names = [r.get("name") or r.get("class") or str(i) for i, r in enumerate(rows)]
-        colors = [[int(r["r"]), int(r["g"]), int(r["b"])] for r in rows] if rows and {"r", "g", "b"} <= set(rows[0]) else []
-        return names, colors
-    if txt_path.exists():
-        return [ln.strip() for ln in txt_path.read_text(encoding="utf-8").splitlines() if ln.strip()], []
-    return [], []
+    from .labels import read_class_table
+
+    return read_class_table(root)
 
 
 def _split_of(name: str) -> str | None:

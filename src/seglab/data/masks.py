@@ -16,6 +16,8 @@ from ..errors import DataError
 from .io import read_mask_raw
 
 MAX_TABLE_COLOURS = 64
+# More classes than this are never inferred from mask values alone: num_classes= must say so.
+MANY_CLASSES = 64
 
 
 def _pack(rgb: np.ndarray) -> np.ndarray:
@@ -125,55 +127,97 @@ def _unpack(key: int) -> list[int]:
 
 @dataclass
 class MaskSurvey:
-    """What a sample of masks looks like: value/colour counts and storage kinds."""
+    """What a sample of masks looks like: value/colour counts, storage kinds, and the files that are no label maps.
+
+    Files with findings that are errors (interpolated, lossy JPEG, hundreds of values) are left out of the counts,
+    so one anti-aliased mask cannot turn a binary dataset into 255 classes; ``findings`` names them.
+    """
 
     value_counts: Counter = field(default_factory=Counter)  # gray values or packed colours -> pixels
     rgb: bool = False
     gray: bool = False
     palette: bool = False
     files: int = 0
+    inspected: int = 0  # masks read, suspicious ones included
+    findings: list = field(default_factory=list)  # LabelFinding per suspicious file
+    file_values: dict = field(default_factory=dict)  # path -> sorted distinct gray values (gray masks only)
+    palette_file: Path | None = None  # a palette PNG (its colour table gives VOC-style class colours)
 
-    def add(self, raw: np.ndarray, palette: bool) -> None:
+    def add(self, raw: np.ndarray, palette: bool, path: Path | None = None) -> None:
         """Count one raw mask."""
         self.files += 1
         self.palette |= palette
+        if palette and self.palette_file is None:
+            self.palette_file = path
         if raw.ndim == 3:
             self.rgb = True
             keys, counts = np.unique(_pack(raw), return_counts=True)
         else:
             self.gray = True
             keys, counts = np.unique(raw, return_counts=True)
+            if path is not None:
+                self.file_values[path] = [int(k) for k in keys[:4096].tolist()]
         for k, n in zip(keys.tolist(), counts.tolist()):
             self.value_counts[int(k)] += int(n)
             if len(self.value_counts) > 4096:
                 break
 
 
-def survey_masks(paths: Sequence[Path], max_files: int = 64) -> MaskSurvey:
-    """Read an evenly spaced sample of masks and count their values."""
+def survey_masks(paths: Sequence[Path], max_files: int = 64, declared: bool = False,
+                 ignore_index: int = 255) -> MaskSurvey:
+    """Read an evenly spaced sample of masks, inspect each (``labels.inspect_mask``) and count their values."""
+    from .labels import inspect_mask
+
     survey = MaskSurvey()
     step = max(1, len(paths) // max_files)
     errors = []
+    suspects = []
     for p in list(paths)[::step][:max_files]:
         try:
             raw, palette = read_mask_raw(p)
         except DataError as e:  # reported with every other bad file when the dataset is decoded
             errors.append(e)
             continue
-        survey.add(raw, palette)
+        survey.inspected += 1
+        _, found = inspect_mask(p, raw, declared, ignore_index)
+        survey.findings += found
+        if any(f.error for f in found):
+            suspects.append((raw, palette, p))
+            continue
+        survey.add(raw, palette, p)
+    if not survey.files:  # every mask is suspicious: count them all (the findings still stop training)
+        for raw, palette, p in suspects:
+            survey.add(raw, palette, p)
     if not survey.files:
         raise errors[0] if errors else DataError("no mask files to inspect")
     return survey
 
 
 def infer_mask_codec(paths: Sequence[Path], mode: str = "auto", num_classes: int = 0, ignore_index: int = 255,
-                     colors: Sequence = ()) -> tuple[MaskCodec, list[str]]:
-    """Decide how masks are encoded from a sample; returns the codec and notices for the user."""
+                     colors: Sequence = (), strict: bool = True, table_colors: Sequence = (),
+                     survey: MaskSurvey | None = None) -> tuple[MaskCodec, list[str]]:
+    """Decide how masks are encoded from a sample; returns the codec and notices for the user.
+
+    Masks that are no clean label maps (``labels.inspect_mask``) are refused by name when ``strict`` (unless the
+    user declared how to read them: mask_mode=, colors=, num_classes=); otherwise they are left out of the decision.
+    ``table_colors``: a class table's colours (classes.csv r,g,b), the decode table for RGB masks when ``colors``
+    is not given.
+    """
     if not paths:
         raise DataError("no mask files to inspect")
-    survey = survey_masks(paths)
+    declared = mode != "auto" or bool(colors) or num_classes > 0
+    survey = survey or survey_masks(paths, declared=declared, ignore_index=ignore_index)
     notes: list[str] = []
+    if strict and any(f.error for f in survey.findings):
+        from .labels import format_findings
+
+        raise DataError(format_findings(survey.findings, survey.inspected))
+    notes += [f"{f} (warning)" for f in survey.findings if not f.error]
     values = sorted(survey.value_counts)
+    if not colors and table_colors and (mode == "rgb" or (mode == "auto" and survey.rgb)):
+        colors = [list(c) for c in table_colors]
+        notes.append(f"RGB colour masks read through the class table's colours ({len(colors)} classes, "
+                     "classes.csv r,g,b)")
     if colors or mode == "rgb":
         if not colors:
             colors = suggest_colors(survey)
@@ -208,6 +252,14 @@ def infer_mask_codec(paths: Sequence[Path], mode: str = "auto", num_classes: int
                      f"set colors={real} to make this explicit")
         return MaskCodec("rgb", len(real), ignore_index, colors=real), notes
     n = num_classes or (max(real) + 1 if real else 2)
+    if n > MANY_CLASSES and not num_classes:
+        msg = (f"{paths[0].parent}: the masks hold values up to {max(real)}, which as class indices would be {n} "
+               "classes; seglab does not switch to that many classes on its own. If they are real classes, set "
+               f"num_classes={n}; if the masks were resized or saved with smoothing, re-export them with "
+               "nearest-neighbour resampling as PNG (run `seglab data check` to see the values of each file)")
+        if strict:
+            raise DataError(msg)
+        notes.append(msg)
     return MaskCodec("index", max(n, 2), ignore_index), notes
 
 

@@ -81,6 +81,7 @@ def normalisation(cfg: Config, plan: DataPlan, train_ds: SegmentationDataset) ->
 def build_meta(cfg: Config, plan: DataPlan, mean: list[float], std: list[float], scale: float) -> dict[str, Any]:
     """Everything needed to decode data and use the model later, stored in each checkpoint."""
     return {"codec": plan.codec.to_dict(), "class_names": plan.class_names, "in_channels": plan.in_channels,
+            "class_colors": plan.class_colors,  # [r, g, b] per class index: the colours predictions are painted in
             **plan.views_meta(),  # views, view_channels, view_dirs, pair_by: how to read sources for this model
             "mean": mean, "std": std, "scale": scale, "pad_to": cfg.pad_to, "pad_mode": cfg.pad_mode,
             "threshold": cfg.threshold, "min_area": cfg.min_area, "model": cfg.model, "encoder": cfg.encoder,
