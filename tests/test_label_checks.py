@@ -223,3 +223,13 @@ def test_built_in_palette_is_distinct_per_class():
     for n in (2, 3, 12, 21, 150, 256):
         colors, origin = resolve_class_colors(n)
         assert origin == "built-in" and len({tuple(c) for c in colors}) == n
+
+
+def test_thin_objects_with_void_outlines_in_palette_pngs_are_not_taken_for_interpolation():
+    """VOC-style palette masks: thin objects of several classes, 255 outlines between them and the background."""
+    mask = np.zeros((60, 60), np.uint8)
+    for k, cls in enumerate((5, 9, 15, 20)):
+        mask[5 + 12 * k: 8 + 12 * k, 10:50] = cls  # 3-pixel-thick objects
+    outline = (np.abs(np.diff(mask.astype(int), axis=0, prepend=0)) > 0)
+    mask[outline] = 255
+    assert inspect_mask(Path("voc.png"), mask, palette=True)[1] == []

@@ -94,11 +94,11 @@ def check_data(cfg: Config, max_problems: int = 0) -> CheckReport:
                 report.add_problem(str(e))
             if s.mask is not None:
                 try:
-                    raw, _ = read_mask_raw(s.mask)
+                    raw, palette = read_mask_raw(s.mask)
                 except DataError as e:
                     report.add_problem(str(e))
                 else:
-                    n, findings = inspect_mask(s.mask, raw, declared, codec.ignore_index)
+                    n, findings = inspect_mask(s.mask, raw, declared, codec.ignore_index, palette)
                     report.distinct_values[n] += 1
                     most = max(most, (n, str(s.mask)))
                     for f in findings:

@@ -199,11 +199,13 @@ def _value_counts(raw: np.ndarray, keys: np.ndarray) -> tuple[np.ndarray, np.nda
     return values, inverse.reshape(keys.shape), counts
 
 
-def inspect_mask(path: Path, raw: np.ndarray, declared: bool = False, ignore_index: int = 255
-                 ) -> tuple[int, list[LabelFinding]]:
+def inspect_mask(path: Path, raw: np.ndarray, declared: bool = False, ignore_index: int = 255,
+                 palette: bool = False) -> tuple[int, list[LabelFinding]]:
     """Distinct values of one stored mask and its findings (interpolation, JPEG, too many values).
 
     ``declared``: the user set mask_mode=, colors= or num_classes=, so findings are warnings, not errors.
+    ``palette``: a palette PNG, whose indices cannot have been smoothed (a resize of a palette image picks
+    neighbours); its thin objects between background and VOC's 255 outlines are not taken for ramps.
     """
     path = Path(path)
     keys = _keys(raw)
@@ -215,7 +217,7 @@ def inspect_mask(path: Path, raw: np.ndarray, declared: bool = False, ignore_ind
     findings: list[LabelFinding] = []
     major = [_fmt_key(v, rgb) for v in values[~minor][np.argsort(-counts[~minor])][:4].tolist()]
     ramps, solid = ([], values[~minor].tolist())
-    if int(candidates.sum()) >= MIN_RAMP_VALUES:
+    if int(candidates.sum()) >= MIN_RAMP_VALUES and not palette:
         ramps, solid = _ramp_values(raw, keys, values, inverse, counts, candidates)
     ramp_share = float(share[np.isin(values, ramps)].sum()) if ramps else 0.0
     kept = [v for v in values.tolist() if v not in set(ramps)] if ramps and ramp_share < 0.25 else solid

@@ -179,7 +179,7 @@ def survey_masks(paths: Sequence[Path], max_files: int = 64, declared: bool = Fa
             errors.append(e)
             continue
         survey.inspected += 1
-        _, found = inspect_mask(p, raw, declared, ignore_index)
+        _, found = inspect_mask(p, raw, declared, ignore_index, palette)
         survey.findings += found
         if any(f.error for f in found):
             suspects.append((raw, palette, p))
