@@ -233,3 +233,19 @@ def test_thin_objects_with_void_outlines_in_palette_pngs_are_not_taken_for_inter
     outline = (np.abs(np.diff(mask.astype(int), axis=0, prepend=0)) > 0)
     mask[outline] = 255
     assert inspect_mask(Path("voc.png"), mask, palette=True)[1] == []
+
+
+def test_values_outside_the_declared_classes_are_named(tmp_path):
+    root = tmp_path / "declared"
+    for i in range(4):
+        write_png(root / "images" / f"{i}.png", np.full((16, 16, 3), 40 * i, np.uint8))
+        mask = np.zeros((16, 16), np.uint8)
+        mask[8:] = 1
+        mask[:4, :4] = 4 if i == 2 else 2  # 2.png holds a value the class table does not list
+        write_png(root / "masks" / f"{i}.png", mask)
+    (root / "classes.csv").write_text("name\nbg\nroad\ncar\n")
+    with pytest.raises(DataError, match=r"(?s)declares 3 classes.*2\.png: values \[4\]"):
+        plan_data(build_config({"data": str(root), "split": "2:1:1"}))
+    report = check_data(build_config({"data": str(root), "split": "2:1:1"}))
+    assert [p for p in report.problems if "2.png" in p and "out of range" in p]
+    assert not [p for p in report.problems if "1.png" in p]
