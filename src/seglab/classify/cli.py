@@ -1,10 +1,13 @@
 """``seglab classify train|eval|predict|compare|sweep key=value ...`` (the lead hooks ``main`` under ``seglab``)."""
 from __future__ import annotations
 
+import dataclasses
+import inspect
+import re
 import sys
 
 from . import runner
-from .config import parse_args
+from .config import ClassifyConfig, parse_args
 from .models import list_classifiers
 from ..errors import SeglabError
 
@@ -30,10 +33,35 @@ example: seglab classify train data=digits epochs=1
 """
 
 
+def keys_help() -> str:
+    """Every classify key with its default and the comment beside it in ``ClassifyConfig``."""
+    comments: dict[str, str] = {}
+    try:
+        source = inspect.getsource(ClassifyConfig)
+    except (OSError, TypeError):  # no source (a frozen build): names and defaults only
+        source = ""
+    last = None
+    for line in source.splitlines():
+        field_line = re.match(r"\s{4}(\w+):[^#]*(?:#\s*(.*))?$", line)
+        more = re.match(r"\s{4}#\s*(.*)$", line)
+        if field_line:
+            last = field_line.group(1)
+            comments[last] = field_line.group(2) or ""
+        elif more and last:
+            comments[last] = f"{comments[last]} {more.group(1)}".strip()
+    rows = []
+    for f in dataclasses.fields(ClassifyConfig):
+        default = "" if f.default is None else str(f.default).lower() if isinstance(f.default, bool) else f.default
+        rows.append(f"  {f'{f.name}={default}':<22}{'  # ' + comments[f.name] if comments.get(f.name) else ''}".rstrip())
+    return "keys (default; empty = the model's recipe or the mode decides):\n" + "\n".join(rows)
+
+
 def main(argv: list[str]) -> int:
     """Run one classify mode; returns a process exit code (2 for bad arguments or data)."""
-    if not argv or argv[0] in ("-h", "--help", "help"):
+    if not argv or argv[0] in ("-h", "--help", "help") or any(a in ("-h", "--help") for a in argv[1:]):
         print(USAGE)
+        if argv:
+            print(keys_help())
         return 0 if argv else 2
     mode, args = argv[0], argv[1:]
     if mode not in MODES:

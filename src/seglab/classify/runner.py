@@ -222,7 +222,14 @@ def _train(cfg: ClassifyConfig, data: ClassificationData | None) -> dict:
                "test_acc": rows[-1]["val_acc"], "test_loss": rows[-1]["val_loss"], "best_test_acc": best_acc,
                "loss": rows[-1]["loss"], "acc": rows[-1]["acc"], "run_dir": str(run_dir)}
     (run_dir / "results.json").write_text(json.dumps(summary, indent=2))
+    print(saved_line(run_dir, f"test accuracy {summary['test_acc']:.4f} (best {best_acc:.4f})"), flush=True)
     return summary
+
+
+def saved_line(run_dir: Path, what: str) -> str:
+    """The last line of a classify mode: where its results went, what they say, and the files written there."""
+    files = sorted(p.name for p in run_dir.iterdir() if p.is_file())
+    return f"Results saved to {run_dir}: {what}; {', '.join(files)}"
 
 
 def _epochs_in_budget(cfg: ClassifyConfig, done: float, train_seconds: float) -> int:
@@ -333,6 +340,7 @@ def compare_run(cfg: ClassifyConfig) -> list[dict]:
         rows.append(train(sub, data))
         report.write_table(rows, COMPARE_COLUMNS, run_dir / "comparison")
     print(report.markdown_table(rows, COMPARE_COLUMNS))
+    print(saved_line(run_dir, f"{len(rows)} model(s) compared, one run folder each"))
     return rows
 
 
@@ -355,6 +363,7 @@ def sweep_run(cfg: ClassifyConfig) -> list[dict]:
         report.write_table(rows, [cfg.param, "params", "time", "loss", "acc", "val_loss", "val_acc"],
                            run_dir / "sweep")
     print(report.markdown_table(rows, [cfg.param, "params", "time", "loss", "acc", "val_loss", "val_acc"]))
+    print(saved_line(run_dir, f"{cfg.param} swept over {len(rows)} value(s), one run folder each"))
     return rows
 
 

@@ -13,8 +13,9 @@ import torch
 from ..config import Config, save_config, with_sources
 from ..data.dataset import SegmentationDataset, dtype_scale
 from ..data.plan import DataPlan, plan_data
-from ..data.transforms import build_train_transform, tta_unseen_in_training
-from ..losses import build_loss
+from ..data.transforms import build_train_transform, parse_augment, tta_unseen_in_training
+from ..errors import ConfigError
+from ..losses import LOSS_BUILDERS, build_loss, parse_loss_spec
 from ..models import create_model
 from ..runtime.checkpoint import load_checkpoint
 from ..runtime.distributed import all_reduce_sum, init_distributed, is_main
@@ -23,7 +24,7 @@ from ..runtime.precision import Precision, resolve_precision
 from ..runtime.run_dir import new_run_dir, resume_run_dir, write_json
 from .components import (auto_workers, build_ema, build_meta, class_weight_values, fits_in_ram, head_channels, log,
                          make_loader, model_kwargs, normalisation, sampling_weights, seed_everything, window_loader)
-from .loggers import build_loggers
+from .loggers import build_loggers, logger_names
 from .optim import build_optimizer, build_scheduler, set_total_epochs
 from .state import TrainState
 from .training_plan import PLANNED, TrainingPlan, ValidationSchedule, plan_run, resized, window_training
@@ -72,7 +73,9 @@ def build_run(cfg: Config, overrides: dict[str, Any], plan: DataPlan | None = No
               run_dir: Path | None = None) -> tuple[Run, TrainState]:
     """The run and its starting counters: fresh, in a given folder (a k-fold run's foldK), or resumed."""
     rank, _, world = init_distributed()
-    run_dir, cfg, resume = open_run_dir(cfg, overrides, run_dir, world)
+    resume = None
+    if cfg.resume:  # the run's own folder and config; a fresh run's folder is made once all below has worked
+        run_dir, cfg, resume = resume_run(cfg, overrides)
     seed_everything(cfg.seed, cfg.deterministic)
     plan = plan or plan_data(cfg)
     for note in plan.notes:
@@ -97,6 +100,8 @@ def build_run(cfg: Config, overrides: dict[str, Any], plan: DataPlan | None = No
     optimizer = build_optimizer(model, cfg)
     scheduler = build_scheduler(optimizer, cfg, steps_per_epoch)
     metric = cfg.metric if cfg.metric != "auto" else ("fg_iou" if num_classes == 2 else "miou")
+    if resume is None:  # config, model and data have been read and checked: only now does the run get a folder
+        run_dir = open_run_dir(cfg, run_dir, world)
     run = Run(cfg=cfg, plan=plan, run_dir=run_dir, rank=rank, world=world, resumed=resume is not None,
               precision=precision, workers=workers, transform=transform, train_ds=train_ds, val_ds=val_ds,
               weights=weights, meta=meta, spec=spec, model=model, train_model=train_model,
@@ -115,26 +120,55 @@ def build_run(cfg: Config, overrides: dict[str, Any], plan: DataPlan | None = No
     return run, state
 
 
-def open_run_dir(cfg: Config, overrides: dict[str, Any], run_dir: Path | None,
-                 world: int) -> tuple[Path, Config, dict[str, Any] | None]:
-    """The run folder (resumed, new, or given), the config the run goes on with, and the checkpoint to resume."""
-    if cfg.resume:
-        run_dir, cfg = resume_run_dir(cfg, overrides)
-        resume = load_checkpoint(run_dir / "checkpoints" / "last.pt")
-        log(f"resuming {run_dir} from epoch {resume['epoch'] + 1}")
-        return run_dir, cfg, resume
+def resume_run(cfg: Config, overrides: dict[str, Any]) -> tuple[Path, Config, dict[str, Any]]:
+    """The run folder to resume, the config the run goes on with, and the checkpoint to resume from."""
+    run_dir, cfg = resume_run_dir(cfg, overrides)
+    resume = load_checkpoint(run_dir / "checkpoints" / "last.pt")
+    log(f"resuming {run_dir} from epoch {resume['epoch'] + 1}")
+    return run_dir, cfg, resume
+
+
+def open_run_dir(cfg: Config, run_dir: Path | None, world: int) -> Path:
+    """A fresh run's folder, created now: a new one under project/, or the one given (a k-fold run's foldK, the
+    folder ``cpu_procs`` ranks were handed). Called once config, model and data have been checked, so a start
+    that fails leaves no folder behind."""
     if run_dir is None:
         run_dir = new_run_dir(cfg) if is_main() else None
         if world > 1:  # every rank must write into the folder rank 0 created
             holder = [str(run_dir) if run_dir else None]
             torch.distributed.broadcast_object_list(holder, src=0)
             run_dir = Path(holder[0])
-    else:  # a given folder (a k-fold run's foldK)
+    else:
         run_dir.mkdir(parents=True, exist_ok=True)
-    return run_dir, cfg, None
+    return run_dir
 
 
-def build_datasets(cfg: Config, plan: DataPlan, run_dir: Path, resumed: bool
+def preflight(cfg: Config) -> None:
+    """Check what a run's config decides without its data, before any data is read or folder made: the model
+    name (with the registry's near misses), its encoder and model_args, a local encoder_weights file, the loss
+    spec, the augmentations and the loggers.
+
+    The model is built on the meta device (no memory, no weights read) with stand-in channels and classes; the
+    real build, once the data says those, stays the authority: only a ConfigError of the stand-in counts.
+    """
+    kwargs = model_kwargs(cfg, cfg.in_channels or 3, cfg.num_classes or 2)
+    weights = kwargs.pop("encoder_weights", "")
+    if weights and weights != "imagenet" and not Path(str(weights)).is_file():
+        kwargs["encoder_weights"] = weights  # a missing file: the builder's own message says what it takes
+    try:
+        with torch.device("meta"):
+            create_model(cfg.model, **kwargs)
+    except ConfigError:
+        raise
+    except Exception:  # noqa: BLE001 - a builder that cannot run on the meta device; the real build checks it
+        pass
+    if cfg.loss != "auto":
+        parse_loss_spec(cfg.loss, LOSS_BUILDERS)
+    parse_augment(cfg.augment)
+    logger_names(cfg.logger)
+
+
+def build_datasets(cfg: Config, plan: DataPlan, run_dir: Path | None, resumed: bool
                    ) -> tuple[Config, TrainingPlan | None, Any, SegmentationDataset, SegmentationDataset | None, int]:
     """The config as planned from the training set, the training plan, the training augmentation, the train and
     validation datasets (cached in RAM when they fit) and the workers.
@@ -157,7 +191,7 @@ def build_datasets(cfg: Config, plan: DataPlan, run_dir: Path, resumed: bool
     return cfg, tplan, transform, train_ds, val_ds, workers
 
 
-def training_plan(cfg: Config, train_ds: SegmentationDataset, run_dir: Path,
+def training_plan(cfg: Config, train_ds: SegmentationDataset, run_dir: Path | None,
                   resumed: bool) -> tuple[Config, TrainingPlan | None]:
     """A fresh run plans from its training set's fingerprint (the plan fills only keys no source set); a resumed
     run keeps the values its config.yaml holds and reads its plan.json back (None for runs from before plans)."""

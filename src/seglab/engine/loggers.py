@@ -150,12 +150,9 @@ class MultiLogger(MetricsLogger):
 LOGGER_NAMES = LOGGERS
 
 
-def build_loggers(run_dir: str | Path, names: Sequence[str] | str = (), start_epoch: int = 0) -> MultiLogger:
-    """Loggers for a run: ``metrics.csv`` always, plus ``tensorboard`` (events in RUN_DIR/tensorboard) when named.
-
-    ``names`` may be a list or a comma-separated string such as "csv,tensorboard"; "none" adds nothing.
-    """
-    run_dir = Path(run_dir)
+def logger_names(names: Sequence[str] | str) -> set[str]:
+    """The loggers ``names`` asks for (a list or a comma-separated string; "none" adds nothing, "tb" is
+    tensorboard); an unknown name is a ConfigError."""
     if isinstance(names, str):
         names = [n for n in names.split(",")]
     wanted = {n.strip().lower() for n in names if n and n.strip()} - {"none"}
@@ -164,6 +161,16 @@ def build_loggers(run_dir: str | Path, names: Sequence[str] | str = (), start_ep
     unknown = sorted(wanted - set(LOGGER_NAMES))
     if unknown:
         raise ConfigError(f"unknown logger {', '.join(unknown)}: choose from {', '.join(LOGGER_NAMES)}")
+    return wanted
+
+
+def build_loggers(run_dir: str | Path, names: Sequence[str] | str = (), start_epoch: int = 0) -> MultiLogger:
+    """Loggers for a run: ``metrics.csv`` always, plus ``tensorboard`` (events in RUN_DIR/tensorboard) when named.
+
+    ``names`` may be a list or a comma-separated string such as "csv,tensorboard"; "none" adds nothing.
+    """
+    run_dir = Path(run_dir)
+    wanted = logger_names(names)
     loggers: list[MetricsLogger] = [CsvLogger(run_dir / "metrics.csv", start_epoch)]
     if "tensorboard" in wanted:
         loggers.append(TensorBoardLogger(run_dir / "tensorboard", start_epoch))

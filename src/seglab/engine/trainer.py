@@ -35,7 +35,7 @@ def train_single(cfg: Config, overrides: dict[str, Any], plan: DataPlan | None =
     """The full training of one model into one run folder (in ``cpu_procs`` processes when asked)."""
     if wants_cpu_ranks(cfg):
         check_cpu_ranks(cfg)
-        run_dir = resume_run_dir(cfg, overrides)[0] if cfg.resume else (run_dir or new_run_dir(cfg))
+        run_dir = resume_run_dir(cfg, overrides)[0] if cfg.resume else (run_dir or new_run_dir(cfg, create=False))
         launch_cpu_ranks(train_single, cfg, overrides, None if cfg.resume else run_dir, plan)
         return run_dir
     run, state = build_run(cfg, overrides, plan, run_dir)

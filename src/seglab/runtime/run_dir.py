@@ -14,18 +14,26 @@ RESUME_OVERRIDABLE = {"epochs", "device", "workers", "time_limit", "precision", 
                       "cpu_procs"}
 
 
-def new_run_dir(cfg: Config) -> Path:
-    """project/name, made unique by a numeric suffix unless exist_ok (as Ultralytics does)."""
+def new_run_dir(cfg: Config, create: bool = True) -> Path:
+    """project/name, made unique by a numeric suffix unless exist_ok (as Ultralytics does).
+
+    ``create=False`` only chooses the folder: a run creates it once its config, model and data have been checked,
+    so a start that fails leaves no folder behind.
+    """
     name = cfg.name or f"{cfg.model}-{Path(str(cfg.data)).stem or 'data'}-{time.strftime('%Y%m%d-%H%M%S')}"
-    return unique_dir(Path(cfg.project) / name, cfg.exist_ok)
+    return unique_dir(Path(cfg.project) / name, cfg.exist_ok, create)
 
 
-def unique_dir(base: Path, exist_ok: bool = False) -> Path:
-    """Create and return ``base``, or (unless ``exist_ok``) ``base2``, ``base3``, ... when it holds files already."""
+def unique_dir(base: Path, exist_ok: bool = False, create: bool = True) -> Path:
+    """Create and return ``base``, or (unless ``exist_ok``) ``base2``, ``base3``, ... when it holds files already.
+
+    ``create=False`` returns the name without creating the folder.
+    """
     path, i = base, 2
     while path.exists() and not exist_ok and any(path.iterdir()):
         path, i = base.with_name(f"{base.name}{i}"), i + 1
-    path.mkdir(parents=True, exist_ok=True)
+    if create:
+        path.mkdir(parents=True, exist_ok=True)
     return path
 
 
