@@ -55,7 +55,7 @@ def test_cpu_procs_trains_data_parallel_from_seglab_train_itself(grains_dir, tmp
     # resume continues the same run with the same two ranks
     assert main(["train", f"resume={run}", "epochs=2", "cpu_procs=2"]) == 0
     with (run / "metrics.csv").open() as f:
-        assert [r["epoch"] for r in csv.DictReader(f)] == ["0", "1"]
+        assert [r["epoch"] for r in csv.DictReader(f)] == ["1", "2"]
 
 
 def test_cpu_procs_needs_a_divisible_batch(grains_dir, tmp_path, capsys):

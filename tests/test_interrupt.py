@@ -87,7 +87,7 @@ def test_sigterm_mid_training_finishes_the_step_and_leaves_a_loadable_checkpoint
     rows = _rows(run)
     assert 1 <= len(rows) < 50
     state = load_checkpoint(run / "checkpoints" / "last.pt")
-    assert state["epoch"] == int(rows[-1]["epoch"])
+    assert state["epoch"] + 1 == int(rows[-1]["epoch"])  # metrics.csv numbers epochs from 1, the checkpoint from 0
     model_from_checkpoint(state, run / "checkpoints" / "last.pt")
     assert not [p.name for p in (run / "checkpoints").iterdir() if p.name.endswith(".tmp")]
 
@@ -117,7 +117,7 @@ def test_sigint_mid_epoch_stops_after_that_step_and_keeps_the_last_epoch(tmp_pat
     assert "SIGINT received: finishing this step" in out
     assert f"interrupted during epoch 1: the last complete epoch (0) is saved in {run / 'checkpoints' / 'last.pt'}; " \
            f"continue with: seglab train resume={run}" in out
-    assert [r["epoch"] for r in _rows(run)] == ["0"] and load_checkpoint(run / "checkpoints" / "last.pt")["epoch"] == 0
+    assert [r["epoch"] for r in _rows(run)] == ["1"] and load_checkpoint(run / "checkpoints" / "last.pt")["epoch"] == 0
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the handler was put back
 
 

@@ -290,7 +290,8 @@ def test_measure_and_explain_read_multi_view_sources(runs, sections, tmp_path, c
     assert all((tmp_path / "measure" / i / "grains.csv").exists() for i in ids)
     views = f"{sections / 'test' / 'ppl' / 's3_02.png'},{sections / 'test' / 'xpl' / 's3_02.png'}"
     assert main(["explain", f"weights={runs[2]}", f"source={views}", "class=2", f"out={tmp_path / 'cam'}"]) == 0
-    assert main(["explain", f"weights={runs[2]}", f"source={lst}", "class=2", f"out={tmp_path / 'cam'}"]) == 0
+    assert main(["explain", f"weights={runs[2]}", f"source={lst}", "class=2", f"out={tmp_path / 'cam'}",
+                 "exist_ok=true"]) == 0  # into the same folder (without exist_ok: cam2)
     assert "s3_02: class 2" in capsys.readouterr().out
     assert {p.name.split("_cam_")[0] for p in (tmp_path / "cam").glob("*.png")} == {"s3_02", *ids}
 

@@ -68,7 +68,7 @@ def test_few_large_images_train_on_windows_write_the_plan_and_evaluate_by_tiles(
     assert "plan: why: samples_per_epoch: 144 windows cover the 3 images once" in out
     saved = yaml.safe_load((run / "config.yaml").read_text())
     assert (saved["crop"], saved["samples_per_epoch"], saved["val_tile"], saved["val_every"]) == (32, 144, 64, 1)
-    assert [int(r["epoch"]) for r in _rows(run)] == [0, 1] and all(r["val_miou"] for r in _rows(run))
+    assert [int(r["epoch"]) for r in _rows(run)] == [1, 2] and all(r["val_miou"] for r in _rows(run))
     # before the plan (one random crop per image per epoch) the same images made one step per epoch
     assert main([*args, "epochs=1", "name=crops", "samples_per_epoch=0"]) == 0
     assert _steps(capsys.readouterr().out) == 1
@@ -146,7 +146,7 @@ def test_validation_by_time_follows_val_every_and_stays_within_val_share(blobs, 
     out = capsys.readouterr().out
     assert "validation every 2 min" in out and "val_share=0.1" in out
     rows = _rows(tmp_path / "timed")
-    done = [int(r["epoch"]) for r in rows if r["val_miou"]]
+    done = [int(r["epoch"]) - 1 for r in rows if r["val_miou"]]  # metrics.csv numbers from 1
     assert done == [*validated, len(rows) - 1]  # the last epoch validates whatever the schedule says
     assert clock.now > 12 * 60 - 60  # the budget was spent, up to less than one more epoch
     # validation time counts in the budget and keeps within its share: all but the forced last validation took at

@@ -194,12 +194,12 @@ def build_run_folder(root: Path, kind: str = "binary", epochs: int = 5) -> Path:
             confusion = sum(confusion_of(lab, _predict(im, thresholds), len(names)) for im, lab in zip(images, labels))
             m = metrics_of(confusion, names)
             lr = 0.01 * 0.5 * (1 + np.cos(np.pi * epoch / epochs))
-            writer.writerow([epoch, lr, 1.2 - 0.15 * epoch, 1.0 - m["pixel_acc"] + 0.1, m["pixel_acc"], m["miou"], m["mpa"],
+            writer.writerow([epoch + 1, lr, 1.2 - 0.15 * epoch, 1.0 - m["pixel_acc"] + 0.1, m["pixel_acc"], m["miou"], m["mpa"],
                              m.get("fg_iou", ""), 2.5 + 0.1 * epoch])
     (run / "summary.json").write_text(json.dumps({
         "model": config["model"], "encoder": config["encoder"], "params": 14_328_754 if binary else 22_437_266,
         "gflops": 21.3 if binary else 37.9, "train_time_s": 812.5 if binary else 3725.0,
-        "train_images_per_s": 41.2 if binary else 18.7, "best_epoch": epochs - 1, "best_metric": "val_miou",
+        "train_images_per_s": 41.2 if binary else 18.7, "best_epoch": epochs, "best_metric": "val_miou",
         "best_value": m["miou"],
     }))
 
@@ -363,14 +363,14 @@ def test_metric_families_groups_splits() -> None:
 
 
 def test_training_curves(tmp_path: Path) -> None:
-    rows = [{"epoch": e, "lr": 0.1 * 0.5**e, "train_loss": 1 / (e + 1), "val_loss": 1.2 / (e + 1), "val_miou": 0.1 * e}
-            for e in range(6)]
+    rows = [{"epoch": e + 1, "lr": 0.1 * 0.5**e, "train_loss": 1 / (e + 1), "val_loss": 1.2 / (e + 1),
+             "val_miou": 0.1 * e} for e in range(6)]
     rows[2]["val_miou"] = None  # an epoch without validation leaves an empty cell
-    paths = plot_training_curves(rows, tmp_path / "curves", best_epoch=4)
+    paths = plot_training_curves(rows, tmp_path / "curves", best_epoch=6, best_metric="miou")
     width, height = check_figure(paths)
     assert width > 2 * height  # 3 families side by side
     texts = svg_texts(paths[1])
-    assert all(t in texts for t in ("Loss", "mIoU", "Learning rate", "train", "val"))
+    assert all(t in texts for t in ("Loss", "mIoU", "Learning rate", "train", "val", "best (epoch 6)"))
     with pytest.raises(ValueError, match="no rows"):
         plot_training_curves([], tmp_path / "empty")
 
@@ -446,10 +446,11 @@ def test_best_worst_gallery_rows_follow_per_image_iou(binary_run: Path, binary_r
     by_iou = sorted(load_eval(binary_run / "eval").per_image, key=lambda r: r["iou"])
     files = binary_report.parent / "report_files"
     best, worst = files / "eval_gallery_best.svg", files / "eval_gallery_worst.svg"
-    for svg in (best, worst):  # the report's galleries use the default k=6: 6 rows of 4 tiles
-        assert svg_image_count(svg) == 6 * 4
+    for svg in (best, worst):  # the report's galleries use the default k=6: 6 rows of 5 tiles
+        assert svg_image_count(svg) == 6 * 5
         check_png(svg.with_suffix(".png"))
-        assert all(column in svg_texts(svg) for column in ("image", "label", "prediction", "overlay"))
+        assert all(column in svg_texts(svg) for column in ("image", "label", "prediction", "overlay", "errors"))
+        assert "6 of 8 images" in svg_texts(svg)
     best_texts, worst_texts = svg_texts(best), svg_texts(worst)
     for row in by_iou[-6:]:
         assert f"IoU {row['iou']:.3f}" in best_texts
@@ -466,7 +467,7 @@ def test_gallery_height_grows_with_rows(binary_run: Path, tmp_path: Path) -> Non
     samples = [load_sample(r, [result.directory], max_side=32) for r in result.per_image[:2]]
     one = plot_gallery(samples[:1], palette(2), tmp_path / "one")
     two = plot_gallery(samples, palette(2), tmp_path / "two", title="two rows")
-    assert svg_image_count(one[1]) == 4 and svg_image_count(two[1]) == 8
+    assert svg_image_count(one[1]) == 5 and svg_image_count(two[1]) == 10
     assert check_png(two[0])[1] > 1.6 * check_png(one[0], min_side=100)[1]
 
 
@@ -483,7 +484,7 @@ def test_gallery_for_a_chosen_class_recomputes_its_iou(multi_run: Path, nucleus_
         assert score == pytest.approx(expected, nan_ok=True)
     best_svg = nucleus_report.parent / "report_files" / "eval_gallery_best.svg"
     ranked = sorted((s, Path(r["image"]).name) for s, r in zip(scores, result.per_image) if not np.isnan(s))
-    assert svg_image_count(best_svg) == min(6, len(ranked)) * 4
+    assert svg_image_count(best_svg) == min(6, len(ranked)) * 5
     texts = svg_texts(best_svg)
     assert "nucleus IoU" in texts and f"IoU {ranked[-1][0]:.3f}" in texts
 
@@ -689,18 +690,24 @@ def test_csv_logger_appends_flushes_and_resumes(tmp_path: Path) -> None:
     rows = read_csv(path)
     assert list(rows[0]) == ["epoch", "lr", "train_loss", "val_miou"]
     assert rows[0]["val_miou"] == "" and float(rows[4]["val_miou"]) == 0.5
+    assert [r["epoch"] for r in rows] == ["1", "2", "3", "4", "5"]  # numbered from 1, as the log lines
 
-    resumed = CsvLogger(path, start_epoch=2)  # crashed after epoch 4, resuming from the checkpoint of epoch 1
-    assert [r["epoch"] for r in read_csv(path)] == ["0", "1"]
+    resumed = CsvLogger(path, start_epoch=2)  # crashed after epoch index 4, resuming from the checkpoint of index 1
+    assert [r["epoch"] for r in read_csv(path)] == ["1", "2"]
     resumed.log(2, {"lr": 0.05, "train_loss": 0.7})
-    assert [r["epoch"] for r in read_csv(path)] == ["0", "1", "2"]
-    assert load_metrics(tmp_path)[2] == {"epoch": 2, "lr": 0.05, "train_loss": 0.7, "val_miou": None}
+    assert [r["epoch"] for r in read_csv(path)] == ["1", "2", "3"]
+    assert load_metrics(tmp_path)[2] == {"epoch": 3, "lr": 0.05, "train_loss": 0.7, "val_miou": None}
 
     CsvLogger(path, start_epoch=0)
     assert path.read_text() == "epoch,lr,train_loss,val_miou\n"
     path.write_text("a,b\n1,2\n")
     with pytest.raises(ValueError, match="'epoch' column"):
         CsvLogger(path, start_epoch=1)
+
+    path.write_text("epoch,lr\n0,0.1\n1,0.05\n2,0.02\n")  # a run from before the 1-based numbering
+    assert [r["epoch"] for r in load_metrics(tmp_path)] == [1, 2, 3]
+    CsvLogger(path, start_epoch=2).log(2, {"lr": 0.01})
+    assert [r["epoch"] for r in read_csv(path)] == ["1", "2", "3"] and read_csv(path)[-1]["lr"] == "0.01"
 
 
 def test_build_loggers_names(tmp_path: Path) -> None:
@@ -724,6 +731,6 @@ def test_tensorboard_logger_writes_scalars_and_purges_on_resume(tmp_path: Path) 
     events = EventAccumulator(str(tmp_path / "tensorboard"))
     events.Reload()
     assert sorted(events.Tags()["scalars"]) == ["loss/train_loss", "miou/val_miou"]
-    losses = {e.step: e.value for e in events.Scalars("loss/train_loss")}
-    assert losses[0] == pytest.approx(1.0) and losses[1] == pytest.approx(0.25)
+    losses = {e.step: e.value for e in events.Scalars("loss/train_loss")}  # steps are epochs numbered from 1
+    assert losses[1] == pytest.approx(1.0) and losses[2] == pytest.approx(0.25) and 3 not in losses
     assert len(read_csv(tmp_path / "metrics.csv")) == 3

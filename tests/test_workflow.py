@@ -34,7 +34,7 @@ def trained_run(grains_dir, tmp_path_factory) -> Path:
 def test_train_writes_config_metrics_checkpoints_summary(trained_run):
     assert (trained_run / "config.yaml").exists()
     rows = _rows(trained_run)
-    assert [int(r["epoch"]) for r in rows] == [0, 1, 2]
+    assert [int(r["epoch"]) for r in rows] == [1, 2, 3]  # numbered from 1, as the epoch lines
     assert float(rows[-1]["train_loss"]) < float(rows[0]["train_loss"])
     summary = json.loads((trained_run / "summary.json").read_text())
     assert summary["epochs_done"] == 3 and summary["params"] > 1e6 and summary["best_metric"] == "fg_iou"
@@ -42,12 +42,21 @@ def test_train_writes_config_metrics_checkpoints_summary(trained_run):
     assert not list((trained_run / "checkpoints").glob("*.tmp"))
 
 
-def test_eval_writes_metrics_tables_predictions_and_report(trained_run):
+def test_eval_writes_metrics_tables_predictions_and_report(trained_run, capsys):
     assert main(["eval", f"weights={trained_run}", "eval_split=test"]) == 0
+    printed = capsys.readouterr()
     out = trained_run / "eval"
     metrics = json.loads((out / "metrics.json").read_text())
-    for key in ("pixel_acc", "miou", "mpa", "precision", "recall", "f1", "fwiou", "fg_iou", "tgs"):
+    for key in ("pixel_acc", "miou", "mpa", "precision", "recall", "f1", "fwiou", "fg_iou"):
         assert 0.0 <= metrics[key] <= 1.0, key
+    # grains are not TGS data: no TGS metric nor coverage table, plain words on empty images and missed objects
+    assert "tgs" not in metrics and "tgs_by_coverage" not in metrics
+    assert metrics["empty_images"] + metrics["images_with_object"] == 2
+    text = printed.out + printed.err
+    assert "salt" not in text and "Emptiness" not in text and "TGS" not in text
+    assert "empty images predicted with an object" in text
+    lines = [line for line in text.splitlines() if any(c.isalnum() for c in line)]
+    assert len(lines) == len(set(lines)), "a line printed twice"
     assert metrics["split"] == "test" and metrics["images"] == 2 + 1 - 1  # 8:1:1 of 24 -> 2 test images
     confusion = np.load(out / "confusion.npy")
     assert confusion.shape == (2, 2) and confusion.sum() == 2 * 64 * 64
@@ -60,12 +69,9 @@ def test_eval_writes_metrics_tables_predictions_and_report(trained_run):
         truth = np.array(Image.open(r["mask"]).convert("RGB"))[..., 1] > 128  # grains: green object on red
         assert float(r["coverage"]) == pytest.approx(truth.mean(), abs=1e-5)
         assert float(r["pred_coverage"]) == pytest.approx((np.array(Image.open(r["pred"])) == 1).mean(), abs=1e-5)
-    by_cov = metrics["tgs_by_coverage"]
-    assert sum(b["images"] for b in by_cov) == 2
-    assert sum(b["lost"] for b in by_cov) == pytest.approx(1 - metrics["tgs"], abs=1e-6)
     report = (trained_run / "report.html").read_text()
     assert report.count('<table id="per-class"') == 1 and "background" in report and "object" in report
-    assert report.count('<table id="tgs-by-coverage-eval"') == 1
+    assert report.count('<table id="tgs-by-coverage-eval"') == 0 and report.count('<table id="emptiness-eval"') == 1
     plots = {p.stem for p in (trained_run / "report_files").glob("*.png")}  # every plot, from this real run
     assert {"curves", "eval_confusion_raw", "eval_confusion_normalized", "eval_per_image_iou", "eval_per_class_iou",
             "eval_gallery_best", "eval_gallery_worst", "eval_samples", "eval_class_pixels"} <= plots
@@ -126,7 +132,7 @@ def test_sigkill_mid_training_then_resume_matches_uninterrupted_run(grains_dir, 
     assert resumed.returncode == 0, resumed.stderr
     assert "resuming" in resumed.stdout
     ref, got = _rows(tmp_path / "ref"), _rows(run)
-    assert [r["epoch"] for r in got] == ["0", "1", "2", "3"]
+    assert [r["epoch"] for r in got] == ["1", "2", "3", "4"]
     for key in ("train_loss", "val_loss", "val_fg_iou"):
         assert float(got[-1][key]) == pytest.approx(float(ref[-1][key]), rel=1e-5, abs=1e-6), key
 

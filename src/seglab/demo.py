@@ -39,14 +39,16 @@ def run_demo(out: str = "runs/demo", images: int = 128, epochs: int | None = Non
     pred_out = run_predict(build_config({"weights": str(run), "source": str(test_list), "project": str(out),
                                          "name": "predict", "save": "index,color,overlay"}))
     from .measure import run_measure
+    from .runtime.run_dir import unique_dir
 
     first = sorted(pred_out.glob("*_mask.png"))[0]
+    measure_out = unique_dir(out / "measure")  # a second demo in the same folder keeps the first one's files
     run_measure(first, image_path=data / "images" / first.name.replace("_mask", ""),
-                           out_dir=out / "measure", pixel_size="0.65um", class_names=["background", "grain"])
+                           out_dir=measure_out, pixel_size="0.65um", class_names=["background", "grain"])
     elapsed = time.perf_counter() - t0
     result = {"fg_iou": metrics.get("fg_iou"), "miou": metrics["miou"], "pixel_acc": metrics["pixel_acc"],
-              "seconds": round(elapsed, 1), "run": str(run), "predictions": str(pred_out), "measure": str(out / "measure")}
+              "seconds": round(elapsed, 1), "run": str(run), "predictions": str(pred_out), "measure": str(measure_out)}
     (out / "demo_result.json").write_text(json.dumps(result, indent=2))
     print(f"\ndemo finished in {elapsed:.0f} s: held-out foreground IoU {result['fg_iou']:.3f}, "
-          f"mIoU {result['miou']:.3f}\n  run: {run}\n  predictions: {pred_out}\n  grain measurements: {out / 'measure'}")
+          f"mIoU {result['miou']:.3f}\n  run: {run}\n  predictions: {pred_out}\n  grain measurements: {measure_out}")
     return result

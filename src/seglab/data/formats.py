@@ -248,12 +248,14 @@ def _pair_dirs(folder: Path) -> tuple[Path, Path] | None:
     return None
 
 
-def read_list_file(path: Path, root: Path | None = None, views: int = 0) -> list[Sample]:
+def read_list_file(path: Path, root: Path | None = None, views: int = 0, keep_missing: bool = False) -> list[Sample]:
     """Read ``image [mask]`` lines, or ``view1 ... viewN [mask]`` for N views per sample.
 
     Relative paths resolve against the list's folder, then ``root``. ``views``: the views per sample when known
     (a model's); 0 infers it: lines of three or more fields are N views and a mask, and then every line must
     have that form (a two-field line would be ambiguous: two views, or one view and its mask).
+    ``keep_missing``: a missing file is kept (resolved against the list's folder) to fail by name when read,
+    instead of stopping here (``predict`` skips such lines and lists them).
     """
     samples = []
     bases = [path.parent] + ([root] if root and root != path.parent else [])
@@ -286,6 +288,8 @@ def read_list_file(path: Path, root: Path | None = None, views: int = 0) -> list
             for c in cand:
                 if c.exists():
                     return c
+            if keep_missing:
+                return cand[0]
             hint = " (paths with spaces need tabs between fields)" if len(parts) > 2 and not tabbed else ""
             raise DataError(f"{path}:{n}: file not found: {p}{hint}")
 

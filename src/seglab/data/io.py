@@ -14,6 +14,10 @@ from ..errors import DataError
 
 IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".gif")
 TIFF_EXTS = (".tif", ".tiff")
+# Image formats seglab does not read (camera and phone formats, vector graphics): a folder source lists them so
+# that they are reported as skipped ("unsupported format (.heic)") instead of vanishing without a word.
+OTHER_IMAGE_EXTS = (".heic", ".heif", ".avif", ".jxl", ".jp2", ".j2k", ".dng", ".cr2", ".cr3", ".nef", ".arw",
+                    ".raw", ".psd", ".svg", ".ico")
 
 # Decompression-bomb guard off: huge micrographs and scenes are the point; tiled prediction bounds memory.
 Image.MAX_IMAGE_PIXELS = None
@@ -34,6 +38,13 @@ def _read_tiff(path: Path) -> np.ndarray:
     return arr
 
 
+def unsupported_format(path: Path) -> DataError:
+    """The error for an existing file whose format seglab cannot read, told apart from a missing or corrupt one."""
+    suffix = path.suffix.lower() or "no extension"
+    return DataError(f"{path}: unsupported format ({suffix}); seglab reads {', '.join(IMAGE_EXTS)}: "
+                     "convert it (e.g. to PNG or TIFF)")
+
+
 def _open_pil(path: Path) -> Image.Image:
     """Open and fully decode an image with PIL, turning every failure into a DataError."""
     try:
@@ -41,10 +52,12 @@ def _open_pil(path: Path) -> Image.Image:
         img.load()
         return img
     except FileNotFoundError:
-        raise DataError(f"{path}: file not found") from None
+        raise DataError(f"{path}: no such file") from None
     except IsADirectoryError:
         raise DataError(f"{path}: is a folder, expected an image file") from None
     except UnidentifiedImageError:
+        if path.suffix.lower() not in IMAGE_EXTS:  # x.heic: a real photo, in a format PIL does not decode
+            raise unsupported_format(path) from None
         raise DataError(f"{path}: not an image (unknown or corrupt format)") from None
     except OSError as e:
         if e.errno is not None:  # the OS refused (permissions, a symlink loop, a broken link), not the decoder
@@ -90,7 +103,14 @@ def read_image(path: str | Path) -> np.ndarray:
         arr = arr[..., None]
     if arr.ndim != 3:
         raise DataError(f"{path}: expected a 2-D image with channels, got shape {arr.shape}")
-    return np.ascontiguousarray(arr)
+    return _writable(arr)
+
+
+def _writable(arr: np.ndarray) -> np.ndarray:
+    """A C-contiguous array that owns writable memory: ``np.asarray`` of a PIL image is a read-only view of its
+    buffer, and ``torch.from_numpy`` of such an array warns (and shares memory it must not write)."""
+    arr = np.ascontiguousarray(arr)
+    return arr if arr.flags.writeable else arr.copy()
 
 
 def read_mask_raw(path: str | Path) -> tuple[np.ndarray, bool]:
@@ -124,7 +144,7 @@ def read_mask_raw(path: str | Path) -> tuple[np.ndarray, bool]:
         if not np.isfinite(arr).all() or (arr != np.round(arr)).any():
             raise DataError(f"{path}: mask holds non-integer values; save class indices as integers")
         arr = arr.astype(np.int64)
-    return np.ascontiguousarray(arr), palette
+    return _writable(arr), palette
 
 
 def image_size(path: str | Path) -> tuple[int, int]:

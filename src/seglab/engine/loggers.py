@@ -33,8 +33,10 @@ class MetricsLogger:
 class CsvLogger(MetricsLogger):
     """Appends ``epoch`` + the row to a CSV file, flushed at every row.
 
-    Resume-safe: rows with ``epoch >= start_epoch`` left by an interrupted run are dropped at
-    construction, so a resumed run never writes an epoch twice (a fresh run passes 0 and starts clean).
+    ``log`` takes the 0-based epoch index the trainer counts in and writes it numbered from 1, as the log lines and
+    summary.json's best_epoch say it. Resume-safe: rows of epochs at or after ``start_epoch`` (0-based) left by an
+    interrupted run are dropped at construction, so a resumed run never writes an epoch twice (a fresh run passes 0
+    and starts clean); a file from before the 1-based numbering (its first epoch is 0) is renumbered.
     A row with new columns rewrites the file with the wider header; older rows get empty cells.
     """
 
@@ -47,7 +49,10 @@ class CsvLogger(MetricsLogger):
             with self.path.open(newline="") as f:
                 reader = csv.DictReader(f)
                 self.fieldnames = list(reader.fieldnames or [])
-                kept = [r for r in reader if _epoch_of(r, self.path) < start_epoch]
+                rows = list(reader)
+                shift = 1 if any(_epoch_of(r, self.path) == 0 for r in rows) else 0  # 0-based file of an older run
+                kept = [{**r, "epoch": _epoch_of(r, self.path) + shift} for r in rows
+                        if _epoch_of(r, self.path) + shift <= start_epoch]
         self._rewrite(kept)
 
     def _rewrite(self, rows: list[dict[str, Any]]) -> None:
@@ -64,8 +69,9 @@ class CsvLogger(MetricsLogger):
             return list(csv.DictReader(f))
 
     def log(self, epoch: int, row: dict[str, Any]) -> None:
-        """Append one epoch (widening the header first when the row brings new columns)."""
-        record = {"epoch": epoch, **{k: v for k, v in row.items() if k != "epoch"}}
+        """Append epoch ``epoch`` (0-based; written from 1), widening the header first when the row brings new
+        columns."""
+        record = {"epoch": epoch + 1, **{k: v for k, v in row.items() if k != "epoch"}}
         new_columns = [k for k in record if k not in self.fieldnames]
         if new_columns:
             existing = self._read_rows() if self.fieldnames else []
@@ -96,7 +102,8 @@ def _cell(value: Any) -> Any:
 
 
 class TensorBoardLogger(MetricsLogger):
-    """Scalars to TensorBoard event files, tagged ``family/column`` (``loss/train_loss``, ``loss/val_loss``)."""
+    """Scalars to TensorBoard event files, tagged ``family/column`` (``loss/train_loss``, ``loss/val_loss``), at
+    step = epoch numbered from 1 (as metrics.csv and the log lines)."""
 
     def __init__(self, log_dir: str | Path, start_epoch: int = 0) -> None:
         try:
@@ -106,15 +113,15 @@ class TensorBoardLogger(MetricsLogger):
                 "logger=tensorboard needs the tensorboard package: `pip install tensorboard`, or log to csv only"
             ) from exc
         # purge_step drops events an interrupted run wrote at or after the resume epoch.
-        self.writer = SummaryWriter(log_dir=str(log_dir), purge_step=start_epoch if start_epoch > 0 else None)
+        self.writer = SummaryWriter(log_dir=str(log_dir), purge_step=start_epoch + 1 if start_epoch > 0 else None)
 
     def log(self, epoch: int, row: dict[str, Any]) -> None:
-        """Write every numeric value of the row as a scalar at step ``epoch``."""
+        """Write every numeric value of the row as a scalar at step ``epoch + 1`` (``epoch`` is 0-based)."""
         for key, value in row.items():
             value = _cell(value)
             if key == "epoch" or isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value):
                 continue
-            self.writer.add_scalar(f"{split_metric(key)[0]}/{key}", value, global_step=epoch)
+            self.writer.add_scalar(f"{split_metric(key)[0]}/{key}", value, global_step=epoch + 1)
         self.writer.flush()
 
     def close(self) -> None:

@@ -18,7 +18,7 @@ from ..data.plan import plan_data
 from ..errors import ConfigError
 from ..inference.predictor import load_predictor
 from ..inference.tiled import tiled_batch_probs
-from ..metrics.tgs import BY_COVERAGE_HEADERS, BY_COVERAGE_NOTE, tgs_by_coverage
+from ..metrics.tgs import BY_COVERAGE_HEADERS, BY_COVERAGE_NOTE, emptiness_counts, tgs_by_coverage
 from ..engine.loop import evaluate
 from ..runtime.run_dir import write_json
 
@@ -42,6 +42,13 @@ def eval_config(cfg: Config, overrides: dict) -> Config:
     saved["weights"] = cfg.weights  # what to evaluate always comes from this call, never from the run's config
     saved["resume"] = False
     return build_config(saved)
+
+
+def is_tgs_task(cfg: Config, source_format: str | None = None, overrides: dict | None = None) -> bool:
+    """The TGS metric and its coverage table belong to TGS data (the ``tgs`` layout, a ``tgs*`` recipe) or to a
+    run that asks for them (``metric=tgs``); other binary tasks are described in plain words."""
+    recipe = str((overrides or {}).get("recipe") or "")
+    return cfg.metric == "tgs" or cfg.format == "tgs" or source_format == "tgs" or Path(recipe).stem.startswith("tgs")
 
 
 def run_eval(cfg: Config, overrides: dict | None = None, out_dir: Path | None = None) -> dict:
@@ -102,8 +109,14 @@ def run_eval(cfg: Config, overrides: dict | None = None, out_dir: Path | None = 
     per_image_tgs = metrics.pop("per_image_tgs", None)
     coverage = metrics.pop("per_image_coverage", None)
     pred_coverage = metrics.pop("per_image_pred_coverage", None)
-    if per_image_tgs:
+    tgs_task = bool(per_image_tgs) and is_tgs_task(cfg, plan.source.format, overrides)
+    if per_image_tgs:  # binary: how many empty images got an object, how many objects were missed (plain words)
+        metrics.update(emptiness_counts(coverage, pred_coverage))
+    if tgs_task:
         metrics["tgs_by_coverage"] = tgs_by_coverage(per_image_tgs, coverage, pred_coverage)
+    else:
+        metrics.pop("tgs", None)
+        per_image_tgs = None
     names = meta["class_names"]
     for row in metrics["per_class"]:
         row["class"] = names[row["class"]] if row["class"] < len(names) else str(row["class"])
@@ -116,14 +129,17 @@ def run_eval(cfg: Config, overrides: dict | None = None, out_dir: Path | None = 
         w.writerows(metrics["per_class"])
     with (out / "per_image.csv").open("w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(["image", "mask", "pred", "iou"] + (["tgs", "coverage", "pred_coverage"] if per_image_tgs else []))
+        w.writerow(["image", "mask", "pred", "iou"] + (["tgs"] if per_image_tgs else [])
+                   + (["coverage", "pred_coverage"] if coverage else []))
         for i, s in enumerate(ds.samples):
             w.writerow([s.image, s.mask or "", pred_paths[i], f"{per_image[i]:.6f}"]
-                       + ([f"{per_image_tgs[i]:.6f}", f"{coverage[i]:.6f}", f"{pred_coverage[i]:.6f}"]
-                          if per_image_tgs else []))
+                       + ([f"{per_image_tgs[i]:.6f}"] if per_image_tgs else [])
+                       + ([f"{coverage[i]:.6f}", f"{pred_coverage[i]:.6f}"] if coverage else []))
     print_table(metrics, names)
-    if per_image_tgs:
+    if tgs_task:
         print_coverage_table(metrics["tgs_by_coverage"])
+    elif "empty_images" in metrics:
+        print(emptiness_line(metrics))
     print(f"eval written to {out}")
     if cfg.report and run is not None:
         try:
@@ -163,6 +179,13 @@ def print_table(metrics: dict, names: list[str]) -> None:
     Console().print(table)
     keys = ("pixel_acc", "miou", "mpa", "precision", "recall", "f1", "fwiou", "fg_iou", "tgs")
     print("  ".join(f"{k}={metrics[k]:.4f}" for k in keys if k in metrics))
+
+
+def emptiness_line(metrics: dict) -> str:
+    """Binary tasks in plain words: empty images predicted with an object, images whose object was missed."""
+    return (f"empty images predicted with an object: {metrics['empty_predicted_with_object']} of "
+            f"{metrics['empty_images']}; object missed (nothing predicted): {metrics['object_missed']} of "
+            f"{metrics['images_with_object']} images with an object")
 
 
 def print_coverage_table(rows: list[dict]) -> None:

@@ -34,6 +34,10 @@ class Explainer:
         self.device = predictor.precision.device
         self.threshold = float((self.meta.get("tuned") or {}).get("threshold", self.meta.get("threshold", 0.5)))
 
+    def describe(self) -> str:
+        """What computes the CAMs: always PyTorch in fp32 (gradients flow through every layer)."""
+        return f"backend torch, precision fp32, device {self.device}"
+
     @property
     def class_names(self) -> list[str]:
         """Class names in index order (background first)."""

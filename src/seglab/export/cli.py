@@ -16,6 +16,7 @@ class ExportOptions(TypedDict):
 
     weights: str
     out: str
+    exist_ok: bool
     opset: int
     imgsz: int
     dynamic: bool
@@ -45,7 +46,7 @@ class BenchOptions(TypedDict):
     out: str
 
 
-EXPORT_OPTIONS: ExportOptions = {"weights": "", "out": "", "opset": 17, "imgsz": 128, "dynamic": True,
+EXPORT_OPTIONS: ExportOptions = {"weights": "", "out": "", "exist_ok": False, "opset": 17, "imgsz": 128, "dynamic": True,
                                   "dynamo": False, "verify": True, "check": "", "quantize": "", "calib": "",
                                   "calib_images": 64}
 BENCH_OPTIONS: BenchOptions = {"model": "unet_encoder", "encoder": "", "weights": "", "imgsz": "128,512",
@@ -67,8 +68,15 @@ def _int_list(value: Any, key: str) -> list[int]:
 
 
 def export_main(argv: list[str]) -> int:
-    """``seglab export weights=RUN [out= opset=17 imgsz=128 dynamic=true check=IMAGES quantize=int8 calib=IMAGES]``."""
+    """``seglab export weights=RUN [out= opset=17 imgsz=128 dynamic=true check=IMAGES quantize=int8 calib=IMAGES]``.
+
+    Writes beside the weights by default (``best.pt`` -> ``best.onnx``, so ``predict backend=onnx weights=RUN`` finds
+    it), and never replaces a file that exists unless ``exist_ok=true``.
+    """
+    from ..inference.onnx_predictor import default_onnx_path
+    from ..runtime.run_dir import refuse_existing, saved_line
     from .onnx_export import export_onnx, export_source
+    from .quantize import int8_path
 
     opts = {**EXPORT_OPTIONS, **parse_key_values(argv, ExportOptions)}
     if not opts["weights"]:
@@ -78,7 +86,10 @@ def export_main(argv: list[str]) -> int:
     if opts["quantize"] == "int8" and not opts["calib"]:
         raise ConfigError("quantize=int8 needs calib=path/to/images (a few dozen training images) to measure "
                           "activation ranges")
-    path = export_onnx(opts["weights"], opts["out"] or None, opset=int(opts["opset"]), dynamic=bool(opts["dynamic"]),
+    target = Path(opts["out"]) if opts["out"] else default_onnx_path(opts["weights"])
+    targets = [target] + ([int8_path(target)] if opts["quantize"] == "int8" else [])
+    refuse_existing(targets, bool(opts["exist_ok"]), fix="out=OTHER.onnx to write a new file")
+    path = export_onnx(opts["weights"], target, opset=int(opts["opset"]), dynamic=bool(opts["dynamic"]),
                        imgsz=int(opts["imgsz"]), dynamo=bool(opts["dynamo"]), verify=bool(opts["verify"]))
     print(f"ONNX model written to {path} (input: raw pixels as float32, normalisation inside)")
     paths = [path]
@@ -97,6 +108,10 @@ def export_main(argv: list[str]) -> int:
             parity = check_parity(opts["weights"], onnx_path, check)
             print(f"parity of {onnx_path.name} on {parity['images']} image(s): max |logit difference| "
                   f"{parity['max_abs_logit_diff']:.2e}, mask agreement {100 * parity['mask_agreement']:.3f}%")
+    precisions = " and ".join(["fp32", "int8"][:len(paths)])
+    models = f"ONNX model{'s' if len(paths) > 1 else ''} {' and '.join(p.name for p in paths)}"
+    print(saved_line(path.parent, {}, f"backend onnx, precision {precisions}, exported from the torch fp32 model",
+                     [models]))
     return 0
 
 

@@ -50,11 +50,20 @@ class OnnxPredictor:
         self.meta: dict = json.loads(props["seglab_meta"])
         self.stride = int(self.meta.get("pad_stride", 1))
         self.device = torch.device("cpu")
+        # seglab export quantize=int8 marks its files ("int8 (static QDQ, N images)"); every other export is fp32
+        self.precision_name = "int8" if props.get("quantization", "").startswith("int8") else "fp32"
+
+    backend = "onnx"
 
     @property
     def num_classes(self) -> int:
         """Classes including background (2 for binary tasks)."""
         return self.meta["codec"]["num_classes"]
+
+    def describe(self) -> str:
+        """``backend onnx, precision int8, device cpu``: what computes the predictions."""
+        provider = self.session.get_providers()[0].replace("ExecutionProvider", "").lower()
+        return f"backend {self.backend}, precision {self.precision_name}, device {provider}"
 
     def _run(self, x: torch.Tensor) -> torch.Tensor:
         """Logits of a float (N, C, H, W) batch; sides under the stride are mirror-padded first and cropped back."""

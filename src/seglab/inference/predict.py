@@ -2,29 +2,39 @@
 
 Outputs have the input's size whatever padding the model needed. Images larger than ``tile`` (or
 2048 px when tile=0) go through sliding-window prediction so memory stays bounded.
+
+Nothing is overwritten: each run writes a new folder (``runs/predict``, ``runs/predict2``, ... also when ``name=``
+names a folder that holds files) unless ``exist_ok=true``. A folder or list source skips files it cannot read
+(``on_error=skip`` is predict's default there; ``on_error=raise`` stops at the first) and lists them at the end.
+The last line says what was written where, and which backend and precision computed it.
 """
 from __future__ import annotations
 
+from collections import Counter
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image
-from tqdm.auto import tqdm
 
 from ..choices import SAVE_OUTPUTS
-from ..config import Config
+from ..config import Config, config_sources
 from ..data.colors import colorize, overlay, palette
 from ..data.dataset import load_sample_image, meta_view_channels
 from ..data.formats import Sample
 from ..data.io import image_size
-from ..data.sources import model_source, read_source
+from ..data.sources import BadFiles, default_on_error, model_source, read_source
 from ..data.transforms import pad_for_eval
-from ..errors import ConfigError
+from ..errors import ConfigError, DataError
+from ..runtime.progress import track
+from ..runtime.run_dir import output_dir, saved_line
 from .predictor import Predictor, load_predictor
 
 WHOLE_IMAGE_LIMIT = 2048
 OUTPUTS = SAVE_OUTPUTS
+# What each saved output is called in the closing line ("13 masks, 13 overlays"); large TIFFs add "label TIFF".
+OUTPUT_NOUNS = {"index": "mask", "color": "colour mask", "overlay": "overlay", "probs": "probability map"}
 
 
 def source_images(source: str) -> list[Path]:
@@ -34,16 +44,26 @@ def source_images(source: str) -> list[Path]:
     return [s.image for s in read_source(source)]
 
 
-def source_samples(source: str, meta: dict, cfg: Config | None = None) -> list[Sample]:
+def source_samples(source: str, meta: dict, cfg: Config | None = None, keep_unreadable: bool = False) -> list[Sample]:
     """The samples of a source argument, with as many views as the model takes (``data.sources``).
 
     ``cfg``'s ``image_dirs``/``pair_by``, when set, replace the view folders and pairing the model was trained with.
+    ``keep_unreadable`` keeps files that will fail to read (a folder's .heic, a list line's missing file) as
+    samples, so that they are skipped and listed by name.
     """
     if not source:
         raise ConfigError("predict needs source=IMAGE, FOLDER or LIST.txt")
     image_dirs = cfg.image_dirs if cfg else ()
     pair_by = cfg.pair_by if cfg and (cfg.image_dirs or cfg.pair_by != "stem") else ""
-    return model_source(source, meta, image_dirs, pair_by)
+    return model_source(source, meta, image_dirs, pair_by, keep_unreadable)
+
+
+def effective_on_error(cfg: Config, samples: list[Sample]) -> str:
+    """``on_error`` as set (command line, cfg file or recipe), else predict's default: skip bad files of a folder or
+    list, stop on a bad single image (training and eval keep the config default, raise)."""
+    if config_sources(cfg).get("on_error", "default") != "default":
+        return cfg.on_error
+    return default_on_error(cfg.source, samples)
 
 
 def first_view(image: np.ndarray, meta: dict) -> np.ndarray:
@@ -103,58 +123,123 @@ def display_rgb(image: np.ndarray) -> np.ndarray:
     return np.repeat(image, 3, axis=2) if image.shape[2] == 1 else np.ascontiguousarray(image[..., :3])
 
 
-def run_predict(cfg: Config) -> Path:
-    """Predict every source image; returns the output folder."""
+@dataclass
+class PredictResult:
+    """What a predict run did: the folder, the samples predicted, files written by kind and the files skipped."""
+
+    out: Path
+    backend: str
+    meta: dict = field(default_factory=dict)
+    done: list[Sample] = field(default_factory=list)
+    written: Counter = field(default_factory=Counter)
+    skipped: BadFiles = field(default_factory=lambda: BadFiles("skip"))
+    submission: str = ""
+
+    def summary(self) -> str:
+        """``Results saved to runs/predict3: 13 masks, 13 overlays (backend torch, precision fp32, device cpu)``."""
+        notes = [f"submission CSV {self.submission}"] if self.submission else []
+        return saved_line(self.out, self.written, self.backend, notes + self.skipped.note())
+
+
+def load_any_predictor(cfg: Config) -> Predictor:
+    """The PyTorch Predictor, or the onnxruntime one for ``backend=onnx``."""
     if cfg.backend == "onnx":
         from .onnx_predictor import load_onnx_predictor
 
-        predictor = load_onnx_predictor(cfg.weights, cfg.tta)
-    else:
-        predictor = load_predictor(cfg.weights, cfg.device, cfg.precision, cfg.tta)
-    meta = predictor.meta
-    tuned = meta.get("tuned") or {}
-    threshold = tuned.get("threshold", cfg.threshold)
-    min_area = tuned.get("min_area", cfg.min_area)
+        return load_onnx_predictor(cfg.weights, cfg.tta)  # type: ignore[return-value]
+    return load_predictor(cfg.weights, cfg.device, cfg.precision, cfg.tta)
+
+
+def predict_source(cfg: Config, out: Path | None = None, predictor: Predictor | None = None) -> PredictResult:
+    """Predict every sample of ``cfg.source`` into ``out`` (default: a new ``project/name`` folder); prints nothing
+    but progress. Bad files are skipped or raised by ``effective_on_error``; when every file fails, a DataError."""
+    predictor = predictor or load_any_predictor(cfg)
     wanted = [s.strip() for s in cfg.save.split(",") if s.strip()]
     bad = [s for s in wanted if s not in OUTPUTS]
     if bad:
         raise ConfigError(f"save: unknown output(s) {bad}; choose from {', '.join(OUTPUTS)}")
-    samples = source_samples(cfg.source, meta, cfg)
-    out = Path(cfg.project) / (cfg.name or "predict")
-    out.mkdir(parents=True, exist_ok=True)
+    if cfg.submission and predictor.num_classes != 2:
+        raise ConfigError("submission= writes run-length CSV for binary tasks only")
+    samples = source_samples(cfg.source, predictor.meta, cfg, keep_unreadable=True)
+    skipped = BadFiles(effective_on_error(cfg, samples))
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        return _predict_all(predictor, samples, out, cfg, wanted, skipped)
+    # The folder is made once the weights, options and source are known good, and removed again when nothing
+    # could be written into it: failed starts leave no empty numbered folders behind.
+    with output_dir(Path(cfg.project) / (cfg.name or "predict"), cfg.exist_ok) as folder:
+        return _predict_all(predictor, samples, folder, cfg, wanted, skipped)
+
+
+def _predict_all(predictor: Predictor, samples: list[Sample], out: Path, cfg: Config, wanted: list[str],
+                 skipped: BadFiles) -> PredictResult:
+    """The loop of ``predict_source``: each sample predicted and written, or skipped by ``skipped``."""
+    meta = predictor.meta
+    tuned = meta.get("tuned") or {}
+    threshold = tuned.get("threshold", cfg.threshold)
+    min_area = tuned.get("min_area", cfg.min_area)
+    describe = getattr(predictor, "describe", None)
+    result = PredictResult(out, describe() if describe else f"backend {cfg.backend}", meta, skipped=skipped)
     colors = meta["codec"].get("colors") if meta["codec"]["mode"] == "rgb" else None
     class_colors = palette(predictor.num_classes, colors if colors and isinstance(colors[0], list) else None)
     submission: dict[str, np.ndarray] = {}
-    for sample in tqdm(samples, desc="predict", disable=None):
-        path = sample.image
-        # Window-by-window reading is for one file; several views are read whole and tiled in memory.
-        if not sample.extra_views and path.suffix.lower() in (".tif", ".tiff") \
-                and max(image_size(path)) > WHOLE_IMAGE_LIMIT:
-            print(f"{path.name}: large image, predicted window by window -> {predict_huge(predictor, path, out, cfg)}")
+    for sample in track(samples, desc="predict", unit="img"):
+        with skipped.guard(sample) as guard:
+            pred = _predict_one(predictor, sample, out, cfg, wanted, threshold, min_area, class_colors, result)
+        if guard.failed:
             continue
-        image = load_sample_image(sample, meta_view_channels(meta))
-        pred, probs = predict_image(predictor, image, threshold, cfg.tile, cfg.overlap)
-        if predictor.num_classes == 2:
-            pred = remove_small(pred, min_area)
-        stem = sample.id
-        if "index" in wanted:
-            Image.fromarray(pred).save(out / f"{stem}_mask.png")
-        color = colorize(pred, class_colors)
-        if "color" in wanted:
-            Image.fromarray(color).save(out / f"{stem}_color.png")
-        if "overlay" in wanted:
-            Image.fromarray(overlay(display_rgb(first_view(image, meta)), color, cfg.alpha)).save(
-                out / f"{stem}_overlay.png")
-        if "probs" in wanted and probs is not None:
-            np.save(out / f"{stem}_probs.npy", probs.astype(np.float16))
-        if cfg.submission:
-            submission[stem] = pred
+        result.done.append(sample)
+        if cfg.submission and pred is not None:
+            submission[sample.id] = pred
+    if samples and not result.done:
+        skipped.print()
+        raise DataError(f"none of the {len(samples)} image(s) of {cfg.source} could be predicted (reasons above)")
     if cfg.submission:
-        if predictor.num_classes != 2:
-            raise ConfigError("submission= writes run-length CSV for binary tasks only")
         from ..data.rle import write_submission
 
         write_submission(cfg.submission, list(submission), [submission[k] for k in submission])
-        print(f"submission written to {cfg.submission}")
-    print(f"{len(samples)} prediction(s) written to {out}")
-    return out
+        result.submission = cfg.submission
+    return result
+
+
+def _predict_one(predictor: Predictor, sample: Sample, out: Path, cfg: Config, wanted: list[str], threshold: float,
+                 min_area: int, class_colors: np.ndarray, result: PredictResult) -> np.ndarray | None:
+    """Predict one sample and write its outputs (counted in ``result.written``); returns the class map, or None
+    for a large TIFF predicted window by window."""
+    path = sample.image
+    # Window-by-window reading is for one file; several views are read whole and tiled in memory.
+    if not sample.extra_views and path.suffix.lower() in (".tif", ".tiff") \
+            and max(image_size(path)) > WHOLE_IMAGE_LIMIT:
+        print(f"{path.name}: large image, predicted window by window -> {predict_huge(predictor, path, out, cfg)}")
+        result.written["label TIFF"] += 1
+        return None
+    image = load_sample_image(sample, meta_view_channels(predictor.meta))
+    pred, probs = predict_image(predictor, image, threshold, cfg.tile, cfg.overlap)
+    if predictor.num_classes == 2:
+        pred = remove_small(pred, min_area)
+    stem, written = sample.id, []
+    if "index" in wanted:
+        Image.fromarray(pred).save(out / f"{stem}_mask.png")
+        written.append("index")
+    color = colorize(pred, class_colors)
+    if "color" in wanted:
+        Image.fromarray(color).save(out / f"{stem}_color.png")
+        written.append("color")
+    if "overlay" in wanted:
+        blend = overlay(display_rgb(first_view(image, predictor.meta)), color, cfg.alpha)
+        Image.fromarray(blend).save(out / f"{stem}_overlay.png")
+        written.append("overlay")
+    if "probs" in wanted and probs is not None:
+        np.save(out / f"{stem}_probs.npy", probs.astype(np.float16))
+        written.append("probs")
+    result.written.update(OUTPUT_NOUNS[kind] for kind in written)
+    return pred
+
+
+def run_predict(cfg: Config) -> Path:
+    """``seglab predict``: predict every source image into a new folder, list skipped files, and end with one line
+    saying what was written where and by which backend and precision; returns the output folder."""
+    result = predict_source(cfg)
+    result.skipped.print()
+    print(result.summary())
+    return result.out

@@ -12,7 +12,7 @@ from ..data.transforms import tta_unseen_in_training
 from ..models import model_from_checkpoint
 from ..runtime.checkpoint import load_checkpoint
 from ..runtime.normalize import Normalizer
-from ..runtime.precision import Precision, resolve_precision
+from ..runtime.precision import AUTOCAST_DTYPES, Precision, resolve_precision
 from ..errors import CheckpointError
 from .fold_bn import fold_batchnorm
 from .tta import parse_tta, tta_probs
@@ -49,10 +49,18 @@ class Predictor:
         self.models = [precision.prepare_model(m).eval() for m in models]
         self.normalize = Normalizer(meta["mean"], meta["std"], meta["scale"]).to(precision.device)
 
+    backend = "torch"
+
     @property
     def num_classes(self) -> int:
         """Classes including background (2 for binary tasks)."""
         return self.meta["codec"]["num_classes"]
+
+    def describe(self) -> str:
+        """What computes the predictions, for the last line of a command: ``backend torch, precision bf16, device
+        cpu``."""
+        names = {dtype: name for name, dtype in AUTOCAST_DTYPES.items()}
+        return f"backend {self.backend}, precision {names[self.precision.dtype]}, device {self.precision.device}"
 
     @torch.inference_mode()
     def logits(self, images: torch.Tensor) -> torch.Tensor:

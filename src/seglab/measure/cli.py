@@ -1,12 +1,23 @@
-"""``seglab measure``: per-grain measurements from a given mask, or from a model's prediction of an image."""
+"""``seglab measure``: per-grain measurements from a given mask, or from a model's prediction of an image.
+
+Each run writes a new folder (``runs/measure``, ``runs/measure2``, ... also when ``out=`` names a folder that
+holds files) unless ``exist_ok=true``. Predicting from a folder or list skips files that cannot be read
+(``on_error=skip``, the default there) and lists them at the end; the last line says what was written where.
+"""
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
 from typing import TypedDict
 
 from ..config import parse_key_values
+from ..data.sources import BadFiles, check_on_error, default_on_error
 from ..errors import ConfigError
 from .run import run_measure
+
+# How each output of ``write_measurements`` is counted in the closing line.
+MEASURE_NOUNS = {"grains_csv": "grain table", "classes_csv": "class table",
+                 "size_distribution_png": "size distribution", "outlined_png": "outlined image"}
 
 
 class MeasureOptions(TypedDict):
@@ -16,6 +27,8 @@ class MeasureOptions(TypedDict):
     image: str
     weights: str
     out: str
+    exist_ok: bool
+    on_error: str  # "" = skip for a folder or list of images, raise for one
     pixel_size: float | str | None  # 0.65 with unit=um, or "0.65um"
     unit: str
     classes: list | None
@@ -26,52 +39,88 @@ class MeasureOptions(TypedDict):
     connectivity: int
     labels: bool
     device: str
+    precision: str
+    backend: str
     tta: str
 
 
-OPTIONS: MeasureOptions = {"mask": "", "image": "", "weights": "", "out": "runs/measure", "pixel_size": None,
-                           "unit": "px", "classes": None, "split_touching": False, "min_distance": 7, "min_area": 0,
-                           "ignore_index": None, "connectivity": 8, "labels": True, "device": "auto", "tta": "none"}
+OPTIONS: MeasureOptions = {"mask": "", "image": "", "weights": "", "out": "runs/measure", "exist_ok": False,
+                           "on_error": "", "pixel_size": None, "unit": "px", "classes": None, "split_touching": False,
+                           "min_distance": 7, "min_area": 0, "ignore_index": None, "connectivity": 8, "labels": True,
+                           "device": "auto", "precision": "auto", "backend": "torch", "tta": "none"}
 
 
 def measure_main(argv: list[str]) -> int:
     """Parse key=value options, predict the mask first when only an image and weights are given, measure."""
+    from ..runtime.run_dir import count_text, output_dir, saved_line
+
     opts = {**OPTIONS, **parse_key_values(argv, MeasureOptions)}
+    check_on_error(str(opts["on_error"]))
     mask, image = opts["mask"], opts["image"] or None
-    jobs = [(mask, image, opts["out"])]  # (mask, image to draw on, output folder) per sample
-    if not mask:
+    written: Counter = Counter()
+    if mask:
+        with output_dir(Path(opts["out"]), bool(opts["exist_ok"])) as out:
+            bad = BadFiles(opts["on_error"] or "raise")
+            grains = _measure_all([(Path(mask), image, out, Path(mask).name)], opts, out, bad, written)
+        backend = "measured the given mask; no model ran"
+    else:
         if not (opts["weights"] and image):
             raise ConfigError("measure needs mask=MASK.png, or image=IMAGE with weights=RUN_DIR to predict the mask")
-        jobs = _predict_masks(opts)
+        out, jobs, bad, backend, class_names = _predict_masks(opts)
+        written["predicted mask"] = len(jobs)
         if opts["classes"] is None:
-            from ..runtime.checkpoint import load_checkpoint
-
-            opts["classes"] = load_checkpoint(opts["weights"])["meta"]["class_names"]
-    for mask, image, out in jobs:
-        result = run_measure(mask, image, out_dir=out, pixel_size=opts["pixel_size"], unit=opts["unit"],
-                             class_names=opts["classes"], split_touching=bool(opts["split_touching"]),
-                             min_distance=int(opts["min_distance"]), min_area=int(opts["min_area"]),
-                             ignore_index=opts["ignore_index"], connectivity=int(opts["connectivity"]),
-                             draw_labels=bool(opts["labels"]))
-        print(f"{len(result.table.rows)} grain(s) measured")
-        for name, path in result.files.items():
-            print(f"  {name}: {path}")
+            opts["classes"] = class_names
+        grains = _measure_all(jobs, opts, out, bad, written)
+    bad.print()
+    print(saved_line(out, written, backend, [f"{count_text(grains, 'grain')} measured", *bad.note()]))
     return 0
 
 
-def _predict_masks(opts: dict) -> list[tuple[Path, Path, Path]]:
-    """Predict the class-index masks of the ``image`` source with ``weights``: (mask, first view, out) per sample.
+def _measure_all(jobs: list[tuple[Path, Path | None, Path, str]], opts: dict, out: Path, bad: BadFiles,
+                 written: Counter) -> int:
+    """Measure each (mask, image to draw on, output folder, name) job, skipping (or raising) bad files; returns the
+    number of grains and counts the files written into ``written``."""
+    grains = 0
+    for mask_path, image_path, folder, name in jobs:
+        with bad.guard(image_path or mask_path) as guard:
+            result = run_measure(mask_path, image_path, out_dir=folder, pixel_size=opts["pixel_size"],
+                                 unit=opts["unit"], class_names=opts["classes"],
+                                 split_touching=bool(opts["split_touching"]), min_distance=int(opts["min_distance"]),
+                                 min_area=int(opts["min_area"]), ignore_index=opts["ignore_index"],
+                                 connectivity=int(opts["connectivity"]), draw_labels=bool(opts["labels"]))
+        if guard.failed:
+            continue
+        grains += len(result.table.rows)
+        written.update(MEASURE_NOUNS.get(kind, kind) for kind in result.files)
+        print(f"{name}: {len(result.table.rows)} grain(s) measured" + (f" -> {folder}" if folder != out else ""))
+    return grains
 
-    ``image`` is any predict source (an image, comma-separated views, a list file, a folder); with several
-    samples each is measured into its own sub-folder of ``out``.
+
+def _predict_masks(opts: dict) -> tuple[Path, list[tuple[Path, Path, Path, str]], BadFiles, str, list | None]:
+    """Predict the class-index masks of the ``image`` source with ``weights`` into a new output folder.
+
+    Returns (folder, jobs, skipped files, backend text, class names); a job is (mask, first view, folder to write
+    the measurements into, name) per predicted sample. ``image`` is any predict source (an image, comma-separated
+    views, a list file, a folder); with several samples each is measured into its own sub-folder.
     """
     from ..config import build_config
-    from ..data.sources import model_source
-    from ..inference.predict import run_predict
-    from ..runtime.checkpoint import load_checkpoint
+    from ..inference.predict import predict_source
 
     out = Path(opts["out"])
-    samples = model_source(str(opts["image"]), load_checkpoint(opts["weights"])["meta"])
-    run_predict(build_config({"weights": opts["weights"], "source": opts["image"], "project": str(out.parent),
-                              "name": out.name, "save": "index", "device": opts["device"], "tta": opts["tta"]}))
-    return [(out / f"{s.id}_mask.png", s.image, out if len(samples) == 1 else out / s.id) for s in samples]
+    keys = {"weights": opts["weights"], "source": opts["image"], "project": str(out.parent), "name": out.name,
+            "exist_ok": bool(opts["exist_ok"]), "save": "index", "device": opts["device"],
+            "precision": opts["precision"], "backend": opts["backend"], "tta": opts["tta"]}
+    if opts["on_error"]:
+        keys["on_error"] = opts["on_error"]
+    result = predict_source(build_config(keys))
+    single = len(result.done) + len(result.skipped) == 1
+    jobs = []
+    for s in result.done:
+        mask = result.out / f"{s.id}_mask.png"
+        if not mask.exists() and (result.out / f"{s.id}_mask.tif").exists():  # a large TIFF, predicted by windows
+            mask = result.out / f"{s.id}_mask.tif"
+        jobs.append((mask, s.image, result.out if single else result.out / s.id, s.id))
+    bad = BadFiles(opts["on_error"] or default_on_error(str(opts["image"]), result.done))
+    bad.extend(result.skipped)
+    return result.out, jobs, bad, result.backend, (list(result.meta.get("class_names") or []) or None)
+

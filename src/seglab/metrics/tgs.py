@@ -85,8 +85,8 @@ COVERAGE_EDGES = (0.0, 0.02, 0.1, 0.3, 0.7, 1.0)
 COVERAGE_BIN_NAMES = ("empty",) + tuple(f"{lo:g}-{hi:g}" for lo, hi in zip(COVERAGE_EDGES[:-1], COVERAGE_EDGES[1:]))
 BY_COVERAGE_HEADERS = ("coverage", "images", "TGS", "emptiness wrong", "score lost")  # titles of BY_COVERAGE_KEYS
 BY_COVERAGE_KEYS = ("bin", "images", "tgs", "emptiness_errors", "lost")
-BY_COVERAGE_NOTE = ("Emptiness wrong: salt predicted on an empty image, or none on an image with salt (each scores 0). "
-                    "Score lost: the bin's share of 1 - TGS over all images.")
+BY_COVERAGE_NOTE = ("Emptiness wrong: an object predicted on an empty image, or none on an image with an object (each "
+                    "scores 0). Score lost: the bin's share of 1 - TGS over all images.")
 
 
 def coverage_bin_of(coverage: Sequence[float]) -> np.ndarray:
@@ -95,11 +95,20 @@ def coverage_bin_of(coverage: Sequence[float]) -> np.ndarray:
     return np.where(cov <= 0, 0, np.searchsorted(np.asarray(COVERAGE_EDGES[1:]), cov, side="left") + 1)
 
 
+def emptiness_counts(coverage: Sequence[float], pred_coverage: Sequence[float]) -> dict[str, int]:
+    """Binary tasks in plain words: empty images, those predicted with an object, images with an object, those whose
+    object was missed (nothing predicted), from each image's true and predicted foreground fraction."""
+    cov, pred = np.asarray(coverage, dtype=float), np.asarray(pred_coverage, dtype=float)
+    empty = cov <= 0
+    return {"empty_images": int(empty.sum()), "empty_predicted_with_object": int((empty & (pred > 0)).sum()),
+            "images_with_object": int((~empty).sum()), "object_missed": int((~empty & (pred <= 0)).sum())}
+
+
 def tgs_by_coverage(scores: Sequence[float], coverage: Sequence[float], pred_coverage: Sequence[float]) -> list[dict]:
     """Where the TGS score is lost: per coverage bin (empty first), images, mean score (None if no image), share lost.
 
     ``coverage``/``pred_coverage`` are each image's true/predicted foreground fraction. ``emptiness_errors`` counts
-    the images whose emptiness is wrong (empty bin: predicted salt; other bins: predicted nothing), which score 0.
+    the images whose emptiness is wrong (empty bin: predicted an object; other bins: predicted nothing), which score 0.
     ``lost`` is the bin's sum of (1 - score) over all images, so the rows' ``lost`` add up to 1 - the mean score.
     """
     s, cov, pred = (np.asarray(v, dtype=float) for v in (scores, coverage, pred_coverage))

@@ -19,15 +19,17 @@ import yaml
 from ..errors import ConfigError, SeglabError
 from ..metrics.tgs import BY_COVERAGE_HEADERS, BY_COVERAGE_KEYS, BY_COVERAGE_NOTE
 from . import plots
-from ..data.colors import palette
 from .formatting import format_value
 from .galleries import best_worst_galleries
 from .images import default_load_mask
+from .overlays import ERROR_LABELS, report_colors, transparent_classes
 from .run_folder import (
     EvalResult,
     class_names,
     find_eval_dirs,
+    is_tgs_run,
     load_config,
+    load_data_meta,
     load_eval,
     load_metrics,
     load_summary,
@@ -38,6 +40,7 @@ from .samples import MaskLoader, load_sample
 log = logging.getLogger(__name__)
 
 PER_CLASS_COLUMNS = ("class", "iou", "acc", "precision", "recall", "f1", "pixels")
+EMPTINESS_KEYS = ("empty_images", "empty_predicted_with_object", "images_with_object", "object_missed")
 SCALAR_METRICS_FIRST = ("miou", "mpa", "pixel_acc", "fg_iou", "precision", "recall", "f1", "fwiou", "images_per_s")
 
 CSS = """
@@ -55,6 +58,10 @@ figure img { max-width: 100%; height: auto; border: 1px solid #ddd; }
 figcaption { color: #555; font-size: .9rem; }
 .note { background: #fff6d5; border-left: 4px solid #e0b000; padding: .5rem .8rem; }
 .meta { color: #666; font-size: .85rem; }
+.legend { display: flex; flex-wrap: wrap; gap: .4rem 1.2rem; margin: .6rem 0; font-size: .9rem; }
+.legend span { display: inline-flex; align-items: center; gap: .35rem; }
+.swatch { display: inline-block; width: 1rem; height: 1rem; border: 1px solid #444; }
+.info { color: #333; }
 """
 
 
@@ -69,9 +76,21 @@ class _Page:
         """Append raw (already escaped) HTML."""
         self.parts.append(fragment)
 
-    def heading(self, text: str, level: int = 2) -> None:
-        """Append a heading."""
-        self.add(f"<h{level}>{html.escape(text)}</h{level}>")
+    def heading(self, text: str, level: int = 2, anchor: str | None = None) -> None:
+        """Append a heading (with an ``id`` when ``anchor`` is given)."""
+        id_attr = f' id="{html.escape(anchor)}"' if anchor else ""
+        self.add(f"<h{level}{id_attr}>{html.escape(text)}</h{level}>")
+
+    def text(self, text: str) -> None:
+        """Append a paragraph of explanation (not a warning: nothing is logged)."""
+        self.add(f'<p class="info">{html.escape(text)}</p>')
+
+    def legend(self, entries: Sequence[tuple[str, Sequence[int]]], legend_id: str, title: str) -> None:
+        """Append a row of colour swatches with their names."""
+        items = "".join(
+            f'<span><i class="swatch" style="background: rgb({int(c[0])}, {int(c[1])}, {int(c[2])})"></i>'
+            f"{html.escape(name)}</span>" for name, c in entries)
+        self.add(f'<div class="legend" id="{html.escape(legend_id)}"><strong>{html.escape(title)}</strong>{items}</div>')
 
     def note(self, text: str) -> None:
         """Append a visible note about a missing or failed part (and log it)."""
@@ -121,23 +140,28 @@ def _per_class_rows(result: EvalResult) -> list[dict[str, Any]]:
     return list((result.metrics or {}).get("per_class") or [])
 
 
-def _scalar_metrics(metrics: dict[str, Any]) -> dict[str, Any]:
-    """metrics.json's scalar entries, headline metrics first."""
-    scalars = {k: v for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+def _scalar_metrics(metrics: dict[str, Any], tgs: bool = True) -> dict[str, Any]:
+    """metrics.json's scalar entries, headline metrics first (the TGS metric only for a TGS run)."""
+    scalars = {k: v for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)
+               and (tgs or k != "tgs") and k not in EMPTINESS_KEYS}  # the counts have their own table
     first = {k: scalars[k] for k in SCALAR_METRICS_FIRST if k in scalars}
     return first | {k: v for k, v in scalars.items() if k not in first}
 
 
-def _add_training(page: _Page, run_dir: Path, figures_dir: Path, summary: dict[str, Any] | None) -> None:
-    """Training curves section."""
-    page.heading("Training curves")
+def _add_training(page: _Page, run_dir: Path, figures_dir: Path, summary: dict[str, Any] | None, tgs: bool) -> None:
+    """Training curves section (epochs numbered from 1, as the log lines; the TGS metric only for a TGS run)."""
+    page.heading("Training curves", anchor="training-curves")
     rows = load_metrics(run_dir)
     if not rows:
         page.note("No metrics.csv in this run folder (or it is empty): train the model to get curves.")
         return
     best_epoch = (summary or {}).get("best_epoch")
-    paths = plots.plot_training_curves(rows, figures_dir / "curves", best_epoch=best_epoch)
-    caption = f"{len(rows)} epochs" + (f"; dotted line = best epoch {best_epoch}" if best_epoch is not None else "")
+    best_metric = (summary or {}).get("best_metric")
+    paths = plots.plot_training_curves(rows, figures_dir / "curves", best_epoch=best_epoch,
+                                       drop_families=() if tgs else ("tgs",), best_metric=best_metric)
+    caption = f"{len(rows)} epochs, numbered from 1"
+    if best_epoch is not None:
+        caption += f"; dotted line and star = best epoch {best_epoch}" + (f" by {best_metric}" if best_metric else "")
     page.figure(paths[0], caption)
 
 
@@ -149,6 +173,7 @@ class _Options:
     names: list[str]
     colors: np.ndarray
     figures_dir: Path
+    tgs: bool
     k: int
     gallery_class: int | None
     load_mask: MaskLoader
@@ -202,36 +227,45 @@ def _add_per_image(page: _Page, result: EvalResult, prefix: str, opts: _Options)
     ious = [_float_or_nan(r.get("iou")) for r in result.per_image]
     image_names = [Path(str(r.get("image", i))).name for i, r in enumerate(result.per_image)]
     curve = plots.plot_per_image_iou(image_names, ious, f"{prefix}_per_image_iou")
-    page.figure(curve[0], f"IoU of each of the {len(ious)} images with the mean (dashed)")
+    page.figure(curve[0], f"IoU of each of the {len(ious)} images, one bar each, sorted from worst (left) to best, "
+                          "with the mean (dashed)")
     bases = [result.directory, opts.run_dir]
     class_name = opts.names[opts.gallery_class] if opts.gallery_class is not None else None
     try:
         samples = [load_sample(row, bases, opts.load_mask) for row in result.per_image[: opts.max_samples]]
-        grid = plots.plot_sample_grid(samples, opts.colors, f"{prefix}_samples")
+        grid = plots.plot_sample_grid(samples, opts.colors, f"{prefix}_samples", class_names=opts.names)
         page.figure(grid[0], f"First {len(samples)} predictions overlaid on their images")
         galleries = best_worst_galleries(
             result.per_image, bases, opts.colors, f"{prefix}_gallery", k=opts.k, class_index=opts.gallery_class,
-            class_name=class_name, load_mask=opts.load_mask,
+            class_name=class_name, load_mask=opts.load_mask, class_names=opts.names,
         )
     except (SeglabError, OSError) as exc:
         # A report with everything else is more useful than none: say what is missing and why (a bug still raises).
         page.note(f"Could not draw predictions of {result.directory.name}: {exc}")
         return
     page.heading(f"Best and worst {opts.k}" + (f" for class {class_name!r}" if class_name else ""), 3)
-    page.figure(galleries["best"][0], "Best: image | label | prediction | overlay")
-    page.figure(galleries["worst"][0], "Worst: image | label | prediction | overlay")
+    scored = sum(1 for v in ious if v == v) if opts.gallery_class is None else None
+    if scored is not None and scored < opts.k:
+        page.text(f"Only {scored} images were scored, fewer than {opts.k}: each gallery shows all of them.")
+    columns = "image | label | prediction | overlay | errors (false positives and false negatives)"
+    page.figure(galleries["best"][0], f"Best: {columns}")
+    page.figure(galleries["worst"][0], f"Worst: {columns}")
 
 
 def _add_eval(page: _Page, result: EvalResult, opts: _Options, table_id: str) -> None:
     """One evaluation section: metrics, per-class table and plots, confusion, samples and galleries."""
-    page.heading(f"Evaluation: {result.split}")
+    page.heading(f"Evaluation: {result.split}", anchor=f"evaluation-{result.directory.name}")
     prefix = str(opts.figures_dir / result.directory.name)
     if result.metrics:
-        page.table(["metric", "value"], _key_value_rows(_scalar_metrics(result.metrics)))
+        page.table(["metric", "value"], _key_value_rows(_scalar_metrics(result.metrics, opts.tgs)))
     else:
         page.note(f"{result.directory.name}/metrics.json is missing.")
+    _add_colors(page, opts, result.directory.name)
     _add_per_class(page, result, prefix, table_id)
-    _add_coverage(page, result)
+    if opts.tgs:
+        _add_coverage(page, result)
+    else:
+        _add_emptiness(page, result)
     _add_confusion(page, result, prefix, opts.names)
     _add_per_image(page, result, prefix, opts)
 
@@ -244,7 +278,44 @@ def _add_coverage(page: _Page, result: EvalResult) -> None:
     page.heading("TGS metric by true foreground coverage", level=3)
     page.table(BY_COVERAGE_HEADERS, [[format_value(c, r.get(c)) for c in BY_COVERAGE_KEYS] for r in rows],
                table_id=f"tgs-by-coverage-{result.directory.name}")
-    page.note(BY_COVERAGE_NOTE)
+    page.text(BY_COVERAGE_NOTE)
+
+
+def emptiness_of(metrics: dict[str, Any]) -> dict[str, int] | None:
+    """A binary evaluation's empty-image counts: metrics.json's own, or (older evals) from its coverage table."""
+    if all(isinstance(metrics.get(k), int) for k in EMPTINESS_KEYS):
+        return {k: metrics[k] for k in EMPTINESS_KEYS}
+    rows = [r for r in metrics.get("tgs_by_coverage") or [] if isinstance(r.get("images"), int)]
+    if not rows:
+        return None
+    empty = [r for r in rows if r.get("bin") == "empty"]
+    full = [r for r in rows if r.get("bin") != "empty"]
+    return {"empty_images": sum(r["images"] for r in empty),
+            "empty_predicted_with_object": sum(int(r.get("emptiness_errors") or 0) for r in empty),
+            "images_with_object": sum(r["images"] for r in full),
+            "object_missed": sum(int(r.get("emptiness_errors") or 0) for r in full)}
+
+
+def _add_emptiness(page: _Page, result: EvalResult) -> None:
+    """Binary tasks that are not TGS: empty images predicted with an object and objects missed, in plain words."""
+    counts = emptiness_of(result.metrics or {})
+    if counts is None:
+        return
+    page.heading("Empty images and missed objects", level=3)
+    page.table(["", "images"], [
+        ["empty image predicted with an object", f"{counts['empty_predicted_with_object']} of {counts['empty_images']}"],
+        ["object missed (nothing predicted)", f"{counts['object_missed']} of {counts['images_with_object']}"],
+    ], table_id=f"emptiness-{result.directory.name}")
+
+
+def _add_colors(page: _Page, opts: _Options, name: str) -> None:
+    """The legend of the colours every overlay and gallery below uses: classes, then errors."""
+    skip = transparent_classes(opts.names, opts.colors)
+    entries = [(f"{n} (left unpainted in overlays)" if i in skip else n, c)
+               for i, (n, c) in enumerate(zip(opts.names, opts.colors.tolist()))]
+    page.legend(entries, f"class-colors-{name}", "Class colours:")
+    errors = list(ERROR_LABELS.items())[: 3 if len(opts.colors) > 2 else 2]
+    page.legend([(label, color) for color, label in errors], f"error-colors-{name}", "Error map:")
 
 
 def write_report(
@@ -265,26 +336,32 @@ def write_report(
     figures_dir = out.parent / f"{out.stem}_files"
     config, summary = load_config(run_dir), load_summary(run_dir)
     results = [load_eval(d) for d in find_eval_dirs(run_dir)]
+    data_meta = load_data_meta(run_dir)
     names = class_names(config, results[0] if results else None)
-    colors = palette(max(1, len(names)), (config or {}).get("colors"))
+    if not (config or {}).get("classes") and data_meta.get("class_names"):
+        names = [str(n) for n in data_meta["class_names"]]
+    # the run's class colours: data.json's class_colors (new runs), else the config's colors (older runs)
+    colors = report_colors(max(1, len(names)), data_meta.get("class_colors") or (config or {}).get("colors"))
+    tgs = is_tgs_run(config, data_meta)
     gallery_index = _resolve_class(gallery_class, names)
 
     page = _Page()
     title = f"seglab report: {run_dir.resolve().name}"
     stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     page.add(f"<h1>{html.escape(title)}</h1><p class=\"meta\">{html.escape(str(run_dir.resolve()))} · generated {stamp}</p>")
-    page.heading("Summary")
+    page.heading("Summary", anchor="summary")
     if summary:
         page.table(["", "value"], _key_value_rows(summary))
     else:
         page.note("No summary.json: the run has not finished training.")
-    _add_training(page, run_dir, figures_dir, summary)
+    _add_training(page, run_dir, figures_dir, summary, tgs)
     if not results:
         page.note("No evaluation yet: run `seglab eval` on this run folder to add metrics, confusion matrices and galleries.")
-    opts = _Options(run_dir, names, colors, figures_dir, k, gallery_index, load_mask or default_load_mask, max_samples)
+    opts = _Options(run_dir, names, colors, figures_dir, tgs, k, gallery_index, load_mask or default_load_mask,
+                    max_samples)
     for i, result in enumerate(results):
         _add_eval(page, result, opts, table_id="per-class" if i == 0 else f"per-class-{result.split}")
-    page.heading("Config")
+    page.heading("Config", anchor="config")
     if config:
         page.add(f"<pre>{html.escape(yaml.safe_dump(config, sort_keys=False))}</pre>")
     else:

@@ -13,9 +13,11 @@ import matplotlib
 import numpy as np
 from matplotlib.figure import Figure
 
-from ..data.colors import colorize, overlay
+from matplotlib.ticker import MaxNLocator
+
 from ..errors import DataError
 from ..metrics.names import split_metric
+from .overlays import class_legend, overlay_classes, transparent_classes
 from .run_folder import metric_series
 from .samples import Sample
 
@@ -32,9 +34,14 @@ PRETTY_NAMES = {
     "dice": "Dice",
     "lr": "Learning rate",
     "epoch_time": "Epoch time (s)",
+    "images_per_s": "Images per second",
+    "tgs": "TGS metric",
 }
 FIRST_FAMILIES = ("loss", "pixel_acc", "miou")
 LAST_FAMILIES = ("lr", "epoch_time")
+# Scores within 0..1: their axes start at 0, so a change of 0.001 never looks like a jump.
+FRACTION_FAMILIES = ("pixel_acc", "miou", "mpa", "fg_iou", "fwiou", "precision", "recall", "f1", "dice", "tgs", "acc",
+                     "iou", "map")
 
 
 def save_figure(fig: Figure, stem: str | Path, dpi: int = 100) -> list[Path]:
@@ -90,59 +97,106 @@ def metric_families(columns: Iterable[str]) -> dict[str, list[str]]:
     return {family: groups[family] for family in order}
 
 
-def plot_training_curves(rows: list[dict[str, Any]], stem: str | Path, best_epoch: int | None = None) -> list[Path]:
-    """One subplot per metric family of metrics.csv (train and val together), learning rate in its own subplot."""
+def set_y_floor(ax: Any, family: str, values: np.ndarray) -> None:
+    """A y-axis a person reads right: scores (0..1) from 0 to at most 1, other non-negative series (loss, time,
+    learning rate) from 0; never zoomed in so far that a flat line looks like a rise (a minimum span)."""
+    values = values[np.isfinite(values)]
+    if not values.size or ax.get_yscale() == "log":
+        return
+    low, high = float(values.min()), float(values.max())
+    if family in FRACTION_FAMILIES and low >= 0 and high <= 1:
+        ax.set_ylim(0, min(1.02, high + max(0.05, 0.1 * high)) if high > 0 else 1.0)  # 1.02: points at 1 stay whole
+    elif low >= 0:
+        ax.set_ylim(0, high * 1.08 if high > 0 else 1.0)
+    else:  # values below zero: keep the data's range, but at least 10% of its size wide
+        span = max(high - low, 0.1 * max(abs(low), abs(high)), 1e-12)
+        middle = (high + low) / 2
+        ax.set_ylim(middle - 0.55 * span, middle + 0.55 * span)
+
+
+def plot_training_curves(rows: list[dict[str, Any]], stem: str | Path, best_epoch: int | None = None,
+                         drop_families: Sequence[str] = (), best_metric: str | None = None) -> list[Path]:
+    """One subplot per metric family of metrics.csv (train and val together), learning rate in its own subplot.
+
+    Epochs are numbered from 1 (metrics.csv's ``epoch``, as the log lines and summary.json). ``best_epoch`` (from 1)
+    draws a dotted line on every panel and a star on the ``best_metric`` column; ``drop_families`` are left out
+    (the TGS metric on a task that is not TGS).
+    """
     if not rows:
         raise DataError("metrics.csv has no rows: train at least one epoch before plotting curves")
     columns = list(dict.fromkeys(c for row in rows for c in row))
-    families = {f: cols for f, cols in metric_families(columns).items() if any(metric_series(rows, c)[0].size for c in cols)}
+    families = {f: cols for f, cols in metric_families(columns).items()
+                if f not in drop_families and any(metric_series(rows, c)[0].size for c in cols)}
     if not families:
         raise DataError(f"metrics.csv has no numeric columns to plot (columns: {columns})")
     ncols = min(3, len(families))
     nrows = math.ceil(len(families) / ncols)
     fig = Figure(figsize=(4.6 * ncols, 3.4 * nrows))
     axes = grid_axes(fig, nrows, ncols, margins=(0.75, 0.2, 0.4, 0.55), gaps=(0.85, 0.95)).ravel()
+    best_column = f"val_{best_metric}" if best_metric and not best_metric.startswith("val_") else best_metric
     for ax, (family, cols) in zip(axes, families.items()):
+        shown = []
         for column in cols:
             epochs, values = metric_series(rows, column)
+            shown.append(values)
             label = split_metric(column)[1] or column
             ax.plot(epochs, values, marker="o" if len(epochs) <= 30 else None, markersize=3, label=label)
-        if family == "lr":
-            positive = [metric_series(rows, c)[1] for c in cols]
-            values = np.concatenate(positive) if positive else np.array([])
-            if values.size and values.min() > 0 and values.max() / values.min() >= 10:
-                ax.set_yscale("log")
+            if best_epoch is not None and column == best_column and best_epoch in epochs:
+                ax.plot([best_epoch], [values[list(epochs).index(best_epoch)]], marker="*", markersize=12,
+                        color="tab:red", linestyle="none", label=f"best (epoch {best_epoch})")
+        values = np.concatenate(shown) if shown else np.array([])
+        if family == "lr" and values.size and values.min() > 0 and values.max() / values.min() >= 10:
+            ax.set_yscale("log")
+        set_y_floor(ax, family, values)
         if best_epoch is not None:
             ax.axvline(best_epoch, color="grey", linestyle=":", linewidth=1)
-        ax.set_title(pretty(family))
+        split = split_metric(cols[0])[1] if len(cols) == 1 else None
+        ax.set_title(pretty(family) + (f" ({split})" if split else ""))  # one curve: say whose it is
         ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(True, alpha=0.3)
-        if len(cols) > 1:
+        if len(ax.get_legend_handles_labels()[0]) > 1:
             ax.legend(fontsize="small")
     for ax in axes[len(families):]:
         ax.set_visible(False)
     return save_figure(fig, stem)
 
 
+def per_image_order(names: Sequence[str], ious: Sequence[float]) -> tuple[list[str], np.ndarray]:
+    """Images sorted by IoU, worst first (NaN, no score, left out): the order of the per-image bars."""
+    values = np.asarray(ious, dtype=float)
+    scored = np.flatnonzero(~np.isnan(values))
+    order = scored[np.argsort(values[scored], kind="stable")]
+    return [str(names[i]) for i in order], values[order]
+
+
 def plot_per_image_iou(names: Sequence[str], ious: Sequence[float], stem: str | Path, title: str = "Per-image IoU") -> list[Path]:
-    """IoU of every image in evaluation order with a dashed line at the mean (NaN = class absent, skipped)."""
+    """One bar per image, sorted from worst to best, with a dashed line at the mean (NaN = class absent, skipped).
+
+    Images are unrelated to each other, so no line joins them; sorted bars show the spread and how many are poor.
+    """
     values = np.asarray(ious, dtype=float)
     if values.size == 0 or np.all(np.isnan(values)):
         raise DataError("no per-image IoU values to plot: evaluate at least one image first")
+    sorted_names, sorted_values = per_image_order(names, values)
     mean = float(np.nanmean(values))
-    fig = Figure(figsize=(max(6.0, min(14.0, 0.12 * values.size + 4)), 3.6), layout="constrained")
+    fig = Figure(figsize=(max(6.0, min(14.0, 0.18 * sorted_values.size + 4)), 3.8), layout="constrained")
     ax = fig.subplots()
-    index = np.arange(values.size)
-    ax.plot(index, values, marker="o" if values.size <= 60 else None, markersize=3, linewidth=1, label="IoU")
-    ax.axhline(mean, color="tab:red", linestyle="--", label=f"mean = {mean:.4f}")
+    index = np.arange(sorted_values.size)
+    ax.bar(index, sorted_values, width=0.85 if sorted_values.size <= 200 else 1.0, color="tab:blue",
+           edgecolor="none", label="IoU of one image")
+    ax.axhline(mean, color="black", linestyle="--", linewidth=1, label=f"mean = {mean:.4f}")
     ax.set_ylim(0, 1.02)
-    ax.set_xlabel("image")
+    ax.set_xlim(-0.6, sorted_values.size - 0.4)
+    ax.set_xlabel(f"image, sorted by IoU (worst left; {sorted_values.size} images)")
     ax.set_ylabel("IoU")
-    ax.set_title(title)
-    if values.size <= 20:
-        ax.set_xticks(index, [str(n) for n in names], rotation=60, ha="right", fontsize="x-small")
-    ax.grid(True, alpha=0.3)
-    ax.legend(loc="lower right")
+    ax.set_title(title, loc="left")
+    if sorted_values.size <= 30:
+        ax.set_xticks(index, sorted_names, rotation=60, ha="right", fontsize="x-small")
+    else:
+        ax.set_xticks([])
+    ax.grid(True, axis="y", alpha=0.3)
+    ax.legend(loc="lower right", bbox_to_anchor=(1.0, 1.0), ncol=2, fontsize="small", frameon=False)  # off the bars
     return save_figure(fig, stem)
 
 
@@ -247,17 +301,26 @@ def plot_class_histogram(
     return save_figure(fig, stem)
 
 
-def plot_sample_grid(samples: Sequence[Sample], colors: np.ndarray, stem: str | Path, ncols: int = 4) -> list[Path]:
-    """Grid of predictions: each tile is the prediction overlaid on its image, titled with name and IoU."""
+def plot_sample_grid(samples: Sequence[Sample], colors: np.ndarray, stem: str | Path, ncols: int = 4,
+                     class_names: Sequence[str] | None = None) -> list[Path]:
+    """Grid of predictions: each tile is the prediction overlaid on its image, titled with name and IoU; a legend
+    of the class colours below."""
     if not samples:
         raise DataError("no samples to draw: the evaluation wrote no per-image predictions")
+    names = list(class_names) if class_names else [f"class {i}" for i in range(len(colors))]
+    skip = transparent_classes(names, colors)
+    legend = [h for i, h in enumerate(class_legend(names, colors)) if i not in skip]
     ncols = min(ncols, len(samples))
     nrows = math.ceil(len(samples) / ncols)
-    fig = Figure(figsize=(3.0 * ncols, 3.2 * nrows))
-    axes = grid_axes(fig, nrows, ncols, margins=(0.1, 0.1, 0.5, 0.1), gaps=(0.15, 0.5)).ravel()
+    bottom = 0.25 + 0.25 * math.ceil(len(legend) / max(1, 2 * ncols))
+    fig = Figure(figsize=(max(3.0 * ncols, 6.0), 3.2 * nrows + bottom))
+    axes = grid_axes(fig, nrows, ncols, margins=(0.1, 0.1, 0.5, bottom), gaps=(0.15, 0.5)).ravel()
     for ax, sample in zip(axes, samples):
-        ax.imshow(overlay(sample.image, colorize(sample.pred, colors)))
+        ax.imshow(overlay_classes(sample.image, sample.pred, colors, skip))
         ax.set_title(f"{sample.name}\nIoU {sample.score:.3f}", fontsize="small")
     for ax in axes:
         ax.set_axis_off()
+    if legend:
+        fig.legend(handles=legend, loc="lower center", ncol=min(len(legend), 2 * ncols), fontsize="small",
+                   frameon=False, title="predicted class", title_fontsize="small")
     return save_figure(fig, stem)

@@ -82,8 +82,30 @@ def load_summary(run_dir: Path) -> dict[str, Any] | None:
 
 
 def load_metrics(run_dir: Path) -> list[dict[str, Any]]:
-    """Per-epoch rows of ``metrics.csv`` (numbers parsed), [] when absent."""
-    return read_csv_rows(run_dir / "metrics.csv")
+    """Per-epoch rows of ``metrics.csv`` (numbers parsed), [] when absent; epochs numbered from 1 as the log lines
+    and summary.json's best_epoch (a file of an older run, numbered from 0, is renumbered)."""
+    rows = read_csv_rows(run_dir / "metrics.csv")
+    if any(row.get("epoch") == 0 for row in rows):
+        rows = [{**row, "epoch": row["epoch"] + 1} if isinstance(row.get("epoch"), (int, float)) else row
+                for row in rows]
+    return rows
+
+
+def load_data_meta(run_dir: Path) -> dict[str, Any]:
+    """``data.json`` written by ``seglab train`` (class names and colours, data format), {} when absent."""
+    path = run_dir / "data.json"
+    try:
+        data = json.loads(path.read_text()) if path.is_file() else {}
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def is_tgs_run(config: dict[str, Any] | None, data_meta: dict[str, Any] | None = None) -> bool:
+    """The TGS metric belongs to TGS data (``format`` tgs, detected or asked) or a run that chose it (``metric=tgs``,
+    as the tgs-salt recipes do); other binary tasks get plain words instead."""
+    config, data_meta = config or {}, data_meta or {}
+    return config.get("metric") == "tgs" or config.get("format") == "tgs" or data_meta.get("format") == "tgs"
 
 
 def metric_series(rows: list[dict[str, Any]], column: str) -> tuple[np.ndarray, np.ndarray]:
@@ -92,7 +114,7 @@ def metric_series(rows: list[dict[str, Any]], column: str) -> tuple[np.ndarray, 
     for i, row in enumerate(rows):
         value = row.get(column)
         if isinstance(value, (int, float)) and not math.isnan(value):
-            epochs.append(row.get("epoch", i))
+            epochs.append(row.get("epoch", i + 1))
             values.append(float(value))
     return np.asarray(epochs, dtype=float), np.asarray(values, dtype=float)
 

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -27,14 +29,75 @@ def new_run_dir(cfg: Config, create: bool = True) -> Path:
 def unique_dir(base: Path, exist_ok: bool = False, create: bool = True) -> Path:
     """Create and return ``base``, or (unless ``exist_ok``) ``base2``, ``base3``, ... when it holds files already.
 
-    ``create=False`` returns the name without creating the folder.
+    An empty folder is taken as it is; ``exist_ok`` writes into ``base`` even when it holds files (the files it
+    writes again are replaced). Nothing that exists is ever overwritten otherwise. ``create=False`` returns the
+    name without creating the folder.
     """
-    path, i = base, 2
-    while path.exists() and not exist_ok and any(path.iterdir()):
-        path, i = base.with_name(f"{base.name}{i}"), i + 1
+    path = free_dir(base, exist_ok)
     if create:
         path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+def free_dir(base: Path, exist_ok: bool = False) -> Path:
+    """The folder ``unique_dir`` would use, without creating it."""
+    base = Path(base)
+    path, i = base, 2
+    while not exist_ok and _taken(path):
+        path, i = base.with_name(f"{base.name}{i}"), i + 1
+    if path.exists() and not path.is_dir():
+        raise ConfigError(f"{path} is a file, not a folder; choose another output name")
+    return path
+
+
+@contextmanager
+def output_dir(base: Path, exist_ok: bool = False) -> Iterator[Path]:
+    """``unique_dir`` for a command's outputs; a folder it made is removed again when the command fails (or is
+    interrupted) before writing anything into it, so failed starts leave no empty numbered folders behind."""
+    path = free_dir(base, exist_ok)
+    made = not path.exists()
+    path.mkdir(parents=True, exist_ok=True)
+    try:
+        yield path
+    except BaseException:
+        if made and path.is_dir() and not any(path.iterdir()):
+            path.rmdir()
+        raise
+
+
+def _taken(path: Path) -> bool:
+    """True when ``path`` is a file or a folder that holds something."""
+    if not path.exists():
+        return False
+    return not path.is_dir() or any(path.iterdir())
+
+
+def refuse_existing(paths: list[Path], exist_ok: bool = False, fix: str = "") -> None:
+    """A ConfigError naming the files of ``paths`` that exist already, unless ``exist_ok`` (then they are replaced).
+
+    ``fix`` names the other way out besides ``exist_ok=true`` (e.g. ``out=OTHER.onnx``).
+    """
+    existing = [str(p) for p in paths if Path(p).exists()]
+    if existing and not exist_ok:
+        names = ", ".join(existing)
+        raise ConfigError(f"{names} exist{'s' if len(existing) == 1 else ''} already and would be replaced; pass "
+                          f"exist_ok=true to replace {'it' if len(existing) == 1 else 'them'}"
+                          + (f", or {fix}" if fix else ""))
+
+
+def count_text(count: int, noun: str) -> str:
+    """``1 mask``, ``13 masks``: a count with its noun (regular plurals)."""
+    return f"{count} {noun}{'' if count == 1 else 's'}"
+
+
+def saved_line(out: str | Path, counts: Mapping[str, int], how: str, notes: Iterable[str] = ()) -> str:
+    """The last line of predict, measure, explain and export: what they wrote, where, and what computed it.
+
+    ``Results saved to runs/predict3: 13 masks, 13 overlays, 2 files skipped (backend torch, precision fp32, ...)``;
+    ``counts`` maps a singular noun to how many such files were written; ``notes`` follow them (file names, skips).
+    """
+    parts = [count_text(n, noun) for noun, n in counts.items() if n] + list(notes) or ["no files"]
+    return f"Results saved to {out}: {', '.join(parts)} ({how})"
 
 
 def resume_run_dir(cfg: Config, overrides: dict[str, Any]) -> tuple[Path, Config]:
