@@ -195,6 +195,33 @@ def test_confusion_matrix_counts_and_per_class_accuracy():
     assert np.isnan(acc[3])
 
 
+def test_prediction_gallery_is_a_seeded_mix_of_classes(tmp_path, monkeypatch):
+    from seglab.classify import report
+    from seglab.classify.report import gallery_indices
+
+    targets = torch.tensor([0] * 20 + [1] * 3 + [2] * 5 + [3] * 2 + [4] * 70)  # sorted: 20 "airplanes" first
+    first = gallery_indices(targets, 12, seed=3)
+    assert first == gallery_indices(targets, 12, seed=3)  # same seed, same sample
+    assert first != gallery_indices(targets, 12, seed=4)
+    assert len(first) == len(set(first)) == 12
+    per_class = np.bincount(targets[first].numpy(), minlength=5)
+    assert per_class.min() >= 2 and per_class.max() - per_class.min() <= 1  # every class, evenly
+    counts = np.bincount(targets[gallery_indices(targets, 25)].numpy())
+    assert counts[1:4].tolist() == [3, 5, 2] and sorted(counts[[0, 4]].tolist()) == [7, 8]  # small classes whole
+    assert sorted(gallery_indices(targets, 500)) == list(range(100))
+    images = torch.zeros(100, 1, 8, 8, dtype=torch.uint8)
+    predictions = targets.clone()
+    predictions[first[0]] = 4  # one wrong
+    titles = []
+    monkeypatch.setattr(report, "_save", lambda fig, path: titles.extend(
+        (ax.get_title(), ax.title.get_color(), ax.spines["left"].get_visible()) for ax in fig.axes
+        if ax.get_title()) or Path(path))
+    report.plot_prediction_grid(images, targets, predictions, list("ABCDE"), tmp_path / "p.png", count=12, seed=3)
+    assert len(titles) == 12 and titles[0][0].startswith("true: A\npred: E")
+    assert [t for t in titles if t[1] == "red"] == [titles[0]] and titles[0][2]  # the wrong one: red title and frame
+    assert all(t[0].startswith("true: ") and not t[2] for t in titles[1:])
+
+
 # --------------------------------------------------------------------------- training and CLI
 
 

@@ -189,3 +189,59 @@ def test_bad_inputs_fail_with_clear_messages(grains_run, grains_dir):
 
     with pytest.raises(ConfigError, match="Did you mean"):
         explain_main([f"weights={grains_run}", f"source={image}", "layr=inc"])
+
+
+# ---- readable layer names and the sweep figure (no training) ------------------------------------
+
+
+def test_layers_have_readable_names_and_layer_accepts_them():
+    from seglab.explain.layers import block_names, layer_names
+
+    model = create_model("unet_small")
+    names = block_names(model)
+    assert [names[p] for p in cam_layers(model)] == [f"encoder stage {i}" for i in range(1, 6)]
+    assert names["ups.0"] == "decoder block 1" and names["head"] == "head"
+    assert layer_names(model, ["downs.0.4", "ups.1.conv.0", "downs.0.1"]) == {
+        "downs.0.4": "encoder stage 2, conv 2", "ups.1.conv.0": "decoder block 2, conv 1",
+        "downs.0.1": "encoder stage 2 / 1"}
+    assert resolve_layer(model, "encoder stage 3") == ("downs.1", model.downs[1])
+    assert resolve_layer(model, "Decoder_Block-2")[0] == "ups.1"
+    assert resolve_layer(model, "head")[1] is model.head
+    assert resolve_layer(model, "downs.1")[0] == "downs.1"  # the module path still works
+    with pytest.raises(ValueError, match=r"encoder stage 5 \(downs\.3\).*decoder block 1 \(ups\.0\)"):
+        resolve_layer(model, "encoder stage 9")
+    encoder_model = create_model("unet_encoder", encoder="resnet18")
+    encoder_names = block_names(encoder_model)
+    assert encoder_names["encoder.model.layer4"] == "encoder stage 5"
+    assert encoder_names["decoder.0"] == "decoder block 1"
+
+
+def test_sweep_figure_has_a_colour_bar_and_titles_clear_of_the_images():
+    from seglab.explain.render import sweep_figure
+
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 255, (48, 64, 3), dtype=np.uint8)
+    cams = {f"downs.{i}": rng.random((48, 64)).astype(np.float32) for i in range(6)}
+    cams["downs.5"][:] = 0
+    labels = {name: f"encoder stage {i + 1}" for i, name in enumerate(cams)}
+    mask = np.zeros((48, 64), bool)
+    mask[10:20, 10:30] = True
+    fig = sweep_figure(image, cams, mask, "title", columns=4, labels=labels)
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    canvas = FigureCanvasAgg(fig)
+    canvas.draw()  # constrained layout runs at draw time
+    bars = [ax for ax in fig.axes if "Grad-CAM strength" in ax.get_ylabel()]
+    assert len(bars) == 1 and bars[0].get_ylim() == (0.0, 1.0)
+    tiles = [ax for ax in fig.axes if ax.get_visible() and ax not in bars]
+    assert [ax.get_title() for ax in tiles] == ["image"] + list(labels.values())
+    assert [ax.get_xlabel() for ax in tiles][1:3] == ["downs.0", "downs.1"]  # the module path stays below
+    assert tiles[-1].get_xlabel() == "downs.5, all zero"
+    renderer = canvas.get_renderer()
+    for ax in tiles:  # no title or caption lies on any image, and no caption on the next row's titles
+        title = ax.title.get_window_extent(renderer)
+        caption = ax.xaxis.label.get_window_extent(renderer)
+        for other in tiles:
+            picture = other.get_window_extent(renderer)
+            assert not title.overlaps(picture) and not caption.overlaps(picture)
+            assert not caption.overlaps(other.title.get_window_extent(renderer))

@@ -190,7 +190,7 @@ def test_class_totals_carry_physical_units() -> None:
     mask = np.zeros((50, 50), dtype=np.uint8)
     mask[5:15, 5:15] = 1
     mask[30:40, 30:50] = 1
-    table = measure_grains(mask, pixel_size="2um")
+    table = measure_grains(mask, pixel_size="2um", keep_border=True)  # the 200-px grain touches the border
     (totals,) = table.classes
     assert totals["count"] == 2
     assert totals["total_area_px"] == 300
@@ -271,9 +271,9 @@ def test_connectivity_and_min_area() -> None:
     mask[5:15, 5:15] = 1
     mask[15:25, 15:25] = 1  # touches the first square only at a corner
     mask[30:32, 30:32] = 1  # a 4-pixel speck
-    assert len(measure_grains(mask).rows) == 2
-    assert len(measure_grains(mask, connectivity=4).rows) == 3
-    filtered = measure_grains(mask, connectivity=4, min_area=5)
+    assert len(measure_grains(mask, min_grain=0).rows) == 2
+    assert len(measure_grains(mask, connectivity=4, min_grain=0).rows) == 3
+    filtered = measure_grains(mask, connectivity=4, min_area=5, min_grain=0)
     assert [row["area_px"] for row in filtered.rows] == [100, 100]
     assert filtered.classes[0]["total_area_px"] == 200
     with pytest.raises(ValueError, match="connectivity must be 4 or 8"):
@@ -332,7 +332,7 @@ def test_write_measurements_writes_csvs_and_pngs(tmp_path: Path) -> None:
     )
     image = np.random.default_rng(0).random(mask.shape + (3,))
     files = write_measurements(table, tmp_path / "out", image=image)
-    assert set(files) == {"grains_csv", "classes_csv", "size_distribution_png", "outlined_png"}
+    assert set(files) == {"grains_csv", "classes_csv", "left_out_csv", "size_distribution_png", "outlined_png"}
     for path in files.values():
         assert path.is_file() and path.stat().st_size > 0
     grains = read_csv(files["grains_csv"])
@@ -437,7 +437,8 @@ def test_run_measure_on_real_membrane_mask(tmp_path: Path) -> None:
     # ISBI membrane labels: 255 = cell interior (the "grains"), 0 = membrane.
     mask_path, image_path = MEMBRANE / "label" / "0.png", MEMBRANE / "image" / "0.png"
     cells = np.asarray(Image.open(mask_path)) == 255
-    result = run_measure(mask_path, image_path, out_dir=tmp_path, pixel_size="4nm", class_names=["membrane", "cell"])
+    result = run_measure(mask_path, image_path, out_dir=tmp_path, pixel_size="4nm", class_names=["membrane", "cell"],
+                         min_grain=0, keep_border=True)  # every object, to compare with skimage
     reference = regionprops(label(cells, connectivity=2))
     assert len(result.table.rows) == len(reference) > 20
     assert sum(row["area_px"] for row in result.table.rows) == cells.sum()
@@ -446,3 +447,78 @@ def test_run_measure_on_real_membrane_mask(tmp_path: Path) -> None:
         sorted(region.area * 16.0 for region in reference)
     )
     assert all(path.stat().st_size > 0 for path in result.files.values())
+
+
+# --- what counts as a grain: specks and border objects are left out, and said so -------------------------------
+
+
+def specks_and_border_mask() -> np.ndarray:
+    """Two 100-px grains, five specks (1..8 px, one of them on the border) and one large grain cut by the border."""
+    mask = np.zeros((60, 60), dtype=np.uint8)
+    mask[10:20, 10:20] = 1
+    mask[30:40, 30:40] = 1
+    for row, col, side in ((5, 40, 1), (45, 10, 2), (50, 50, 2), (25, 50, 1)):
+        mask[row:row + side, col:col + side] = 1
+    mask[0, 25] = 1  # a 1-px speck on the border: counted as a speck, not as a border object
+    mask[20:35, 52:60] = 1  # 120 px touching the right border
+    return mask
+
+
+def test_specks_and_border_objects_are_left_out_and_counted() -> None:
+    mask = specks_and_border_mask()
+    table = measure_grains(mask, class_names=["background", "grain"])
+    assert [row["area_px"] for row in table.rows] == [100, 100]
+    assert [row["label"] for row in table.rows] == [1, 2] and table.labels.max() == 2  # kept grains renumbered
+    assert table.left_out_counts() == {"small": 5, "border": 1}
+    assert table.left_out_note().startswith("left out 6 objects: 5 smaller than 9 px, 1 touching the border")
+    assert "keep_border=true" in table.left_out_note()
+    grain = table.classes[0]
+    assert (grain["count"], grain["left_out_small"], grain["left_out_border"]) == (2, 5, 1)
+    assert grain["total_area_px"] == 200
+    assert grain["area_fraction"] == pytest.approx(320 / mask.size)  # the cut grain is still that phase's area
+    assert int((table.left_out_labels > 0).sum()) == 120 + 1 + 4 + 4 + 1 + 1
+    kept = measure_grains(mask, keep_border=True)
+    assert sorted(row["area_px"] for row in kept.rows) == [100, 100, 120]
+    assert kept.left_out_counts() == {"small": 5, "border": 0}
+    everything = measure_grains(mask, keep_border=True, min_grain=0)
+    assert len(everything.rows) == 8 and everything.left_out == [] and everything.left_out_note() == ""
+
+
+def test_min_grain_in_physical_units_shows_pixels_and_units() -> None:
+    mask = specks_and_border_mask()
+    table = measure_grains(mask, pixel_size="0.5um", min_grain="2um2")  # 2 um2 / 0.25 um2 per px = 8 px
+    assert table.min_grain_px == pytest.approx(8.0)
+    assert table.left_out_counts()["small"] == 5 and "smaller than 8 px (2 µm²)" in table.left_out_note()
+    half = measure_grains(mask, pixel_size="0.5um", min_grain="0.5um2")  # 2 px: the 4-px (1 um2) specks stay
+    assert half.left_out_counts()["small"] == 3 and "3 smaller than 2 px (0.5 µm²)" in half.left_out_note()
+    assert measure_grains(mask, pixel_size="4nm", min_grain="0.0002 µm²").min_grain_px == pytest.approx(12.5)
+    assert measure_grains(mask, min_grain="4px").left_out_counts()["small"] == 3
+    with pytest.raises(ValueError, match="needs the pixel size"):
+        measure_grains(mask, min_grain="5um2")
+    with pytest.raises(ValueError, match="min_grain must be"):
+        measure_grains(mask, min_grain="lots")
+
+
+def test_outputs_list_and_draw_what_was_left_out(tmp_path: Path, capsys) -> None:
+    Image.fromarray(specks_and_border_mask() * 255).save(tmp_path / "mask.png")
+    result = run_measure(tmp_path / "mask.png", out_dir=tmp_path / "out")
+    assert "left out 6 objects: 5 smaller than 9 px, 1 touching the border" in capsys.readouterr().out
+    assert len(read_csv(result.files["grains_csv"])) == 2
+    left_out = read_csv(result.files["left_out_csv"])
+    assert sorted(row["reason"] for row in left_out) == ["border"] + ["small"] * 5
+    classes = read_csv(result.files["classes_csv"])
+    assert (classes[0]["left_out_small"], classes[0]["left_out_border"]) == ("5", "1")
+    outlined = np.asarray(Image.open(result.files["outlined_png"]).convert("RGB"))
+    grey = np.all(np.abs(outlined.astype(int) - 128) <= 2, axis=-1)  # left-out outlines are drawn grey
+    assert grey.sum() > 100
+
+
+def test_measure_cli_takes_min_grain_and_keep_border(tmp_path: Path, capsys) -> None:
+    from seglab.measure.cli import measure_main
+
+    Image.fromarray(specks_and_border_mask() * 255).save(tmp_path / "mask.png")
+    assert measure_main([f"mask={tmp_path / 'mask.png'}", f"out={tmp_path / 'a'}", "keep_border=true",
+                         "min_grain=3"]) == 0
+    out = capsys.readouterr().out
+    assert "5 grain(s) measured" in out and "left out 3 objects: 3 smaller than 3 px" in out
+    assert "left-out table" in out

@@ -75,29 +75,63 @@ def plot_per_class_accuracy(matrix: np.ndarray, class_names: Sequence[str], path
     return _save(fig, path)
 
 
+def gallery_indices(classes: Sequence[int] | torch.Tensor | np.ndarray, count: int = 25, seed: int = 0) -> list[int]:
+    """A seeded sample of ``count`` indices stratified over ``classes`` (one label per image): every class in turn
+    gives one random image until ``count`` are drawn, so a test set sorted by class (20 airplanes first) still
+    shows a mix. The same seed gives the same sample; the result is sorted by class, then index."""
+    labels = np.asarray(classes.cpu() if isinstance(classes, torch.Tensor) else classes).astype(np.int64).ravel()
+    count = min(count, len(labels))
+    rng = np.random.default_rng(seed)
+    pools = {int(c): list(rng.permutation(np.flatnonzero(labels == c))) for c in np.unique(labels)}
+    order = list(rng.permutation(sorted(pools)))  # which classes give first when count < number of classes
+    chosen: list[int] = []
+    while len(chosen) < count:
+        for c in order:
+            if pools[c] and len(chosen) < count:
+                chosen.append(int(pools[c].pop()))
+    return sorted(chosen, key=lambda i: (labels[i], i))
+
+
 def plot_prediction_grid(images: torch.Tensor, targets: torch.Tensor | None, predictions: torch.Tensor,
-                         class_names: Sequence[str], path: str | Path, count: int = 25) -> Path:
-    """Grid of test images titled 'label / prediction' (red when wrong), or just the prediction without labels."""
-    count = min(count, len(images))
+                         class_names: Sequence[str], path: str | Path, count: int = 25, seed: int = 0) -> Path:
+    """Grid of a seeded, class-stratified sample of test images (``gallery_indices`` over the true labels, or over
+    the predictions without labels), titled "true / predicted"; wrong ones get a red title and frame and an x."""
+    indices = gallery_indices(targets if targets is not None else predictions, count, seed)
+    count = len(indices)
     cols = min(5, count) or 1
     rows = max(1, -(-count // cols))
-    fig, axes = plt.subplots(rows, cols, figsize=(2.0 * cols, 2.2 * rows), squeeze=False)
+    fig, axes = plt.subplots(rows, cols, figsize=(2.1 * cols, 2.4 * rows + 0.5), squeeze=False)
+    wrong = 0
     for k, ax in enumerate(axes.flat):
-        ax.axis("off")
+        ax.set_xticks([])
+        ax.set_yticks([])
         if k >= count:
+            ax.axis("off")
             continue
-        img = images[k].permute(1, 2, 0).numpy()
+        i = indices[k]
+        img = images[i].permute(1, 2, 0).numpy()
         if img.shape[-1] == 1:  # fixed 0..255 range: matplotlib would otherwise stretch each image's contrast
             ax.imshow(img[..., 0], cmap="gray", vmin=0, vmax=255, interpolation="nearest")
         else:
             ax.imshow(img, interpolation="nearest")
-        pred = class_names[int(predictions[k])]
+        pred = class_names[int(predictions[i])]
         if targets is None:
             ax.set_title(pred, fontsize=9)
             continue
-        true = class_names[int(targets[k])]
-        ax.set_title(f"{true} / {pred}", fontsize=9, color="black" if true == pred else "red")
-    fig.suptitle("prediction" if targets is None else "label / prediction")
+        true = class_names[int(targets[i])]
+        ok = true == pred
+        wrong += not ok
+        colour = "black" if ok else "red"
+        ax.set_title(f"true: {true}\npred: {pred}" + ("" if ok else "  \u2717"), fontsize=8, color=colour)
+        for spine in ax.spines.values():
+            spine.set_visible(not ok)
+            spine.set_color("red")
+            spine.set_linewidth(2.5)
+    sample = f"{count} of {len(images)} test images, mixed over classes (seed {seed})"
+    if targets is None:
+        fig.suptitle(f"predicted class: {sample}", fontsize=10)
+    else:
+        fig.suptitle(f"true / predicted class: {sample}; {wrong} wrong, marked red \u2717", fontsize=10)
     return _save(fig, path)
 
 

@@ -8,10 +8,16 @@ Order of preference for the default layer list (shallow to deep):
    found by running one small dummy batch with forward hooks on every module (the resolution of a
    layer is only known once it has run: pooling is often functional and invisible in the module tree),
    each widened to the block around it (see ``last_conv_per_level``).
+
+Layers also get names a person recognises (``layer_names``): the CAM layers are "encoder stage 1..N",
+the blocks of the decoder "decoder block 1..M" and the last convolution "head"; a deeper module is named
+after the block that holds it ("encoder stage 2 / 0"). ``resolve_layer`` accepts either the module path
+or that name.
 """
 from __future__ import annotations
 
 import difflib
+from collections.abc import Sequence
 
 import torch
 import torch.nn as nn
@@ -99,20 +105,80 @@ def _enclosing_block(conv: str, shapes: dict[str, tuple[int, ...]]) -> str:
     return conv
 
 
+# Where the decoder blocks live, by model family (the first attribute found wins): U-Net, the 2015 U-Net, encoder
+# models. Each child of the container is one block, numbered from the bottleneck upwards.
+_DECODER_ATTRIBUTES = ("ups", "up_blocks", "decoder")
+
+
+def block_names(model: nn.Module, in_channels: int = 3) -> dict[str, str]:
+    """{module path: readable name} of the model's main blocks: encoder stages, decoder blocks and the head."""
+    names = {path: f"encoder stage {i}" for i, path in enumerate(cam_layers(model, in_channels), 1)}
+    for attribute in _DECODER_ATTRIBUTES:
+        decoder = getattr(model, attribute, None)
+        if isinstance(decoder, (nn.ModuleList, nn.Sequential)) and len(decoder):
+            names.update({f"{attribute}.{j}": f"decoder block {j + 1}" for j in range(len(decoder))})
+            break
+        if isinstance(decoder, nn.Module):
+            names[attribute] = "decoder"
+            break
+    if isinstance(getattr(model, "head", None), nn.Module):
+        names["head"] = "head"
+    return names
+
+
+def layer_names(model: nn.Module, paths: Sequence[str], in_channels: int = 3) -> dict[str, str]:
+    """{module path: readable name} for each of ``paths``: a main block's name (``block_names``), a convolution
+    inside one numbered within it (``encoder stage 2, conv 1``), another module inside one named after it with its
+    path inside the block (``encoder stage 2 / 1``), or the module path itself when no block holds it."""
+    blocks = block_names(model, in_channels)
+    modules = dict(model.named_modules())
+    return {path: _readable(path, blocks, modules) for path in paths}
+
+
+def _readable(path: str, blocks: dict[str, str], modules: dict[str, nn.Module]) -> str:
+    if path in blocks:
+        return blocks[path]
+    holders = [block for block in blocks if path.startswith(block + ".")]
+    if not holders:
+        return path
+    holder = max(holders, key=len)
+    if isinstance(modules.get(path), nn.Conv2d):
+        convs = [name for name, module in modules[holder].named_modules() if isinstance(module, nn.Conv2d)]
+        inner = path[len(holder) + 1:]
+        if inner in convs:
+            return f"{blocks[holder]}, conv {convs.index(inner) + 1}"
+    return f"{blocks[holder]} / {path[len(holder) + 1:]}"
+
+
+def _normalised(name: str) -> str:
+    """"Encoder_Stage-3" and "encoder stage 3" are the same name."""
+    return " ".join(name.lower().replace("_", " ").replace("-", " ").split())
+
+
 def resolve_layer(model: nn.Module, name: str, in_channels: int = 3) -> tuple[str, nn.Module]:
-    """(qualified name, module) for a dotted module path or CAM layer name; a wrong name gets close matches."""
+    """(qualified name, module) for a dotted module path, a CAM layer name or a readable block name ("encoder stage
+    3", "decoder block 1", "head"); a wrong name gets close matches."""
     modules = dict(model.named_modules())
     if name in modules and name:
         return name, modules[name]
     aliases = layer_aliases(modules)
     if name in aliases:
         return aliases[name], modules[aliases[name]]
-    candidates = list(cam_layers(model, in_channels))
-    close = difflib.get_close_matches(name, [n for n in modules if n] + list(aliases), n=5, cutoff=0.5)
+    blocks = block_names(model, in_channels)
+    readable = {_normalised(label): path for path, label in blocks.items()}
+    if _normalised(name) in readable:
+        path = readable[_normalised(name)]
+        return path, modules[path]
+    candidates = [f"{blocks[path]} ({path})" for path in cam_layers(model, in_channels)]
+    close = difflib.get_close_matches(name, [n for n in modules if n] + list(aliases) + list(blocks.values()), n=5,
+                                      cutoff=0.5)
     hint = f" Did you mean: {', '.join(close)}?" if close else ""
+    others = [f"{label} ({path})" for path, label in blocks.items() if not label.startswith("encoder")]
+    also = f"; also {', '.join(others)}" if others else ""
     raise ConfigError(f"layer {name!r} is not a module of {type(model).__name__}.{hint} "
-                      f"CAM layers of this model (shallow to deep): {', '.join(candidates)}; any dotted path from "
-                      f"model.named_modules() also works, or layers={ALL_CONV} to sweep every encoder convolution")
+                      f"CAM layers of this model (shallow to deep): {', '.join(candidates)}{also}; the readable name "
+                      "or any dotted path from model.named_modules() works, or layers="
+                      f"{ALL_CONV} to sweep every encoder convolution")
 
 
 def layer_aliases(modules: dict[str, nn.Module]) -> dict[str, str]:

@@ -1,6 +1,7 @@
 """Explain a trained checkpoint's prediction of an image with Grad-CAM: one layer, or a sweep over many."""
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Sequence
 
@@ -15,7 +16,7 @@ from ..errors import ConfigError
 from ..inference.predictor import load_predictor
 from ..report.images import to_display_rgb
 from .gradcam import grad_cams
-from .layers import ALL_CONV, cam_layers, conv_layers, resolve_layer
+from .layers import ALL_CONV, cam_layers, conv_layers, layer_names, resolve_layer
 from .render import file_safe, save_layer_images, save_sweep_grid
 
 
@@ -88,8 +89,10 @@ class Explainer:
         grid) to ``out_dir`` unless it is None.
 
         Returns image, class_index, class_name, class_pixels (pixels predicted as the class; 0 means
-        every CAM is zero), layers, cams ({layer: (H, W) float32 in 0..1 at the image size}), mask,
-        files and notes (why a CAM is empty, when one is).
+        every CAM is zero), layers (module paths), layer_names ({module path: readable name such as
+        "encoder stage 2"}), cams ({layer: (H, W) float32 in 0..1 at the image size}), mask, files and
+        notes (why a CAM is empty, when one is). A sweep also writes ``{prefix}_sweep.json``: the class and
+        each layer's name, module path and overlay file.
         """
         sample = as_sample(image_path)
         path = sample.image
@@ -103,26 +106,45 @@ class Explainer:
         cams, mask = grad_cams(self.model, self.normalize(raw), chosen, index, self.threshold)
         cams = {name: cam[top:top + h, left:left + w] for name, cam in cams.items()}
         mask = mask[top:top + h, left:left + w]
+        names = layer_names(self.model, list(cams), self.meta["in_channels"])
         result = {"image": path, "class_index": index, "class_name": self.class_names[index],
-                  "class_pixels": int(mask.sum()), "layers": list(cams), "cams": cams, "mask": mask, "files": {},
-                  "notes": explain_notes(cams, int(mask.sum()), self.class_names[index])}
+                  "class_pixels": int(mask.sum()), "layers": list(cams), "layer_names": names, "cams": cams,
+                  "mask": mask, "files": {},
+                  "notes": explain_notes(cams, int(mask.sum()), self.class_names[index], names)}
         if out_dir is not None:
             out = Path(out_dir)
             display = to_display_rgb(image[..., : view_channels[0]])  # the first view: the others share its pixels
             prefix = f"{sample.id}_cam_{file_safe(self.class_names[index])}"  # one class never overwrites another
             for name, cam in cams.items():
-                result["files"][name] = save_layer_images(display, cam, out, prefix, name)
+                result["files"][name] = save_layer_images(display, cam, out, prefix, name, names[name])
             if len(cams) > 1:
-                title = f"{path.name}: Grad-CAM of class {index} ({self.class_names[index]})"
-                result["files"]["grid"] = save_sweep_grid(display, cams, mask, out / f"{prefix}_sweep.png", title)
+                title = f"{path.name}: Grad-CAM of class {index} ({self.class_names[index]}), shallow to deep"
+                result["files"]["grid"] = save_sweep_grid(display, cams, mask, out / f"{prefix}_sweep.png", title,
+                                                          labels=names)
+                result["files"]["layers_json"] = write_sweep_json(result, out / f"{prefix}_sweep.json")
         return result
 
 
-def explain_notes(cams: dict[str, np.ndarray], class_pixels: int, class_name: str) -> list[str]:
+def write_sweep_json(result: dict, path: Path) -> Path:
+    """The sweep's legend as JSON: the class, and per layer (shallow to deep) its readable name, module path (what
+    ``layer=`` takes, as does the name) and overlay file."""
+    layers = [{"name": result["layer_names"][layer], "module": layer,
+               "overlay": result["files"][layer]["overlay"].name} for layer in result["layers"]]
+    legend = {"image": str(result["image"]), "class_index": result["class_index"], "class_name": result["class_name"],
+              "class_pixels": result["class_pixels"], "cam_scale": "0..1, scaled per layer (1 = strongest in it)",
+              "layers": layers}
+    path.write_text(json.dumps(legend, indent=2) + "\n", encoding="utf-8")
+    return path
+
+
+def explain_notes(cams: dict[str, np.ndarray], class_pixels: int, class_name: str,
+                  names: dict[str, str] | None = None) -> list[str]:
     """Plain-language reasons for empty CAMs, so an all-blue heatmap is not mistaken for a result."""
     if class_pixels == 0:
         return [f"no pixel is predicted as {class_name!r}, so there is nothing to explain: every CAM is zero"]
-    return [f"layer {name}: all-zero CAM, no positive evidence for {class_name!r} at this depth (in U-Nets "
+    names = names or {}
+    called = {name: f"{names[name]} ({name})" if names.get(name, name) != name else name for name in cams}
+    return [f"layer {called[name]}: all-zero CAM, no positive evidence for {class_name!r} at this depth (in U-Nets "
             "the skip connections often carry the decision; sweep=true compares every level)"
             for name, cam in cams.items() if not cam.any()]
 

@@ -16,7 +16,7 @@ from ..errors import ConfigError
 from .run import run_measure
 
 # How each output of ``write_measurements`` is counted in the closing line.
-MEASURE_NOUNS = {"grains_csv": "grain table", "classes_csv": "class table",
+MEASURE_NOUNS = {"grains_csv": "grain table", "classes_csv": "class table", "left_out_csv": "left-out table",
                  "size_distribution_png": "size distribution", "outlined_png": "outlined image"}
 
 
@@ -35,6 +35,8 @@ class MeasureOptions(TypedDict):
     split_touching: bool
     min_distance: int
     min_area: int
+    min_grain: int | str  # smallest grain counted: pixels (9) or an area with pixel_size, e.g. "5um2"
+    keep_border: bool  # count objects touching the image border too
     ignore_index: int | None
     connectivity: int
     labels: bool
@@ -46,7 +48,8 @@ class MeasureOptions(TypedDict):
 
 OPTIONS: MeasureOptions = {"mask": "", "image": "", "weights": "", "out": "runs/measure", "exist_ok": False,
                            "on_error": "", "pixel_size": None, "unit": "px", "classes": None, "split_touching": False,
-                           "min_distance": 7, "min_area": 0, "ignore_index": None, "connectivity": 8, "labels": True,
+                           "min_distance": 7, "min_area": 0, "min_grain": 9, "keep_border": False,
+                           "ignore_index": None, "connectivity": 8, "labels": True,
                            "device": "auto", "precision": "auto", "backend": "torch", "tta": "none"}
 
 
@@ -87,7 +90,8 @@ def _measure_all(jobs: list[tuple[Path, Path | None, Path, str]], opts: dict, ou
                                  unit=opts["unit"], class_names=opts["classes"],
                                  split_touching=bool(opts["split_touching"]), min_distance=int(opts["min_distance"]),
                                  min_area=int(opts["min_area"]), ignore_index=opts["ignore_index"],
-                                 connectivity=int(opts["connectivity"]), draw_labels=bool(opts["labels"]))
+                                 connectivity=int(opts["connectivity"]), draw_labels=bool(opts["labels"]),
+                                 min_grain=opts["min_grain"], keep_border=bool(opts["keep_border"]))
         if guard.failed:
             continue
         grains += len(result.table.rows)

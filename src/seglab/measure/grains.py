@@ -6,12 +6,20 @@ digital shapes against analytic values (see tests/test_measure.py), Crofton is w
 by 3-5% (it walks the staircase of boundary pixel centres), which would bias circularity for rounded grains. The
 price: Crofton integrates over only 4 directions, so straight edges aligned with the pixel grid or at 45° are
 underestimated by ~5% (an axis-aligned square reads 3.79a instead of 4a), and tilted edges read within ~2.5%.
+
+Which objects count as grains: by default ``measure_grains`` leaves out specks smaller than ``min_grain`` (9 px,
+or an area such as "5um2" when the pixel size is known) and objects touching the image border (the field of view
+cuts them, so their size and shape are wrong; ``keep_border=True`` keeps them). Left-out objects are not in the
+grain rows or the counts and size statistics, but are listed in ``GrainTable.left_out`` with their reason, and
+``GrainTable.left_out_note()`` says how many were left out and why. A class's ``area_fraction`` still counts its
+border objects: cut or not, their pixels are that phase.
 """
 
 from __future__ import annotations
 
 import csv
 import math
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,7 +29,7 @@ from skimage.measure import regionprops_table
 
 from ..errors import ConfigError
 from .labelling import label_grains, skimage_connectivity
-from .units import parse_pixel_size
+from .units import display_unit, normalize_unit, parse_pixel_size
 
 _REGIONPROPS = (
     "label",
@@ -62,6 +70,37 @@ class GrainTable:
     valid_pixels: int = 0
     columns: list[str] = field(default_factory=list)
     class_columns: list[str] = field(default_factory=list)
+    left_out: list[dict[str, object]] = field(default_factory=list)  # grain-like rows plus "reason"
+    left_out_labels: np.ndarray | None = None  # label image of the left-out objects (their row "label"s)
+    min_grain_px: float = 0.0
+    keep_border: bool = True
+
+    def min_grain_text(self) -> str:
+        """The smallest grain kept, in pixels and, when calibrated, in physical units: "9 px (0.15 µm²)"."""
+        text = f"{self.min_grain_px:.4g} px"
+        if self.pixel_size is not None:
+            text += f" ({self.min_grain_px * self.pixel_size**2:.3g} {display_unit(self.unit)}²)"
+        return text
+
+    def left_out_counts(self) -> dict[str, int]:
+        """How many objects were left out for each reason: {"small": n, "border": m}."""
+        return {reason: sum(row["reason"] == reason for row in self.left_out) for reason in ("small", "border")}
+
+    def left_out_note(self) -> str:
+        """One line on what was left out and why, e.g. "left out 6 objects: 5 smaller than 9 px, 1 touching the
+        border"; names the keys that change it. Empty when nothing was left out."""
+        counts = self.left_out_counts()
+        if not self.left_out:
+            return ""
+        reasons = []
+        if counts["small"]:
+            reasons.append(f"{counts['small']} smaller than {self.min_grain_text()}")
+        if counts["border"]:
+            reasons.append(f"{counts['border']} touching the border")
+        keys = ["min_grain=0" if counts["small"] else "", "keep_border=true" if counts["border"] else ""]
+        plural = "s" if len(self.left_out) != 1 else ""
+        return (f"left out {len(self.left_out)} object{plural}: {', '.join(reasons)} "
+                f"(to keep them: {' '.join(k for k in keys if k)})")
 
     def values(self, column: str, class_id: int | None = None) -> np.ndarray:
         """Return one column as a float array, optionally only for grains of one class."""
@@ -77,6 +116,10 @@ class GrainTable:
     def classes_to_csv(self, path: str | Path) -> Path:
         """Write one row of totals per class to a CSV file and return its path."""
         return _write_csv(path, self.class_columns, self.classes)
+
+    def left_out_to_csv(self, path: str | Path) -> Path:
+        """Write the left-out objects (grain columns plus "reason": small or border) to a CSV file."""
+        return _write_csv(path, [*self.columns, "reason"], self.left_out)
 
 
 def _write_csv(path: str | Path, columns: list[str], rows: list[dict[str, object]]) -> Path:
@@ -206,20 +249,28 @@ def _class_totals(
     valid_pixels: int,
     pixel_size: float | None,
     unit: str,
+    left_out: Sequence[dict[str, object]] = (),
 ) -> list[dict[str, object]]:
-    """Summarise grains per class: count, total area, area fraction of valid pixels, mean/median diameter."""
+    """Summarise grains per class: count, total area, area fraction of valid pixels, mean/median diameter.
+
+    The area fraction also counts the class's objects left out for touching the border (not its specks).
+    """
     totals: list[dict[str, object]] = []
     for class_id in class_ids:
         members = [row for row in rows if row["class_id"] == class_id]
+        dropped = [row for row in left_out if row["class_id"] == class_id]
         areas = np.array([row["area_px"] for row in members], dtype=float)
         diameters = np.array([row["equivalent_diameter_px"] for row in members], dtype=float)
         total_area = int(areas.sum())
+        phase_area = total_area + sum(int(row["area_px"]) for row in dropped if row["reason"] == "border")
         summary: dict[str, object] = {
             "class_id": class_id,
             "class_name": names[class_id],
             "count": len(members),
+            "left_out_small": sum(row["reason"] == "small" for row in dropped),
+            "left_out_border": sum(row["reason"] == "border" for row in dropped),
             "total_area_px": total_area,
-            "area_fraction": total_area / valid_pixels if valid_pixels > 0 else math.nan,
+            "area_fraction": phase_area / valid_pixels if valid_pixels > 0 else math.nan,
             "mean_equivalent_diameter_px": float(diameters.mean()) if len(members) else math.nan,
             "median_equivalent_diameter_px": float(np.median(diameters)) if len(members) else math.nan,
         }
@@ -229,6 +280,61 @@ def _class_totals(
             summary[f"median_equivalent_diameter_{unit}"] = float(summary["median_equivalent_diameter_px"]) * pixel_size
         totals.append(summary)
     return totals
+
+
+# Metres per unit, to turn a min_grain area in one unit into pixels of a pixel size given in another.
+_METRES = {"nm": 1e-9, "um": 1e-6, "mm": 1e-3, "cm": 1e-2, "m": 1.0}
+_AREA_PATTERN = re.compile(
+    r"^\s*(?P<value>[0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)\s*(?P<unit>[^\s0-9.^²]*)\s*(?:\^?2|²)?\s*$"
+)
+
+
+def min_grain_pixels(min_grain: float | str, pixel_size: float | None, unit: str) -> float:
+    """The smallest grain area in pixels: a number (pixels), "9px", or an area such as "5um2", "5 µm²" or "5um^2"
+    (needs the pixel size)."""
+    if isinstance(min_grain, bool):
+        raise ConfigError(f"min_grain must be a number of pixels or an area like 5um2; got {min_grain!r}")
+    if isinstance(min_grain, (int, float)):
+        value, area_unit = float(min_grain), "px"
+    else:
+        match = _AREA_PATTERN.match(str(min_grain))
+        if match is None:
+            raise ConfigError(f"min_grain must be a number of pixels (9) or an area like 5um2; got {min_grain!r}")
+        value, area_unit = float(match.group("value")), match.group("unit") or "px"
+    if not math.isfinite(value) or value < 0:
+        raise ConfigError(f"min_grain must be >= 0; got {min_grain!r}")
+    if area_unit.lower() in ("px", "pixel", "pixels"):
+        return value
+    area_unit = normalize_unit(area_unit)
+    if pixel_size is None:
+        raise ConfigError(f"min_grain={min_grain!r} is an area, which needs the pixel size: give pixel_size=0.65um "
+                          "too, or min_grain in pixels (e.g. min_grain=9)")
+    side = pixel_size * _METRES[unit] / _METRES[area_unit]  # one pixel's side in min_grain's unit
+    return value / side**2
+
+
+def _leave_out(
+    rows: list[dict[str, object]], labels: np.ndarray, min_grain_px: float, keep_border: bool
+) -> tuple[list[dict[str, object]], list[dict[str, object]], np.ndarray, np.ndarray]:
+    """Split grain rows into (kept, left out with "reason"); kept grains are renumbered 1..N in both their rows and
+    the returned label image, left-out objects keep their own numbering in a second label image."""
+    kept, left_out = [], []
+    for row in rows:
+        if float(row["area_px"]) < min_grain_px:  # a speck first: a 1-pixel speck on the border is still a speck
+            left_out.append({**row, "reason": "small"})
+        elif row["touches_border"] and not keep_border:
+            left_out.append({**row, "reason": "border"})
+        else:
+            kept.append(row)
+    lookup = np.zeros(int(labels.max()) + 1, dtype=np.int32)
+    dropped = np.zeros_like(lookup)
+    for new, row in enumerate(kept, 1):
+        lookup[int(row["label"])] = new
+        row["label"] = new
+    for new, row in enumerate(left_out, 1):
+        dropped[int(row["label"])] = new
+        row["label"] = new
+    return kept, left_out, lookup[labels], dropped[labels]
 
 
 def _columns(pixel_size: float | None, unit: str) -> tuple[list[str], list[str]]:
@@ -259,6 +365,8 @@ def _columns(pixel_size: float | None, unit: str) -> tuple[list[str], list[str]]
         "class_id",
         "class_name",
         "count",
+        "left_out_small",
+        "left_out_border",
         "total_area_px",
         "area_fraction",
         "mean_equivalent_diameter_px",
@@ -284,6 +392,8 @@ def measure_grains(
     ignore_index: int | None = None,
     connectivity: int = 8,
     min_distance: int = 7,
+    min_grain: float | str = 9,
+    keep_border: bool = False,
 ) -> GrainTable:
     """Measure every connected grain of every class (> 0) in a class-index mask.
 
@@ -291,7 +401,9 @@ def measure_grains(
     class_names: indexed by class id, background first. connectivity: 8 (default) or 4.
     split_touching: separate touching grains by a distance-transform watershed; ``min_distance`` is the
     smallest distance in pixels between two grain centres it will separate.
-    min_area: grains smaller than this many pixels are dropped from rows *and* class totals.
+    min_area: grains smaller than this many pixels are dropped before anything else, silently (predict's cleanup).
+    min_grain: objects smaller than this are left out as specks and reported: pixels (9), or an area such as
+    "5um2" with a pixel size. keep_border: keep objects touching the image border (left out by default).
     ignore_index: pixels with this value are neither grains nor part of the area-fraction denominator.
     """
     class_mask = _as_class_mask(mask, ignore_index)
@@ -316,12 +428,18 @@ def measure_grains(
         min_area=min_area,
     )
     valid_pixels = int(class_mask.size - ignored.sum())
+    min_grain_px = min_grain_pixels(min_grain, size, unit)
     rows = _grain_rows(labels, grain_class, names, size, unit)
+    rows, left_out, labels, left_out_labels = _leave_out(rows, labels, min_grain_px, keep_border)
     grain_columns, class_columns = _columns(size, unit)
     return GrainTable(
         rows=rows,
-        classes=_class_totals(rows, class_ids, names, valid_pixels, size, unit),
+        classes=_class_totals(rows, class_ids, names, valid_pixels, size, unit, left_out),
         labels=labels,
+        left_out=left_out,
+        left_out_labels=left_out_labels,
+        min_grain_px=min_grain_px,
+        keep_border=keep_border,
         class_names=names,
         pixel_size=size,
         unit=unit,

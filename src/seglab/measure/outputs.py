@@ -1,4 +1,4 @@
-"""Write a GrainTable to disk: grains.csv, classes.csv, size_distribution.png and outlined.png."""
+"""Write a GrainTable to disk: grains.csv, classes.csv, left_out.csv, size_distribution.png and outlined.png."""
 
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ def write_measurements(
     return {
         "grains_csv": table.to_csv(out_dir / "grains.csv"),
         "classes_csv": table.classes_to_csv(out_dir / "classes.csv"),
+        "left_out_csv": table.left_out_to_csv(out_dir / "left_out.csv"),
         "size_distribution_png": plot_size_distribution(table, out_dir / "size_distribution.png"),
         "outlined_png": plot_outlines(table, out_dir / "outlined.png", image=image, draw_labels=draw_labels),
     }

@@ -17,6 +17,7 @@ from .units import display_unit
 # Small masks are upscaled so label numbers stay legible next to the grains.
 _MIN_OUTLINE_SIDE_PX = 800
 _DPI = 100
+_LEFT_OUT_GREY = (0.5, 0.5, 0.5)
 
 
 def class_colour(class_id: int) -> tuple[float, float, float]:
@@ -59,9 +60,17 @@ def plot_size_distribution(table: GrainTable, path: str | Path) -> Path:
         axes.text(0.5, 0.5, "no grains found", ha="center", va="center", transform=axes.transAxes)
     axes.set_xlabel(f"Equivalent diameter ({display_unit(table.unit)})")
     axes.set_ylabel("Grain count")
-    axes.set_title("Grain size distribution")
-    figure.tight_layout()
+    axes.set_title(f"Grain size distribution ({len(table.rows)} grain{'s' if len(table.rows) != 1 else ''})")
+    figure.text(0.01, 0.01, _counted_note(table), fontsize=8, color="0.3", ha="left", va="bottom", wrap=True)
+    figure.tight_layout(rect=(0, 0.06, 1, 1))
     return _save(figure, Path(path))
+
+
+def _counted_note(table: GrainTable) -> str:
+    """What the statistics count: the rule, and what it left out."""
+    border = "border objects kept" if table.keep_border else "objects touching the border left out"
+    rule = f"grains of at least {table.min_grain_text()}; {border}"
+    return f"{rule}\n{table.left_out_note()}" if table.left_out else f"{rule}; nothing left out"
 
 
 def outline_overlay(table: GrainTable, image: np.ndarray | None = None) -> np.ndarray:
@@ -86,6 +95,12 @@ def outline_overlay(table: GrainTable, image: np.ndarray | None = None) -> np.nd
         canvas = np.array(image, dtype=np.float64, copy=True)
     boundaries = find_boundaries(labels, mode="inner")
     canvas[boundaries] = palette[pixel_class[boundaries]]
+    if table.left_out_labels is not None and table.left_out_labels.any():
+        # Left-out objects (specks, border objects) are filled grey, so it is plain what was not counted.
+        dropped = table.left_out_labels > 0
+        canvas[dropped] = 0.45 * canvas[dropped] + 0.55 * np.array(_LEFT_OUT_GREY)
+        edges = find_boundaries(table.left_out_labels, mode="inner")
+        canvas[edges] = _LEFT_OUT_GREY
     return canvas
 
 
@@ -112,4 +127,8 @@ def plot_outlines(
                 color="black",
                 bbox={"boxstyle": "round,pad=0.1", "facecolor": "white", "alpha": 0.6, "linewidth": 0},
             )
+    if table.left_out:
+        axes.text(0.01, 0.99, f"grey: {table.left_out_note().split(' (to keep')[0]}", transform=axes.transAxes,
+                  fontsize=9, ha="left", va="top", color="black",
+                  bbox={"boxstyle": "round,pad=0.3", "facecolor": "white", "alpha": 0.8, "linewidth": 0})
     return _save(figure, Path(path))

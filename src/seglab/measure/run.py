@@ -33,8 +33,15 @@ def run_measure(
     ignore_index: int | None = None,
     connectivity: int = 8,
     draw_labels: bool = True,
+    min_grain: float | str = 9,
+    keep_border: bool = False,
+    verbose: bool = True,
 ) -> MeasureRun:
-    """Measure the grains of a mask file and write grains.csv, classes.csv and the PNGs into out_dir."""
+    """Measure the grains of a mask file and write grains.csv, classes.csv and the PNGs into out_dir.
+
+    min_grain and keep_border: see ``measure_grains`` (specks and border objects are left out by default).
+    verbose: print the line saying how many objects were left out and why, when any were.
+    """
     mask = read_mask(mask_path, ignore_index=ignore_index)
     image = read_image(image_path) if image_path is not None else None
     if image is not None and image.shape[:2] != mask.shape:
@@ -52,5 +59,9 @@ def run_measure(
         ignore_index=ignore_index,
         connectivity=connectivity,
         min_distance=min_distance,
+        min_grain=min_grain,
+        keep_border=keep_border,
     )
+    if verbose and table.left_out:
+        print(f"{mask_path}: {table.left_out_note()}")
     return MeasureRun(table=table, files=write_measurements(table, out_dir, image=image, draw_labels=draw_labels))
