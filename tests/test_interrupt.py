@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import errno
 import io
+import json
 import multiprocessing
 import os
 import signal
@@ -80,10 +81,10 @@ def test_sigterm_mid_training_finishes_the_step_and_leaves_a_loadable_checkpoint
                 proc.kill()
     out, err = logs[0].read_text(), logs[1].read_text()
     assert time.time() - sent < 60
-    assert proc.returncode >= 0, f"killed by the signal instead of handling it: {proc.returncode}\n{err}"
-    assert f"{signum.name} received: finishing this step and saving a checkpoint" in out
+    assert proc.returncode == 143, f"not the shell's code for SIGTERM (128 + 15): {proc.returncode}\n{err}"
+    assert f"{signum.name} received: finishing this step, then stopping with the last complete epoch saved" in out
     assert f"continue with: seglab train resume={run}" in out, out
-    assert "Traceback" not in err
+    assert "Traceback" not in err and err.strip().endswith("stopped by SIGTERM")
     rows = _rows(run)
     assert 1 <= len(rows) < 50
     state = load_checkpoint(run / "checkpoints" / "last.pt")
@@ -111,23 +112,34 @@ def test_sigint_mid_epoch_stops_after_that_step_and_keeps_the_last_epoch(tmp_pat
     data = _tiny_dataset(tmp_path / "data")
     monkeypatch.setattr(trainer_module, "train_one_epoch", _signal_self_during(epoch=1, step=1, signum=signal.SIGINT))
     assert main(["train", f"data={data}", "epochs=5", "batch=2", "split=1:0:0", f"project={tmp_path}", "name=run",
-                 *TINY]) == 0
+                 *TINY]) == 130  # the shell's code for Ctrl-C: scripts see the run did not finish
     out = capsys.readouterr().out
     run = tmp_path / "run"
     assert "SIGINT received: finishing this step" in out
-    assert f"interrupted during epoch 1: the last complete epoch (0) is saved in {run / 'checkpoints' / 'last.pt'}; " \
+    # epochs counted from 1, as the epoch lines count them: the second epoch (index 1) was cut short
+    assert f"interrupted during epoch 2: the last complete epoch (1) is saved in {run / 'checkpoints' / 'last.pt'}; " \
            f"continue with: seglab train resume={run}" in out
     assert [r["epoch"] for r in _rows(run)] == ["1"] and load_checkpoint(run / "checkpoints" / "last.pt")["epoch"] == 0
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the handler was put back
 
 
-def test_interrupt_in_the_first_epoch_leaves_a_checkpoint(tmp_path, monkeypatch, capsys):
+def test_interrupt_in_the_first_epoch_leaves_nothing_to_resume_and_says_so(tmp_path, monkeypatch, capsys):
+    """Before the first epoch completes there is no trained state: no last.pt, one plain line, no -1 or -inf."""
     data = _tiny_dataset(tmp_path / "data")
     monkeypatch.setattr(trainer_module, "train_one_epoch", _signal_self_during(epoch=0, step=1))
-    assert main(["train", f"data={data}", "epochs=3", "batch=2", f"project={tmp_path}", "name=run", *TINY]) == 0
-    assert "SIGTERM received" in capsys.readouterr().out
-    state = load_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt")
-    assert state["epoch"] == -1
+    assert main(["train", f"data={data}", "epochs=3", "batch=2", f"project={tmp_path}", "name=run", *TINY]) == 143
+    captured = capsys.readouterr()
+    out = captured.out
+    assert "SIGTERM received" in out
+    assert "interrupted during epoch 1: stopped before the first epoch finished; nothing to resume, run again" in out
+    assert "(-1)" not in out and "-inf" not in out and "epoch 0" not in out and "continue with" not in out
+    assert captured.err.strip() == "stopped by SIGTERM"
+    run = tmp_path / "run"
+    assert not (run / "checkpoints" / "last.pt").exists()
+    summary = (run / "summary.json").read_text()
+    assert "Infinity" not in summary and json.loads(summary)["stopped_by"] == "SIGTERM"
+    assert json.loads(summary)["best_value"] is None and json.loads(summary)["epochs_complete"] == 0
+    assert main(["train", f"resume={run}"]) == 2 and "nothing to resume" in capsys.readouterr().err
 
 
 # ---- kill -9 while checkpoints are being written -----------------------------------------------------------

@@ -19,6 +19,7 @@ from ..engine.optim import optimizer_for_groups
 from ..errors import ConfigError
 from ..runtime.normalize import Normalizer
 from ..runtime.precision import Precision
+from ..runtime.progress import Progress
 
 
 class Normalized(Normalizer):
@@ -148,12 +149,14 @@ def train_one_epoch(model: nn.Module, split: ImageSplit, optimizer: torch.optim.
                     label_smoothing: float = 0.0, shift: float = 0.1, flip: bool = True,
                     generator: torch.Generator | None = None, rank: int = 0, world: int = 1,
                     aug_generator: torch.Generator | None = None, lookahead: Lookahead | None = None,
-                    after_step: Callable[[int, float], None] | None = None) -> EpochResult:
+                    after_step: Callable[[int, float], None] | None = None, desc: str = "train") -> EpochResult:
     """One pass over ``split`` with batch augmentation; returns mean loss, accuracy and wall time.
 
     With ``world`` > 1 (DDP), every rank draws the same batch order from ``generator`` and trains on its
     ``rank::world`` share of each batch, augmented with its own ``aug_generator``. ``after_step(steps, seconds)``
     is called after every step with the steps and seconds of this epoch so far (used to fit a time budget early).
+    Rank 0 shows the progress in images of the whole batches (a bar on a terminal, a heartbeat line every ~30 s
+    elsewhere), named ``desc``.
     """
     model.train()
     start = time.perf_counter()
@@ -161,26 +164,30 @@ def train_one_epoch(model: nn.Module, split: ImageSplit, optimizer: torch.optim.
     correct = torch.zeros((), device=precision.device, dtype=torch.long)
     seen = 0
     batches = iterate_batches(split, batch_size, shuffle=True, generator=generator, drop_last=True)
-    for step, (images, labels) in enumerate(batches, 1):
-        if world > 1:
-            images, labels = images[rank::world], labels[rank::world]
-        images = augment_batch(images, shift, flip, aug_generator or generator)
-        x = precision.to_input(images)
-        y = labels.to(precision.device, non_blocking=True)
-        with precision.autocast():
-            logits = model(x)
-        loss = F.cross_entropy(logits.float(), y, label_smoothing=label_smoothing)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        scheduler.step()
-        if lookahead is not None:
-            lookahead.step(scheduler.last_epoch / scheduler.lr_lambdas[0].total_steps)
-        loss_sum += loss.detach() * len(y)
-        correct += (logits.detach().argmax(1) == y).sum()
-        seen += len(y)
-        if after_step is not None:
-            after_step(step, time.perf_counter() - start)
+    total = len(split) - len(split) % batch_size if len(split) >= batch_size else len(split)
+    with Progress(total, desc, "img", enabled=rank == 0) as bar:
+        for step, (images, labels) in enumerate(batches, 1):
+            batch_images = len(labels)  # the whole batch: every rank trains on its share of it
+            if world > 1:
+                images, labels = images[rank::world], labels[rank::world]
+            images = augment_batch(images, shift, flip, aug_generator or generator)
+            x = precision.to_input(images)
+            y = labels.to(precision.device, non_blocking=True)
+            with precision.autocast():
+                logits = model(x)
+            loss = F.cross_entropy(logits.float(), y, label_smoothing=label_smoothing)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            scheduler.step()
+            if lookahead is not None:
+                lookahead.step(scheduler.last_epoch / scheduler.lr_lambdas[0].total_steps)
+            loss_sum += loss.detach() * len(y)
+            correct += (logits.detach().argmax(1) == y).sum()
+            seen += len(y)
+            if after_step is not None:
+                after_step(step, time.perf_counter() - start)
+            bar.update(batch_images)
     totals = torch.stack([loss_sum.float(), correct.float(), torch.tensor(float(seen), device=loss_sum.device)])
     if world > 1:
         torch.distributed.all_reduce(totals)
@@ -207,15 +214,18 @@ def _tta_logits(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
 
 @torch.no_grad()
 def predict_logits(model: nn.Module, images: torch.Tensor, precision: Precision, batch_size: int = 512,
-                   tta: bool = False) -> torch.Tensor:
-    """Float32 logits for uint8 images; ``tta`` averages mirrored and one-pixel-shifted views."""
+                   tta: bool = False, desc: str = "predict") -> torch.Tensor:
+    """Float32 logits for uint8 images; ``tta`` averages mirrored and one-pixel-shifted views. Progress in images
+    (a bar on a terminal, a heartbeat line every ~30 s elsewhere) is named ``desc``."""
     model.eval()
     chunks = []
-    for start in range(0, len(images), batch_size):
-        x = precision.to_input(images[start:start + batch_size])
-        with precision.autocast():
-            logits = _tta_logits(model, x) if tta else model(x).float()
-        chunks.append(logits)
+    with Progress(len(images), desc, "img") as bar:
+        for start in range(0, len(images), batch_size):
+            x = precision.to_input(images[start:start + batch_size])
+            with precision.autocast():
+                logits = _tta_logits(model, x) if tta else model(x).float()
+            chunks.append(logits)
+            bar.update(len(x))
     return torch.cat(chunks) if chunks else torch.zeros(0, 0)
 
 
@@ -223,7 +233,7 @@ def predict_logits(model: nn.Module, images: torch.Tensor, precision: Precision,
 def evaluate(model: nn.Module, split: ImageSplit, precision: Precision, batch_size: int = 512,
              tta: bool = False) -> EvalResult:
     """Mean cross-entropy and accuracy on ``split``, keeping predictions and class probabilities."""
-    logits = predict_logits(model, split.images, precision, batch_size, tta)
+    logits = predict_logits(model, split.images, precision, batch_size, tta, desc="val")
     targets = split.labels.to(logits.device)
     loss = F.cross_entropy(logits, targets).item()
     predictions = logits.argmax(1)

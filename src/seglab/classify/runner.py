@@ -187,7 +187,8 @@ def _train(cfg: ClassifyConfig, data: ClassificationData | None) -> dict:
         lr = optimizer.param_groups[0]["lr"]
         result = train_one_epoch(train_net, data.train, optimizer, scheduler, precision, cfg.batch,
                                  cfg.label_smoothing, cfg.shift, flip, generator, rank, world, aug_generator,
-                                 lookahead, fit_budget_early if cfg.time_limit else None)
+                                 lookahead, fit_budget_early if cfg.time_limit else None,
+                                 desc=f"train {epoch}/{planned}")
         images_seen += result.images
         train_seconds += result.seconds
         if cfg.time_limit:

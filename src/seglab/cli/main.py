@@ -389,9 +389,11 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"error: {e}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as e:
+        # Ctrl-C, or a stop signal training handled (it saved the last complete epoch first): exit as a shell
+        # reports a process ended by that signal, 130 for SIGINT and 143 for SIGTERM (engine.loop.TrainingStopped).
+        print(str(e) or "interrupted", file=sys.stderr)
+        return getattr(e, "exit_code", 130)
 
 
 if __name__ == "__main__":

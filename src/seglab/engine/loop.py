@@ -8,12 +8,12 @@ from typing import Callable, Iterable
 
 import torch
 import torch.nn as nn
-from tqdm.auto import tqdm
 
 from ..errors import SeglabError
 from ..metrics import ConfusionMatrix, per_image_iou
 from ..runtime.distributed import all_reduce_sum, is_main
 from ..runtime.precision import Precision
+from ..runtime.progress import Progress
 
 
 def logits_to_pred(logits: torch.Tensor, threshold: float = 0.5) -> torch.Tensor:
@@ -42,11 +42,30 @@ def probs_to_logits(probs: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
     return torch.log(p.clamp_min(eps))
 
 
+class TrainingStopped(KeyboardInterrupt):
+    """Training ended on a stop signal, after saving what there was to save.
+
+    A KeyboardInterrupt, so nothing on the way up mistakes it for an error; ``exit_code`` is what a shell reports for
+    a process ended by that signal (128 + its number: 130 for SIGINT / Ctrl-C, 143 for SIGTERM), which ``seglab``
+    returns so that scripts and schedulers see the run did not finish.
+    """
+
+    def __init__(self, signum: int, message: str = ""):
+        self.signum = int(signum)
+        self.exit_code = 128 + self.signum
+        super().__init__(message or f"stopped by {signal.Signals(self.signum).name}")
+
+
 class StopFlag:
-    """Set by SIGINT/SIGTERM so the loop finishes its current step and saves, instead of dying mid-write."""
+    """Set by SIGINT/SIGTERM so the loop finishes its current step and saves, instead of dying mid-write.
+
+    ``signum`` is the first signal received (0: none). A second signal stops at once: it raises TrainingStopped
+    wherever the process is (the checkpoint writer keeps the previous file whole).
+    """
 
     def __init__(self):
         self.raised = False
+        self.signum = 0
         self._old: dict = {}
 
     def __enter__(self) -> "StopFlag":
@@ -59,15 +78,44 @@ class StopFlag:
 
     def _handle(self, signum, frame) -> None:
         if self.raised:  # a second Ctrl-C means "now"
-            raise KeyboardInterrupt
-        self.raised = True
+            raise TrainingStopped(signum)
+        self.raised, self.signum = True, int(signum)
         if is_main():
-            print(f"\n{signal.Signals(signum).name} received: finishing this step and saving a checkpoint "
-                  "(press Ctrl-C again to stop at once)", flush=True)
+            print(f"\n{signal.Signals(signum).name} received: finishing this step, then stopping with the last "
+                  "complete epoch saved (press Ctrl-C again to stop at once)", flush=True)
 
     def __exit__(self, *exc) -> None:
         for sig, old in self._old.items():
             signal.signal(sig, old)
+
+
+def stop_agreed(stop: StopFlag, device: torch.device) -> bool:
+    """Whether to stop here. In distributed training every rank must stop at the same step (a rank that went on
+    would wait forever in the next gradient all-reduce), so the ranks agree: any rank's signal stops them all."""
+    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+        return stop.raised
+    signum = torch.tensor([stop.signum], device=device)
+    torch.distributed.all_reduce(signum, op=torch.distributed.ReduceOp.MAX)
+    if int(signum) and not stop.raised:
+        stop.raised, stop.signum = True, int(signum)
+    return stop.raised
+
+
+def images_per_pass(loader: Iterable) -> int | None:
+    """Images one pass over a DataLoader yields on this process (None when it cannot tell, e.g. a plain list)."""
+    size = getattr(loader, "batch_size", None)
+    try:
+        steps = len(loader)  # type: ignore[arg-type]
+    except TypeError:
+        return None
+    if not size:
+        return None
+    if getattr(loader, "drop_last", False):
+        return steps * size
+    try:
+        return len(loader.sampler)  # type: ignore[attr-defined]
+    except (AttributeError, TypeError):
+        return steps * size
 
 
 class NonFiniteLoss(SeglabError, RuntimeError):
@@ -76,56 +124,42 @@ class NonFiniteLoss(SeglabError, RuntimeError):
 
 def train_one_epoch(model: nn.Module, loader: Iterable, loss_fn: Callable, optimizer: torch.optim.Optimizer,
                     scheduler, precision: Precision, normalize: Normalizer, *, epoch: int, grad_clip: float = 0.0,
-                    stop: StopFlag | None = None, max_bad_steps: int = 5, desc: str = "train",
+                    stop: StopFlag | None = None, max_bad_steps: int = 5, desc: str | None = None,
                     on_step: Callable[[int], None] | None = None) -> dict:
     """One pass over ``loader``; returns mean loss, images seen, skipped steps and whether it was interrupted.
 
-    ``on_step(step)`` runs after each optimizer step (the weight EMA update).
+    ``on_step(step)`` runs after each optimizer step (the weight EMA update). Progress is counted in images (rank 0
+    only): a bar with images/s and ETA on a terminal, a heartbeat line every ~30 s elsewhere; ``desc`` names it
+    (default ``train EPOCH``, 1-based as in the epoch lines).
     """
     model.train()
     loss_sum = torch.zeros((), device=precision.device)
     seen, skipped, bad_in_a_row, interrupted, fallbacks = 0, 0, 0, False, 0
-    bar = tqdm(loader, desc=f"{desc} {epoch}", leave=False, disable=not is_main() or None, dynamic_ncols=True)
-    for step, batch in enumerate(bar):
-        images = normalize(precision.to_input(batch["image"]))
-        target = batch["mask"].to(precision.device, non_blocking=True)
-        with precision.autocast():
-            output = model(images)
-        loss = loss_fn(output, target)
-        if precision.enabled and not torch.isfinite(loss):
-            # bf16/fp16 overflow: redo this step in fp32 before calling it a bad step.
-            fallbacks += 1
-            output = model(images)
-            loss = loss_fn(output, target)
-        # One host sync per step: on CPU it costs nothing, and it is what lets a NaN step be skipped before it
-        # poisons the weights (the GradScaler-style alternative still needs a sync to decide).
-        if not torch.isfinite(loss):
-            skipped += 1
-            bad_in_a_row += 1
-            optimizer.zero_grad(set_to_none=True)
-            if is_main():
-                print(f"warning: non-finite loss at epoch {epoch} step {step}: step skipped", flush=True)
-            if bad_in_a_row >= max_bad_steps:
-                raise NonFiniteLoss(f"loss was NaN/Inf in {bad_in_a_row} consecutive steps at epoch {epoch}; "
-                                    "lower lr, enable grad_clip, or use precision=fp32")
-            scheduler.step()
-            continue
-        bad_in_a_row = 0
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
-        optimizer.step()
-        scheduler.step()
-        if on_step is not None:
-            on_step(step)
-        loss_sum += loss.detach() * images.shape[0]
-        seen += images.shape[0]
-        if step % 20 == 0 and bar.disable is False:
-            bar.set_postfix(loss=f"{float(loss):.4f}", lr=f"{optimizer.param_groups[0]['lr']:.2e}")
-        if stop is not None and stop.raised:
-            interrupted = True
-            break
+    bar = Progress(images_per_pass(loader), desc or f"train {epoch + 1}", "img", enabled=is_main())
+    try:
+        for step, batch in enumerate(loader):
+            result = _train_step(step, batch, model, loss_fn, optimizer, scheduler, precision, normalize, epoch,
+                                 grad_clip, on_step)
+            n = int(batch["image"].shape[0])
+            if result is None:  # a NaN/Inf step, skipped
+                skipped += 1
+                bad_in_a_row += 1
+                if bad_in_a_row >= max_bad_steps:
+                    raise NonFiniteLoss(f"loss was NaN/Inf in {bad_in_a_row} consecutive steps at epoch {epoch}; "
+                                        "lower lr, enable grad_clip, or use precision=fp32")
+                bar.update(n)
+                continue
+            loss, fallback = result
+            bad_in_a_row = 0
+            fallbacks += fallback
+            loss_sum += loss * n
+            seen += n
+            bar.update(n, loss=f"{float(loss):.4f}", lr=f"{optimizer.param_groups[0]['lr']:.2e}")
+            if stop is not None and stop_agreed(stop, precision.device):
+                interrupted = True
+                break
+    finally:
+        bar.close()
     if seen == 0 and skipped > 0 and not interrupted:
         raise NonFiniteLoss(f"every step of epoch {epoch} had a NaN/Inf loss; lower lr, enable grad_clip, "
                             "or use precision=fp32")
@@ -137,6 +171,41 @@ def train_one_epoch(model: nn.Module, loader: Iterable, loss_fn: Callable, optim
             "interrupted": interrupted, "fp32_fallbacks": fallbacks}
 
 
+def _train_step(step: int, batch: dict, model: nn.Module, loss_fn: Callable, optimizer: torch.optim.Optimizer,
+                scheduler, precision: Precision, normalize: Normalizer, epoch: int, grad_clip: float,
+                on_step: Callable[[int], None] | None) -> tuple[torch.Tensor, int] | None:
+    """One optimisation step; returns the (detached) loss and 1 when it was recomputed in fp32, or None when the
+    loss was NaN/Inf and the step skipped (the schedule still advances)."""
+    images = normalize(precision.to_input(batch["image"]))
+    target = batch["mask"].to(precision.device, non_blocking=True)
+    with precision.autocast():
+        output = model(images)
+    loss = loss_fn(output, target)
+    fallback = 0
+    if precision.enabled and not torch.isfinite(loss):
+        # bf16/fp16 overflow: redo this step in fp32 before calling it a bad step.
+        fallback = 1
+        output = model(images)
+        loss = loss_fn(output, target)
+    # One host sync per step: on CPU it costs nothing, and it is what lets a NaN step be skipped before it
+    # poisons the weights (the GradScaler-style alternative still needs a sync to decide).
+    if not torch.isfinite(loss):
+        optimizer.zero_grad(set_to_none=True)
+        if is_main():
+            print(f"warning: non-finite loss at epoch {epoch} step {step}: step skipped", flush=True)
+        scheduler.step()
+        return None
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    if grad_clip > 0:
+        torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+    optimizer.step()
+    scheduler.step()
+    if on_step is not None:
+        on_step(step)
+    return loss.detach(), fallback
+
+
 @torch.inference_mode()
 def evaluate(predict_probs: Callable[[torch.Tensor], torch.Tensor], loader: Iterable, num_classes: int,
              ignore_index: int | None, device: torch.device, *, threshold: float = 0.5,
@@ -145,38 +214,36 @@ def evaluate(predict_probs: Callable[[torch.Tensor], torch.Tensor], loader: Iter
     """Metrics of ``predict_probs`` (normalised batch -> probabilities) over a loader.
 
     ``logits_fn`` (when given with ``loss_fn``) supplies logits for the validation loss; ``on_batch``
-    receives each batch with its probabilities and predictions (used to save predictions).
+    receives each batch with its probabilities and predictions (used to save predictions). Progress is counted in
+    images on rank 0 (a bar on a terminal, heartbeat lines elsewhere), named ``desc``.
     """
     cm = ConfusionMatrix(num_classes, ignore_index, device)
     loss_sum = torch.zeros((), device=device)
     count = torch.zeros((), device=device)
     image_ious, image_tgs, image_cov = [], [], []
     start, n_images = time.perf_counter(), 0
-    for batch in tqdm(loader, desc=desc, leave=False, disable=not is_main() or None, dynamic_ncols=True):
-        target = batch["mask"].to(device, non_blocking=True)
-        if loss_fn is not None and logits_fn is not None:
-            logits = logits_fn(batch)
-            loss_sum += loss_fn(logits, target).detach() * target.shape[0]
-            probs = torch.sigmoid(logits.float()) if logits.shape[1] == 1 else torch.softmax(logits.float(), 1)
-        else:
-            probs = predict_probs(batch)
-        pred = probs_to_pred(probs, threshold)
-        cm.update(pred, target)
-        count += target.shape[0]
-        n_images += target.shape[0]
-        if per_image:
-            image_ious.append(per_image_iou(pred, target, num_classes, ignore_index).cpu())
-            if num_classes == 2:
-                from ..metrics.tgs import tgs_scores_torch
-
-                valid = target != ignore_index if ignore_index is not None else torch.ones_like(target, dtype=torch.bool)
-                pred_fg, true_fg = (pred == 1) & valid, (target == 1) & valid
-                image_tgs.append(tgs_scores_torch(pred_fg, true_fg).cpu())
-                n_valid = valid.flatten(1).sum(1).clamp(min=1)
-                image_cov.append(torch.stack([true_fg.flatten(1).sum(1) / n_valid,
-                                              pred_fg.flatten(1).sum(1) / n_valid], 1).cpu())
-        if on_batch is not None:
-            on_batch(batch, probs, pred)
+    with Progress(images_per_pass(loader), desc, "img", enabled=is_main()) as bar:
+        for batch in loader:
+            target = batch["mask"].to(device, non_blocking=True)
+            if loss_fn is not None and logits_fn is not None:
+                logits = logits_fn(batch)
+                loss_sum += loss_fn(logits, target).detach() * target.shape[0]
+                probs = torch.sigmoid(logits.float()) if logits.shape[1] == 1 else torch.softmax(logits.float(), 1)
+            else:
+                probs = predict_probs(batch)
+            pred = probs_to_pred(probs, threshold)
+            cm.update(pred, target)
+            count += target.shape[0]
+            n_images += target.shape[0]
+            if per_image:
+                image_ious.append(per_image_iou(pred, target, num_classes, ignore_index).cpu())
+                if num_classes == 2:
+                    tgs, coverage = _binary_image_scores(pred, target, ignore_index)
+                    image_tgs.append(tgs)
+                    image_cov.append(coverage)
+            if on_batch is not None:
+                on_batch(batch, probs, pred)
+            bar.update(int(target.shape[0]))
     cm.all_reduce()
     metrics = cm.compute()
     metrics["images_per_s"] = n_images / max(time.perf_counter() - start, 1e-9)
@@ -193,3 +260,15 @@ def evaluate(predict_probs: Callable[[torch.Tensor], torch.Tensor], loader: Iter
             metrics["tgs"] = float(torch.cat(image_tgs).mean())
     metrics["confusion"] = cm.mat.cpu()
     return metrics
+
+
+def _binary_image_scores(pred: torch.Tensor, target: torch.Tensor,
+                         ignore_index: int | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per image of a binary batch: the TGS score, and the true and predicted foreground fractions (N, 2)."""
+    from ..metrics.tgs import tgs_scores_torch
+
+    valid = target != ignore_index if ignore_index is not None else torch.ones_like(target, dtype=torch.bool)
+    pred_fg, true_fg = (pred == 1) & valid, (target == 1) & valid
+    n_valid = valid.flatten(1).sum(1).clamp(min=1)
+    coverage = torch.stack([true_fg.flatten(1).sum(1) / n_valid, pred_fg.flatten(1).sum(1) / n_valid], 1)
+    return tgs_scores_torch(pred_fg, true_fg).cpu(), coverage.cpu()

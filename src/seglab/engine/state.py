@@ -2,8 +2,10 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
+
+from .collapse import CollapseWatch
 
 # The counters a checkpoint stores, in the order checkpoints have always held them.
 CHECKPOINTED = ("epoch", "best", "best_epoch", "stale", "train_time", "images", "wall_time", "total_epochs")
@@ -29,6 +31,15 @@ class TrainState:
     resumed_wall: float = 0.0  # wall_time already spent before this process (the budget refit's origin)
     val_time: float = 0.0  # validation seconds in this process: the refit amortises them over its epochs
     partial_epoch: bool = False  # a stop signal cut the current epoch short (its steps are not saved)
+    stopped: int = 0  # the signal (SIGINT 2, SIGTERM 15) that stopped the run early; 0: it was not stopped
+    budget_told: bool = False  # the log has said how time_limit set the number of epochs
+    collapse: CollapseWatch = field(default_factory=CollapseWatch)  # validations predicting one class
+    warnings: list[str] = field(default_factory=list)  # warnings for summary.json
+
+    @property
+    def validated(self) -> bool:
+        """True once a validation has scored the run (``best`` is a real score, ``best_epoch`` an epoch)."""
+        return self.best_epoch >= 0 and math.isfinite(self.best)
 
     def to_checkpoint(self) -> dict[str, Any]:
         """The checkpointed counters, under the keys and in the order ``last.pt``/``best.pt`` have always used."""

@@ -4,6 +4,8 @@
 """
 from __future__ import annotations
 
+import json
+import signal
 import time
 from pathlib import Path
 from typing import Any
@@ -22,7 +24,7 @@ from ..runtime.distributed import all_reduce_sum, barrier, cleanup, is_main
 from ..runtime.run_dir import new_run_dir, resume_run_dir, write_json
 from .build import Run, build_run
 from .components import gflops, head_channels, log, make_loader, seed_everything, set_encoder_frozen, window_loader
-from .loop import NonFiniteLoss, StopFlag, evaluate, probs_to_logits, train_one_epoch
+from .loop import NonFiniteLoss, StopFlag, TrainingStopped, evaluate, probs_to_logits, stop_agreed, train_one_epoch
 from .optim import set_total_epochs
 from .state import TrainState
 
@@ -36,18 +38,44 @@ def train_single(cfg: Config, overrides: dict[str, Any], plan: DataPlan | None =
     if wants_cpu_ranks(cfg):
         check_cpu_ranks(cfg)
         run_dir = resume_run_dir(cfg, overrides)[0] if cfg.resume else (run_dir or new_run_dir(cfg, create=False))
+        before = file_version(run_dir / "summary.json")
         launch_cpu_ranks(train_single, cfg, overrides, None if cfg.resume else run_dir, plan)
+        raise_if_stopped(run_dir, before)  # the ranks end quietly on a stop signal; their summary says which
         return run_dir
     run, state = build_run(cfg, overrides, plan, run_dir)
     fit(run, state)
     finish(run, state)
+    if state.stopped:  # after the summary is written: ``seglab`` exits 130 (SIGINT) or 143 (SIGTERM)
+        raise TrainingStopped(state.stopped)
     return run.run_dir
 
 
+def file_version(path: Path) -> tuple[int, int] | None:
+    """What tells one write of ``path`` from the next (inode and modification time), or None when it is absent."""
+    try:
+        stat = path.stat()
+    except OSError:
+        return None
+    return stat.st_ino, stat.st_mtime_ns
+
+
+def raise_if_stopped(run_dir: Path, before: tuple[int, int] | None) -> None:
+    """After ``cpu_procs`` ranks returned: raise TrainingStopped when their summary.json says a stop signal ended
+    the run, or when they wrote none (``before`` is the summary there was): a second Ctrl-C stopped them at once."""
+    path = run_dir / "summary.json"
+    if file_version(path) in (None, before):
+        raise TrainingStopped(signal.SIGINT)
+    stopped = json.loads(path.read_text(encoding="utf-8")).get("stopped_by")
+    if stopped:
+        raise TrainingStopped(int(signal.Signals[stopped]))
+
+
 def fit(run: Run, state: TrainState) -> None:
-    """Train epoch after epoch until the schedule, the time budget, patience or a stop signal ends the run."""
-    if is_main() and not run.resumed:  # an interrupt in the first epoch still leaves something to resume from
-        save_last(run, state)
+    """Train epoch after epoch until the schedule, the time budget, patience or a stop signal ends the run.
+
+    ``last.pt`` is written after each complete epoch (what ``resume=`` continues from); a run stopped before its
+    first epoch completes leaves none: there is nothing to resume, it is run again.
+    """
     with StopFlag() as stop:
         while state.epoch + 1 < state.total_epochs:
             epoch = state.epoch + 1
@@ -56,12 +84,11 @@ def fit(run: Run, state: TrainState) -> None:
                 write_shard(run, loader)
             set_encoder_frozen(run.model, epoch < run.cfg.freeze_epochs)
             t0 = time.perf_counter()
-            result = train_epoch(run, loader, epoch, stop)
+            result = train_epoch(run, loader, epoch, stop, state.total_epochs)
             epoch_time = rank_mean(run, time.perf_counter() - t0)
             if result["interrupted"]:
-                state.partial_epoch = True
-                log(f"interrupted during epoch {epoch}: the last complete epoch ({epoch - 1}) is saved in "
-                    f"{run.run_dir / 'checkpoints' / 'last.pt'}; continue with: seglab train resume={run.run_dir}")
+                state.partial_epoch, state.stopped = True, stop.signum
+                log_interrupted(run, state, epoch)
                 return
             row = count_epoch(run, state, epoch, result, epoch_time)
             if run.cfg.time_limit:  # refit before validating, so the budget's last epoch is always validated
@@ -116,15 +143,20 @@ def rank_mean(run: Run, seconds: float) -> float:
         / run.world
 
 
-def train_epoch(run: Run, loader: DataLoader, epoch: int, stop: StopFlag) -> dict[str, Any]:
-    """One pass over ``loader`` (updating the EMA after every step); returns ``train_one_epoch``'s result."""
+def train_epoch(run: Run, loader: DataLoader, epoch: int, stop: StopFlag, total: int) -> dict[str, Any]:
+    """One pass over ``loader`` (updating the EMA after every step); returns ``train_one_epoch``'s result.
+
+    Its progress (images, images/s, ETA) is a bar on a terminal and a heartbeat line every ~30 s elsewhere,
+    named ``train EPOCH/TOTAL`` as the epoch lines count (from 1).
+    """
     on_step = None
     if run.ema is not None:  # timm's EMA with warm-up: the decay ramps towards cfg.ema over the first steps
         first = epoch * run.steps_per_epoch
         on_step = lambda step: run.ema.update(run.model, step=first + step + 1)  # noqa: E731
     try:
         return train_one_epoch(run.train_model, loader, run.loss_fn, run.optimizer, run.scheduler, run.precision,
-                               run.normalize, epoch=epoch, grad_clip=run.cfg.grad_clip, stop=stop, on_step=on_step)
+                               run.normalize, epoch=epoch, grad_clip=run.cfg.grad_clip, stop=stop, on_step=on_step,
+                               desc=f"train {epoch + 1}/{total}")
     except NonFiniteLoss as e:
         log(f"error: {e}")
         raise
@@ -147,6 +179,22 @@ def refit_to_budget(run: Run, state: TrainState) -> None:
     expected_val = state.val_time / (timed - 1) if timed > 1 else 0.0
     state.total_epochs = fit_epochs_to_budget(run.cfg, timed, state.wall_time + expected_val, state.total_epochs,
                                               run.scheduler, state.resumed_wall, state.epoch)
+    # Once, how the budget set the run's length: as soon as the pace includes the time after training (validation),
+    # which the first epoch cannot know, or when the budget ends the run here; the epoch lines show later refits.
+    if not state.budget_told and (timed > 1 or state.total_epochs == state.epoch + 1):
+        state.budget_told = True
+        step = (state.wall_time + expected_val - state.resumed_wall) / max(1, timed * run.steps_per_epoch)
+        log(budget_line(run.cfg.time_limit, step, state.total_epochs, run.cfg.epochs))
+
+
+def budget_line(minutes: float, step_seconds: float, fitted: int, epochs: int) -> str:
+    """``time_limit=12 min at 0.8 s/step fits 4 of the 20 epochs (schedule refitted)``."""
+    pace = f"time_limit={minutes:g} min at {step_seconds:.2g}" if step_seconds < 10 else \
+        f"time_limit={minutes:g} min at {step_seconds:.0f}"
+    pace += " s/step"
+    if fitted >= epochs:
+        return f"{pace} fits all {epochs} epochs"
+    return f"{pace} fits {fitted} of the {epochs} epochs (schedule refitted)"
 
 
 def fit_epochs_to_budget(cfg: Config, epochs_timed: int, wall_time: float, total_epochs: int, scheduler,
@@ -233,6 +281,7 @@ def track_best(run: Run, state: TrainState, metrics: dict[str, Any], row: dict[s
     if run.metric not in metrics:
         raise ConfigError(f"metric={run.metric!r} is not computed; choose from "
                           f"{sorted(k for k, v in metrics.items() if isinstance(v, float))}")
+    watch_collapse(run, state, metrics["confusion"])
     value = metrics[run.metric]
     if value > state.best:
         state.best, state.best_epoch, state.stale = value, state.epoch, 0
@@ -240,6 +289,16 @@ def track_best(run: Run, state: TrainState, metrics: dict[str, Any], row: dict[s
             save_checkpoint(checkpoint(run, state), run.run_dir / "checkpoints" / "best.pt")
     else:
         state.stale += 1
+
+
+def watch_collapse(run: Run, state: TrainState, confusion: torch.Tensor | None) -> None:
+    """Warn once (in the log and summary.json) when validations in a row predict one class for nearly every
+    pixel (``collapse.CollapseWatch``); ``confusion`` None: the run has ended, check the fewer validations it had."""
+    watch = state.collapse
+    due = watch.observe(confusion) if confusion is not None else watch.at_end()
+    if due:
+        state.warnings.append(watch.warn(run.plan.class_names, run.cfg, run.sampler is not None))
+        log(watch.warning)
 
 
 def checkpoint(run: Run, state: TrainState) -> dict[str, Any]:
@@ -274,10 +333,22 @@ def should_stop(run: Run, state: TrainState, stop: StopFlag) -> bool:
     if budget_spent(run, state):
         log(f"time limit of {cfg.time_limit} min reached after epoch {state.epoch + 1}")
         return True
-    if stop.raised:
+    if stop_agreed(stop, run.precision.device):
+        state.stopped = stop.signum
         log(f"stopped after epoch {state.epoch + 1}; continue with: seglab train resume={run.run_dir}")
         return True
     return False
+
+
+def log_interrupted(run: Run, state: TrainState, epoch: int) -> None:
+    """Say what a stop signal in the middle of epoch ``epoch`` (0-based) leaves: the last complete epoch, saved and
+    resumable, or (in the first epoch of a fresh run) nothing to resume."""
+    if state.epoch < 0:
+        log(f"interrupted during epoch {epoch + 1}: stopped before the first epoch finished; nothing to resume, "
+            "run again")
+        return
+    log(f"interrupted during epoch {epoch + 1}: the last complete epoch ({state.epoch + 1}) is saved in "
+        f"{run.run_dir / 'checkpoints' / 'last.pt'}; continue with: seglab train resume={run.run_dir}")
 
 
 def finish(run: Run, state: TrainState) -> None:
@@ -285,17 +356,35 @@ def finish(run: Run, state: TrainState) -> None:
     barrier()
     if is_main():
         run.loggers.close()
-        cfg, precision = run.cfg, run.precision
-        summary = {"model": cfg.model, "encoder": cfg.encoder, "params": sum(p.numel() for p in run.model.parameters()),
-                   "gflops": gflops(run.model, run.plan.in_channels, run.val_ds or run.train_ds),
-                   "train_time_s": round(state.train_time, 2),
-                   "train_images_per_s": round(state.images / max(state.train_time, 1e-9), 2),
-                   # an epoch cut short by a stop signal counts as begun, as it did before the split (#27)
-                   "epochs_done": state.epoch + 1 + state.partial_epoch,
-                   "best_epoch": state.best_epoch + 1, "best_metric": run.metric, "best_value": state.best,
-                   "precision": str(precision.dtype or "fp32"), "device": str(precision.device),
-                   "world_size": run.world}
-        write_json(run.run_dir / "summary.json", summary)
-        log(f"done: best {run.metric}={state.best:.4f} at epoch {state.best_epoch + 1}; "
-            f"weights in {run.run_dir / 'checkpoints'}")
+        if not state.stopped:
+            watch_collapse(run, state, None)  # fewer validations than it takes to warn, every one collapsed
+        write_json(run.run_dir / "summary.json", summary(run, state))
+        if state.epoch >= 0:
+            log(final_line(run, state))
     cleanup()
+
+
+def summary(run: Run, state: TrainState) -> dict[str, Any]:
+    """summary.json: the model, the speed, the epochs, the best score (null before any validation), and how the run
+    ended (``stopped_by``: the stop signal, or null) with its warnings."""
+    cfg, precision = run.cfg, run.precision
+    return {"model": cfg.model, "encoder": cfg.encoder, "params": sum(p.numel() for p in run.model.parameters()),
+            "gflops": gflops(run.model, run.plan.in_channels, run.val_ds or run.train_ds),
+            "train_time_s": round(state.train_time, 2),
+            "train_images_per_s": round(state.images / max(state.train_time, 1e-9), 2),
+            # an epoch cut short by a stop signal counts as begun, as it did before the split (#27)
+            "epochs_done": state.epoch + 1 + state.partial_epoch, "epochs_complete": state.epoch + 1,
+            "best_epoch": state.best_epoch + 1 if state.validated else None, "best_metric": run.metric,
+            "best_value": state.best if state.validated else None,
+            "precision": str(precision.dtype or "fp32"), "device": str(precision.device), "world_size": run.world,
+            "stopped_by": signal.Signals(state.stopped).name if state.stopped else None,
+            "warnings": state.warnings}
+
+
+def final_line(run: Run, state: TrainState) -> str:
+    """The run's last log line: the best score and where the weights are (a stopped run says it stopped)."""
+    where = f"weights in {run.run_dir / 'checkpoints'}"
+    head = "stopped" if state.stopped else "done"
+    if not state.validated:
+        return f"{head}: not validated yet; {where}"
+    return f"{head}: best {run.metric}={state.best:.4f} at epoch {state.best_epoch + 1}; {where}"
