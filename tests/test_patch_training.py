@@ -243,3 +243,30 @@ def test_two_cpu_ranks_train_on_disjoint_windows(blobs, tmp_path):
     assert len(shards[0]) == len(shards[1]) == 8  # 16 windows, 8 a rank, one window a line: id top left h w
     assert all(len(line.split()) == 5 for line in shards[0] + shards[1])
     assert not set(shards[0]) & set(shards[1])  # rank r takes windows r, r+2, ... of one draw
+
+
+def test_a_time_budget_ends_with_a_shortened_epoch_that_fills_it(blobs, tmp_path, capsys, monkeypatch):
+    """5-step epochs of 11 s in a 60-s budget: 5 whole epochs and a last one of the 2 steps the 5 s left hold,
+    on a schedule that anneals to its end there (before, the last 5 s went unused)."""
+    from seglab.engine import trainer
+
+    now = [0.0]
+    real_epoch = trainer.train_epoch
+
+    def train_epoch(run, loader, epoch, stop, total, max_steps=0):
+        result = real_epoch(run, loader, epoch, stop, total, max_steps)
+        now[0] += 2.2 * (max_steps or run.steps_per_epoch)
+        return result
+
+    monkeypatch.setattr(trainer, "train_epoch", train_epoch)
+    monkeypatch.setattr(trainer, "time", types.SimpleNamespace(perf_counter=lambda: now[0]))
+    assert main(["train", f"data={blobs}", f"project={tmp_path}", "name=fill", "epochs=100", "time_limit=1",
+                 "samples_per_epoch=20", "val_every=100", "lr=0.001", *TINY, *WINDOWS]) == 0
+    out = capsys.readouterr().out
+    assert "fits 6 of the 100 epochs, the last one 2 of 5 steps, (schedule refitted)" in out
+    rows = _rows(tmp_path / "fill")
+    assert len(rows) == 6 and float(rows[-1]["train_images_per_s"]) > 0
+    assert now[0] == pytest.approx(5 * 11 + 2 * 2.2) and now[0] <= 60
+    assert float(rows[-1]["lr"]) == pytest.approx(0.01 * 0.001, rel=1e-3)  # the cosine ended at its floor
+    last = torch.load(tmp_path / "fill" / "checkpoints" / "last.pt", weights_only=True)
+    assert (last["epoch"], last["total_epochs"], last["last_epoch_steps"]) == (5, 6, 2)

@@ -14,7 +14,7 @@ PARTS = (trainer, build, state, dispatch)  # what train_single became
 
 # A checkpoint as the trainer saved it before the split (its counters): these must resume unchanged.
 SAVED = {"epoch": 4, "best": 0.8125, "best_epoch": 3, "stale": 1, "train_time": 12.5, "images": 100,
-         "wall_time": 15.0, "total_epochs": 7}
+         "wall_time": 15.0, "total_epochs": 7, "last_epoch_steps": 3}
 
 
 def _functions():
@@ -50,21 +50,27 @@ def test_counters_round_trip_through_a_checkpoint_in_the_saved_order():
 
 
 def test_checkpoints_from_before_wall_time_and_total_epochs_still_resume():
-    old = {k: v for k, v in SAVED.items() if k not in ("wall_time", "total_epochs")}
+    old = {k: v for k, v in SAVED.items() if k not in ("wall_time", "total_epochs", "last_epoch_steps")}
     restored = TrainState.from_checkpoint(old, epochs=30)
-    assert restored.wall_time == 12.5 and restored.total_epochs == 30
+    assert restored.wall_time == 12.5 and restored.total_epochs == 30 and restored.last_epoch_steps == 0
     assert restored.resumed_wall == 0.0  # the budget refit then times from zero, as it always did
 
 
 def test_a_fresh_state_has_nothing_done():
     fresh = TrainState(total_epochs=3)
     assert fresh.to_checkpoint() == {"epoch": -1, "best": -math.inf, "best_epoch": -1, "stale": 0, "train_time": 0.0,
-                                     "images": 0, "wall_time": 0.0, "total_epochs": 3}
+                                     "images": 0, "wall_time": 0.0, "total_epochs": 3, "last_epoch_steps": 0}
 
 
-def test_the_budget_refit_is_unchanged():
+def test_the_budget_refit_fills_the_budget_with_a_shortened_last_epoch():
     cfg = types.SimpleNamespace(time_limit=1, epochs=50)
     scheduler = types.SimpleNamespace(lr_lambdas=[types.SimpleNamespace(steps_per_epoch=5, total_steps=250)])
-    # 3 epochs timed here after 15 s spent before: 45 s of 60 s gone at 10 s an epoch -> one more epoch fits
-    fitted = trainer.fit_epochs_to_budget(cfg, 3, 45.0, 50, scheduler, resumed_wall=15.0, epoch=2)
-    assert fitted == 4 and scheduler.lr_lambdas[0].total_steps == 4 * 5  # the schedule now ends there
+    # 3 epochs timed here after 15 s spent before: 45 s of 60 s gone at 10 s an epoch -> one more epoch fits, and
+    # the 5 s left hold half an epoch: a last epoch of 2 of its 5 steps
+    fitted = trainer.fit_epochs_to_budget(cfg, 3, 45.0, 50, scheduler, resumed_wall=15.0, epoch=2, steps_per_epoch=5)
+    assert fitted == (5, 2) and scheduler.lr_lambdas[0].total_steps == 4 * 5 + 2  # the schedule now ends there
+    # a remainder under two steps is left unused; so is any beyond ``epochs``
+    assert trainer.fit_epochs_to_budget(cfg, 3, 48.0, 50, scheduler, 15.0, 2, 5) == (4, 0)
+    assert scheduler.lr_lambdas[0].total_steps == 4 * 5
+    short = types.SimpleNamespace(time_limit=1, epochs=4)
+    assert trainer.fit_epochs_to_budget(short, 3, 45.0, 50, scheduler, 15.0, 2, 5) == (4, 0)

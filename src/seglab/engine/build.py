@@ -290,7 +290,9 @@ def start_state(run: Run, resume: dict[str, Any] | None) -> TrainState:
         run.schedule.load_state_dict(resume["val_schedule"])
     # A time-limited run keeps the length it was fitted to; otherwise ``epochs=`` given at resume wins.
     state.total_epochs = min(cfg.epochs, state.total_epochs) if cfg.time_limit else cfg.epochs
-    set_total_epochs(run.scheduler, state.total_epochs)
+    if not cfg.time_limit or state.total_epochs < TrainState.from_checkpoint(resume).total_epochs:
+        state.last_epoch_steps = 0  # the shortened last epoch belonged to the budget's length
+    set_total_epochs(run.scheduler, state.total_epochs, state.last_epoch_steps)
     return state
 
 

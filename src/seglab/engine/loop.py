@@ -125,8 +125,9 @@ class NonFiniteLoss(SeglabError, RuntimeError):
 def train_one_epoch(model: nn.Module, loader: Iterable, loss_fn: Callable, optimizer: torch.optim.Optimizer,
                     scheduler, precision: Precision, normalize: Normalizer, *, epoch: int, grad_clip: float = 0.0,
                     stop: StopFlag | None = None, max_bad_steps: int = 5, desc: str | None = None,
-                    on_step: Callable[[int], None] | None = None) -> dict:
-    """One pass over ``loader``; returns mean loss, images seen, skipped steps and whether it was interrupted.
+                    on_step: Callable[[int], None] | None = None, max_steps: int | None = None) -> dict:
+    """One pass over ``loader`` (its first ``max_steps`` batches when given); returns mean loss, images seen,
+    skipped steps and whether it was interrupted.
 
     ``on_step(step)`` runs after each optimizer step (the weight EMA update). Progress is counted in images (rank 0
     only): a bar with images/s and ETA on a terminal, a heartbeat line every ~30 s elsewhere; ``desc`` names it
@@ -135,9 +136,14 @@ def train_one_epoch(model: nn.Module, loader: Iterable, loss_fn: Callable, optim
     model.train()
     loss_sum = torch.zeros((), device=precision.device)
     seen, skipped, bad_in_a_row, interrupted, fallbacks = 0, 0, 0, False, 0
-    bar = Progress(images_per_pass(loader), desc or f"train {epoch + 1}", "img", enabled=is_main())
+    total = images_per_pass(loader)
+    if max_steps and total and len(loader) > max_steps:  # type: ignore[arg-type]
+        total = round(total * max_steps / len(loader))  # type: ignore[arg-type]
+    bar = Progress(total, desc or f"train {epoch + 1}", "img", enabled=is_main())
     try:
         for step, batch in enumerate(loader):
+            if max_steps and step >= max_steps:
+                break
             result = _train_step(step, batch, model, loss_fn, optimizer, scheduler, precision, normalize, epoch,
                                  grad_clip, on_step)
             n = int(batch["image"].shape[0])

@@ -72,10 +72,13 @@ def build_scheduler(optimizer: torch.optim.Optimizer, cfg: Config, steps_per_epo
     return torch.optim.lr_scheduler.LambdaLR(optimizer, WarmupSchedule(cfg, steps_per_epoch, epochs or cfg.epochs))
 
 
-def set_total_epochs(scheduler: torch.optim.lr_scheduler.LambdaLR, epochs: int) -> None:
-    """Stretch or shrink the schedule so it ends after ``epochs`` (used to fit a ``time_limit``)."""
+def set_total_epochs(scheduler: torch.optim.lr_scheduler.LambdaLR, epochs: int, last_epoch_steps: int = 0) -> None:
+    """Stretch or shrink the schedule so it ends after ``epochs`` (used to fit a ``time_limit``); with
+    ``last_epoch_steps`` the last of them is that many steps long."""
     for fn in scheduler.lr_lambdas:
         fn.total_steps = epochs * fn.steps_per_epoch
+        if last_epoch_steps and epochs > 0:
+            fn.total_steps += last_epoch_steps - fn.steps_per_epoch
 
 
 def epochs_in_budget(done: float, per_epoch: float, seconds_left: float, max_epochs: int, slack: float = 0.0) -> int:

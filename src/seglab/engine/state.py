@@ -8,7 +8,8 @@ from typing import Any
 from .collapse import CollapseWatch
 
 # The counters a checkpoint stores, in the order checkpoints have always held them.
-CHECKPOINTED = ("epoch", "best", "best_epoch", "stale", "train_time", "images", "wall_time", "total_epochs")
+CHECKPOINTED = ("epoch", "best", "best_epoch", "stale", "train_time", "images", "wall_time", "total_epochs",
+                "last_epoch_steps")
 
 
 @dataclass
@@ -27,6 +28,7 @@ class TrainState:
     images: int = 0  # training images seen, summed over resumes
     wall_time: float = 0.0  # training plus validation: what the time budget is spent on
     total_epochs: int = 0  # the run's length: ``epochs``, or fewer when fitted to ``time_limit``
+    last_epoch_steps: int = 0  # a time budget's last epoch shortened to this many steps to fill it (0: full)
     start_epoch: int = 0  # the first epoch this process trains
     resumed_wall: float = 0.0  # wall_time already spent before this process (the budget refit's origin)
     val_time: float = 0.0  # validation seconds in this process: the refit amortises them over its epochs
@@ -56,5 +58,6 @@ class TrainState:
         return cls(epoch=state_dict["epoch"], best=state_dict["best"], best_epoch=state_dict["best_epoch"],
                    stale=state_dict["stale"], train_time=train_time, images=state_dict["images"],
                    wall_time=state_dict.get("wall_time", train_time),
-                   total_epochs=state_dict.get("total_epochs", epochs), start_epoch=state_dict["epoch"] + 1,
+                   total_epochs=state_dict.get("total_epochs", epochs),
+                   last_epoch_steps=state_dict.get("last_epoch_steps", 0), start_epoch=state_dict["epoch"] + 1,
                    resumed_wall=state_dict.get("wall_time", 0.0))

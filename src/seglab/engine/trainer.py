@@ -28,6 +28,7 @@ from .loop import NonFiniteLoss, StopFlag, TrainingStopped, evaluate, probs_to_l
 from .optim import set_total_epochs
 from .state import TrainState
 
+MIN_LAST_STEPS = 2  # a budget's remainder becomes a shortened last epoch when it holds at least this many steps
 # Validation metrics shown in the per-epoch line (all of them go to metrics.csv).
 SHOWN = ("val_loss", "val_pixel_acc", "val_miou", "val_fg_iou", "val_tgs")
 
@@ -84,7 +85,8 @@ def fit(run: Run, state: TrainState) -> None:
                 write_shard(run, loader)
             set_encoder_frozen(run.model, epoch < run.cfg.freeze_epochs)
             t0 = time.perf_counter()
-            result = train_epoch(run, loader, epoch, stop, state.total_epochs)
+            shortened = state.last_epoch_steps if epoch == state.total_epochs - 1 else 0
+            result = train_epoch(run, loader, epoch, stop, state.total_epochs, shortened)
             epoch_time = rank_mean(run, time.perf_counter() - t0)
             if result["interrupted"]:
                 state.partial_epoch, state.stopped = True, stop.signum
@@ -143,7 +145,8 @@ def rank_mean(run: Run, seconds: float) -> float:
         / run.world
 
 
-def train_epoch(run: Run, loader: DataLoader, epoch: int, stop: StopFlag, total: int) -> dict[str, Any]:
+def train_epoch(run: Run, loader: DataLoader, epoch: int, stop: StopFlag, total: int,
+                max_steps: int = 0) -> dict[str, Any]:
     """One pass over ``loader`` (updating the EMA after every step); returns ``train_one_epoch``'s result.
 
     Its progress (images, images/s, ETA) is a bar on a terminal and a heartbeat line every ~30 s elsewhere,
@@ -156,7 +159,7 @@ def train_epoch(run: Run, loader: DataLoader, epoch: int, stop: StopFlag, total:
     try:
         return train_one_epoch(run.train_model, loader, run.loss_fn, run.optimizer, run.scheduler, run.precision,
                                run.normalize, epoch=epoch, grad_clip=run.cfg.grad_clip, stop=stop, on_step=on_step,
-                               desc=f"train {epoch + 1}/{total}")
+                               desc=f"train {epoch + 1}/{total}", max_steps=max_steps or None)
     except NonFiniteLoss as e:
         log(f"error: {e}")
         raise
@@ -175,42 +178,53 @@ def count_epoch(run: Run, state: TrainState, epoch: int, result: dict[str, Any],
 
 def refit_to_budget(run: Run, state: TrainState) -> None:
     """Refit the run's length (and LR schedule) to ``time_limit`` at the pace measured so far."""
+    if state.last_epoch_steps and state.epoch == state.total_epochs - 1:
+        return  # the shortened epoch that fills the budget has run: the schedule has ended, nothing is left to fit
     timed = state.epoch + 1 - state.start_epoch  # epochs timed in this process; validation cost amortised over them
     expected_val = state.val_time / (timed - 1) if timed > 1 else 0.0
-    state.total_epochs = fit_epochs_to_budget(run.cfg, timed, state.wall_time + expected_val, state.total_epochs,
-                                              run.scheduler, state.resumed_wall, state.epoch)
+    state.total_epochs, state.last_epoch_steps = fit_epochs_to_budget(
+        run.cfg, timed, state.wall_time + expected_val, state.total_epochs, run.scheduler, state.resumed_wall,
+        state.epoch, run.steps_per_epoch)
     # Once, how the budget set the run's length: as soon as the pace includes the time after training (validation),
     # which the first epoch cannot know, or when the budget ends the run here; the epoch lines show later refits.
     if not state.budget_told and (timed > 1 or state.total_epochs == state.epoch + 1):
         state.budget_told = True
         step = (state.wall_time + expected_val - state.resumed_wall) / max(1, timed * run.steps_per_epoch)
-        log(budget_line(run.cfg.time_limit, step, state.total_epochs, run.cfg.epochs))
+        log(budget_line(run.cfg.time_limit, step, state.total_epochs, run.cfg.epochs, state.last_epoch_steps,
+                        run.steps_per_epoch))
 
 
-def budget_line(minutes: float, step_seconds: float, fitted: int, epochs: int) -> str:
+def budget_line(minutes: float, step_seconds: float, fitted: int, epochs: int, last_steps: int = 0,
+                steps_per_epoch: int = 0) -> str:
     """``time_limit=12 min at 0.8 s/step fits 4 of the 20 epochs (schedule refitted)``."""
     pace = f"time_limit={minutes:g} min at {step_seconds:.2g}" if step_seconds < 10 else \
         f"time_limit={minutes:g} min at {step_seconds:.0f}"
     pace += " s/step"
     if fitted >= epochs:
         return f"{pace} fits all {epochs} epochs"
-    return f"{pace} fits {fitted} of the {epochs} epochs (schedule refitted)"
+    last = f", the last one {last_steps} of {steps_per_epoch} steps," if last_steps else ""
+    return f"{pace} fits {fitted} of the {epochs} epochs{last} (schedule refitted)"
 
 
 def fit_epochs_to_budget(cfg: Config, epochs_timed: int, wall_time: float, total_epochs: int, scheduler,
-                         resumed_wall: float, epoch: int) -> int:
-    """Epochs that fit ``time_limit`` at the mean epoch time so far; the LR schedule is refitted to end there.
+                         resumed_wall: float, epoch: int, steps_per_epoch: int = 0) -> tuple[int, int]:
+    """Epochs that fit ``time_limit`` at the mean epoch time so far, and the steps of a shortened last epoch that
+    fills the rest of it (0: none); the LR schedule is refitted to end there.
 
-    As Ultralytics' ``time=``: a time budget should end with a fully annealed schedule, not be cut mid-way.
+    As Ultralytics' ``time=``: a time budget should end with a fully annealed schedule, not be cut mid-way. Whole
+    epochs alone left up to an epoch of the budget unused (a tenth of it with the plan's short window epochs); the
+    remainder now becomes a last epoch of the steps it holds, when that is at least ``MIN_LAST_STEPS``.
     ``resumed_wall`` is the wall time spent before this process, which ``epochs_timed`` does not cover.
     """
     done = epoch + 1
     per_epoch = (wall_time - resumed_wall) / max(1, epochs_timed)
-    fit = done + int((cfg.time_limit * 60 - wall_time) / max(per_epoch, 1e-9))
-    new_total = max(done, min(cfg.epochs, fit))
-    if new_total != total_epochs:
-        set_total_epochs(scheduler, new_total)
-    return new_total
+    room = max(0.0, (cfg.time_limit * 60 - wall_time) / max(per_epoch, 1e-9))
+    new_total, last_steps = max(done, min(cfg.epochs, done + int(room))), 0
+    spare = int((room - int(room)) * steps_per_epoch)
+    if new_total == done + int(room) < cfg.epochs and MIN_LAST_STEPS <= spare < steps_per_epoch:
+        new_total, last_steps = new_total + 1, spare
+    set_total_epochs(scheduler, new_total, last_steps)
+    return new_total, last_steps
 
 
 def budget_spent(run: Run, state: TrainState) -> bool:
