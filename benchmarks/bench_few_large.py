@@ -20,7 +20,9 @@ at full resolution, in this script):
 Variants (each a child process, ``RESULT {json}`` line):
 
 * ``seglab``: seglab's defaults: ``seglab train data=DIR model=unet_encoder encoder=resnet34 crop=256 batch=8
-  time_limit=M`` (+ ``ignore_index=11`` for CamVid data), nothing else.
+  time_limit=M`` (+ ``ignore_index=11`` for CamVid data), nothing else. Its plan (crop and batch given) decides
+  windows per epoch, validation, and the flips: street scenes have an up and a down, so no vertical flips; a time
+  budget's remainder becomes a shortened last epoch.
 * ``seglab_before``: seglab as it was (one random crop per image per epoch, whole-image validation every epoch, the old
   defaults pinned), through the overrides in ``SEGLAB_OVERRIDES`` below; edit them there (or add/replace keys with
   ``--seglab-overrides``) when the config key names change.
