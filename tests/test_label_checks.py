@@ -171,6 +171,12 @@ def test_camvid_like_folder_trains_with_unlabelled_ignored_and_the_csv_colours(t
     meta = json.loads((project / "cv" / "data.json").read_text())
     assert meta["class_colors"] == CSV_COLORS and meta["codec"]["ignore_index"] == 3
     assert meta["class_names"] == ["Sky", "Road", "Car"]
+    # predict paints in the csv's colours and writes the key to them
+    assert main(["predict", str(root / "val"), f"weights={project / 'cv'}", f"project={project}"]) == 0
+    out_dir = project / "predict"
+    colours = {tuple(c) for m in out_dir.glob("*_color.png") for c in np.array(Image.open(m)).reshape(-1, 3)}
+    assert colours and colours <= {tuple(c) for c in CSV_COLORS}
+    assert (out_dir / "legend.png").exists() and "1 legend" in capsys.readouterr().out.strip().splitlines()[-1]
 
 
 def test_explicit_ignore_index_keeps_the_void_class_and_palette_overrides_colours(tmp_path):

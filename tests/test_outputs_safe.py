@@ -278,3 +278,23 @@ def test_commands_run_clean_under_warnings_as_errors(run, images, tmp_path):
         last = lines[-2]  # each command's last line says what it wrote, where, and what computed it
         assert last.startswith("Results saved to ") and " (backend " in last, (command, last)
         assert ("(backend onnx" in last) == (command[0] == "export" or "backend=onnx" in command), last
+
+
+def test_binary_predictions_are_painted_in_a_colour_that_shows_on_grey_images():
+    import numpy as np
+
+    from seglab.data.colors import FOREGROUND, chroma, overlay_classes
+    from seglab.inference.predict import run_colors
+
+    old_checkpoint = {"codec": {"mode": "binary"}}  # no class_colors: the built-in black/white of binary masks
+    colors = run_colors(old_checkpoint, 2)
+    assert tuple(colors[1]) == FOREGROUND and chroma(colors[1]) >= 80
+    grey = np.full((8, 8, 3), 150, np.uint8)
+    pred = np.zeros((8, 8), np.uint8)
+    pred[2:5, 2:5] = 1
+    blend = overlay_classes(grey, pred, colors, {0}, 0.7)
+    assert (blend[pred == 0] == 150).all()  # the background is left as it is
+    assert np.abs(blend[pred == 1].astype(int) - 150).max() > 60  # the object stands out from grey
+    # a run's own saturated colour is kept
+    assert run_colors({"codec": {"mode": "binary"}, "class_colors": [[0, 0, 0], [0, 200, 0]]}, 2)[1].tolist() == \
+        [0, 200, 0]

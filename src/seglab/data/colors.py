@@ -76,3 +76,59 @@ def overlay(image: np.ndarray, color_mask: np.ndarray, alpha: float = 0.5) -> np
         raise ConfigError(f"alpha must be within 0..1, got {alpha}")
     blended = (1.0 - alpha) * image.astype(np.float32) + alpha * color_mask.astype(np.float32)
     return np.clip(np.rint(blended), 0, 255).astype(np.uint8)
+
+
+# A binary task's object is drawn in a saturated colour that reads on grey, colour and dark images alike: the
+# built-in white of binary masks vanishes on grey micrographs.
+FOREGROUND = (255, 190, 0)  # amber
+OVERLAY_ALPHA = 0.55
+
+
+def chroma(color: Sequence[int]) -> int:
+    """max - min of an RGB colour: 0 for greys, white and black; high for saturated colours."""
+    return int(max(color)) - int(min(color))
+
+
+def display_colors(num_classes: int, class_colors: Sequence[Any] | None = None) -> np.ndarray:
+    """(C, 3) colours for predictions, overlays and the report: the run's class colours (data.json / checkpoint
+    ``class_colors``, else the config's ``colors``, else the built-in palette), with a binary foreground that is not
+    saturated made amber."""
+    colors = None
+    if class_colors and len(class_colors) >= num_classes:
+        try:
+            colors = palette(num_classes, list(class_colors))
+        except ValueError:
+            colors = None
+    if colors is None:
+        colors = palette(num_classes)
+    colors = colors.copy()
+    if num_classes == 2 and chroma(colors[1]) < 80:
+        colors[1] = FOREGROUND
+    return colors
+
+
+def overlay_classes(image: np.ndarray, mask: np.ndarray, colors: np.ndarray, skip: set[int] = frozenset(),
+                    alpha: float = OVERLAY_ALPHA) -> np.ndarray:
+    """The image with each painted class blended in its colour; ``skip`` classes and ignore labels left as they are."""
+    out = image.astype(np.float32).copy()
+    index = mask.astype(np.int64)
+    paint = (index >= 0) & (index < len(colors))
+    for c in skip:
+        paint &= index != c
+    out[paint] = (1 - alpha) * out[paint] + alpha * colors[index[paint]].astype(np.float32)
+    return np.clip(np.rint(out), 0, 255).astype(np.uint8)
+
+
+def write_legend(path: Any, names: Sequence[str], colors: np.ndarray, title: str = "classes") -> Any:
+    """A small PNG of one colour swatch per class with its index and name (the key to colour masks and overlays)."""
+    from matplotlib.figure import Figure
+    from matplotlib.patches import Patch
+
+    names = [str(n) for n in names] if names and len(names) >= len(colors) else [f"class {i}" for i in
+                                                                                 range(len(colors))]
+    handles = [Patch(facecolor=np.asarray(c) / 255, edgecolor="0.3", label=f"{i}: {names[i]}")
+               for i, c in enumerate(colors)]
+    fig = Figure(figsize=(3.2, 0.4 + 0.28 * len(handles)), dpi=100)
+    fig.legend(handles=handles, loc="center", frameon=False, title=title)
+    fig.savefig(path)
+    return path

@@ -20,7 +20,7 @@ from PIL import Image
 
 from ..choices import SAVE_OUTPUTS
 from ..config import Config, config_sources
-from ..data.colors import colorize, overlay, palette
+from ..data.colors import colorize, display_colors, overlay, overlay_classes, write_legend
 from ..data.dataset import load_sample_image, meta_view_channels
 from ..data.formats import Sample
 from ..data.io import image_size
@@ -180,8 +180,7 @@ def _predict_all(predictor: Predictor, samples: list[Sample], out: Path, cfg: Co
     min_area = tuned.get("min_area", cfg.min_area)
     describe = getattr(predictor, "describe", None)
     result = PredictResult(out, describe() if describe else f"backend {cfg.backend}", meta, skipped=skipped)
-    colors = meta["codec"].get("colors") if meta["codec"]["mode"] == "rgb" else None
-    class_colors = palette(predictor.num_classes, colors if colors and isinstance(colors[0], list) else None)
+    class_colors = run_colors(meta, predictor.num_classes)
     submission: dict[str, np.ndarray] = {}
     for sample in track(samples, desc="predict", unit="img"):
         with skipped.guard(sample) as guard:
@@ -194,12 +193,25 @@ def _predict_all(predictor: Predictor, samples: list[Sample], out: Path, cfg: Co
     if samples and not result.done:
         skipped.print()
         raise DataError(f"none of the {len(samples)} image(s) of {cfg.source} could be predicted (reasons above)")
+    if result.done and {"color", "overlay"} & set(wanted):  # the key to the colours, once per folder
+        write_legend(out / "legend.png", meta.get("class_names") or [], class_colors)
+        result.written["legend"] += 1
     if cfg.submission:
         from ..data.rle import write_submission
 
         write_submission(cfg.submission, list(submission), [submission[k] for k in submission])
         result.submission = cfg.submission
     return result
+
+
+def run_colors(meta: dict, num_classes: int) -> np.ndarray:
+    """The colours predictions are painted in: the run's ``class_colors`` (classes.csv, palette=, the masks' own
+    colours), for older checkpoints the RGB masks' ``colors``, else the built-in palette; a grey binary foreground
+    becomes amber."""
+    colors = meta.get("class_colors")
+    if not colors and meta["codec"]["mode"] == "rgb":
+        colors = meta["codec"].get("colors")
+    return display_colors(num_classes, colors if colors and isinstance(colors[0], (list, tuple)) else None)
 
 
 def _predict_one(predictor: Predictor, sample: Sample, out: Path, cfg: Config, wanted: list[str], threshold: float,
@@ -226,7 +238,10 @@ def _predict_one(predictor: Predictor, sample: Sample, out: Path, cfg: Config, w
         Image.fromarray(color).save(out / f"{stem}_color.png")
         written.append("color")
     if "overlay" in wanted:
-        blend = overlay(display_rgb(first_view(image, predictor.meta)), color, cfg.alpha)
+        shown = display_rgb(first_view(image, predictor.meta))
+        # binary: only the object is painted, in a colour that shows on grey images; classes: every class blended
+        blend = overlay_classes(shown, pred, class_colors, {0}, cfg.alpha) if predictor.num_classes == 2 \
+            else overlay(shown, color, cfg.alpha)
         Image.fromarray(blend).save(out / f"{stem}_overlay.png")
         written.append("overlay")
     if "probs" in wanted and probs is not None:

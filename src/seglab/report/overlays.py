@@ -11,39 +11,17 @@ from typing import Any, Sequence
 import numpy as np
 from matplotlib.patches import Patch
 
-from ..data.colors import IGNORED_COLOR, palette
+from ..data.colors import (FOREGROUND, IGNORED_COLOR, OVERLAY_ALPHA, chroma, overlay_classes,  # noqa: F401
+                           palette)
+from ..data.colors import display_colors as report_colors  # noqa: F401  (the report's name for them)
 
-# Saturated colours that read on grey, colour and dark images alike; error colours kept apart from the foreground's.
-FOREGROUND = (255, 190, 0)  # amber: a binary task's object when the run's colour is grey / white / black
+# Error colours kept apart from the foreground's (data.colors.FOREGROUND, amber).
 FALSE_POSITIVE = (230, 25, 75)  # red: predicted where the label has none
 FALSE_NEGATIVE = (0, 120, 255)  # blue: in the label, missed by the prediction
 WRONG_CLASS = (255, 0, 255)  # magenta: both have a class, not the same one (multi-class tasks)
 ERROR_LABELS = {FALSE_POSITIVE: "false positive (predicted, not in label)",
                 FALSE_NEGATIVE: "false negative (in label, missed)", WRONG_CLASS: "wrong class"}
 BACKGROUND_NAMES = {"background", "_background_", "bg", "backdrop", "none", "other"}
-OVERLAY_ALPHA = 0.55
-
-
-def chroma(color: Sequence[int]) -> int:
-    """max - min of an RGB colour: 0 for greys, white and black; high for saturated colours."""
-    return int(max(color)) - int(min(color))
-
-
-def report_colors(num_classes: int, class_colors: Sequence[Any] | None = None) -> np.ndarray:
-    """(C, 3) colours for the report: the run's class colours (data.json / checkpoint ``class_colors``, else the
-    config's ``colors``, else the built-in palette), with a binary foreground that is not saturated made amber."""
-    colors = None
-    if class_colors and len(class_colors) >= num_classes:
-        try:
-            colors = palette(num_classes, list(class_colors))
-        except ValueError:
-            colors = None
-    if colors is None:
-        colors = palette(num_classes)
-    colors = colors.copy()
-    if num_classes == 2 and chroma(colors[1]) < 80:
-        colors[1] = FOREGROUND
-    return colors
 
 
 def transparent_classes(names: Sequence[str], colors: np.ndarray) -> set[int]:
@@ -52,18 +30,6 @@ def transparent_classes(names: Sequence[str], colors: np.ndarray) -> set[int]:
         return {0}
     first = str(names[0]).strip().lower() if names else ""
     return {0} if len(colors) and (first in BACKGROUND_NAMES or not np.any(colors[0])) else set()
-
-
-def overlay_classes(image: np.ndarray, mask: np.ndarray, colors: np.ndarray, skip: set[int] = frozenset(),
-                    alpha: float = OVERLAY_ALPHA) -> np.ndarray:
-    """The image with each painted class blended in its colour; ``skip`` classes and ignore labels left as they are."""
-    out = image.astype(np.float32).copy()
-    index = mask.astype(np.int64)
-    paint = (index >= 0) & (index < len(colors))
-    for c in skip:
-        paint &= index != c
-    out[paint] = (1 - alpha) * out[paint] + alpha * colors[index[paint]].astype(np.float32)
-    return np.clip(np.rint(out), 0, 255).astype(np.uint8)
 
 
 def error_map(image: np.ndarray, label: np.ndarray, pred: np.ndarray, num_classes: int,
