@@ -74,3 +74,15 @@ def test_the_budget_refit_fills_the_budget_with_a_shortened_last_epoch():
     assert scheduler.lr_lambdas[0].total_steps == 4 * 5
     short = types.SimpleNamespace(time_limit=1, epochs=4)
     assert trainer.fit_epochs_to_budget(short, 3, 45.0, 50, scheduler, 15.0, 2, 5) == (4, 0)
+
+
+@pytest.mark.parametrize("metric, fmt, shows_tgs", [("fg_iou", "folders", False), ("tgs", "folders", True),
+                                                    ("fg_iou", "tgs", True)])
+def test_the_epoch_line_shows_the_tgs_score_on_tgs_runs_only(capsys, metric, fmt, shows_tgs):
+    run = types.SimpleNamespace(metric=metric, cfg=types.SimpleNamespace(format="auto"),
+                                plan=types.SimpleNamespace(source=types.SimpleNamespace(format=fmt)),
+                                loggers=types.SimpleNamespace(log=lambda *a: None))
+    row = {"train_loss": 0.5, "train_images_per_s": 3.0, "val_fg_iou": 0.7, "val_tgs": 0.6}
+    trainer.log_epoch(run, types.SimpleNamespace(epoch=0, total_epochs=2), row, 1.0)
+    line = capsys.readouterr().out
+    assert "val_fg_iou=0.7000" in line and ("val_tgs" in line) == shows_tgs

@@ -332,7 +332,10 @@ def save_last(run: Run, state: TrainState) -> None:
 def log_epoch(run: Run, state: TrainState, row: dict[str, Any], epoch_time: float) -> None:
     """The epoch's row to metrics.csv (and other loggers) and one line to the console."""
     run.loggers.log(state.epoch, row)
-    shown = "".join(f" {k}={v:.4f}" for k, v in row.items() if k.startswith("val_") and k in SHOWN)
+    # the TGS competition score belongs to TGS data (its layout, or a run scored by it), not to every binary task
+    tgs = run.metric == "tgs" or "tgs" in (run.cfg.format, getattr(getattr(run.plan, "source", None), "format", ""))
+    shown = "".join(f" {k}={v:.4f}" for k, v in row.items()
+                    if k.startswith("val_") and k in SHOWN and (tgs or k != "val_tgs"))
     log(f"epoch {state.epoch + 1}/{state.total_epochs} train_loss={row['train_loss']:.4f}{shown} "
         f"({epoch_time:.1f}s, {row['train_images_per_s']:.1f} img/s)")
 
