@@ -185,7 +185,7 @@ def test_predict_folder_skips_corrupt_and_heic_files_with_their_reasons(run, ima
     assert "unsupported format (.heic)" in heic and "no such" not in heic
     assert not any("notes.md" in line for line in out)  # other files are not images: not reported
     assert out[-1].startswith(f"Results saved to {tmp_path / 'predict'}: 3 masks, 3 colour masks, 3 overlays, "
-                              "2 files skipped as listed above (backend torch, precision ")
+                              "1 legend, 2 files skipped as listed above (backend torch, precision ")
 
 
 def test_on_error_raise_stops_with_a_clear_error(run, images, tmp_path, capsys):

@@ -14,8 +14,8 @@ from seglab.config import (build_config, config_sources, load_yaml, parse_overri
 from seglab.data.dataset import SegmentationDataset
 from seglab.data.fingerprint import Fingerprint, fingerprint_arrays, fingerprint_dataset
 from seglab.data.plan import plan_data
-from seglab.engine.training_plan import (ORIENTED, PLANNED, ValidationSchedule, plan_run, plan_training, validation_dataset,
-                                         window_training)
+from seglab.engine.training_plan import (ORIENTED, PLANNED, ValidationSchedule, plan_run, plan_training,
+                                         validation_dataset, window_training)
 from seglab.errors import ConfigError, DataError
 
 
@@ -403,7 +403,8 @@ def test_labels_with_an_up_and_a_down_drop_vertical_flips():
     assert street.up_down > 0.5 and street.left_right < 0.1
     plan = plan_training(street, build_config({}))
     assert plan.augment == "hflip" and plan.sources["augment"] == "plan"
-    assert "up/down" in plan.reasons["augment"] and "augment hflip (the labels have an up and a down)" in plan.describe()
+    assert "up/down" in plan.reasons["augment"]
+    assert "augment hflip (the labels have an up and a down)" in plan.describe()
     assert plan.apply(build_config({})).augment == "hflip"
     # the same street scenes on their side lose horizontal flips instead; upside down they are just as oriented
     side = _fingerprint([np.rot90(_street(rng)).copy() for _ in range(12)])

@@ -196,7 +196,8 @@ def class_weight_values(cfg: Config, plan: DataPlan, train_ds: SegmentationDatas
     from ..losses import class_weights_from_counts
 
     counts = np.zeros(plan.codec.num_classes, dtype=np.int64)
-    pairs = train_ds.cached_arrays() or [train_ds.load_pair(s) for s in train_ds.samples[:: max(1, len(train_ds) // 64)]]
+    every = max(1, len(train_ds) // 64)
+    pairs = train_ds.cached_arrays() or [train_ds.load_pair(s) for s in train_ds.samples[::every]]
     for _, m in pairs:
         if m is not None:
             v = m[m < plan.codec.num_classes].astype(np.int64)
