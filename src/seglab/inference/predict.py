@@ -194,7 +194,10 @@ def _predict_all(predictor: Predictor, samples: list[Sample], out: Path, cfg: Co
         skipped.print()
         raise DataError(f"none of the {len(samples)} image(s) of {cfg.source} could be predicted (reasons above)")
     if result.done and {"color", "overlay"} & set(wanted):  # the key to the colours, once per folder
-        write_legend(out / "legend.png", meta.get("class_names") or [], class_colors)
+        names = list(meta.get("class_names") or [f"class {i}" for i in range(len(class_colors))])
+        if len(class_colors) == 2 and names:  # binary overlays paint the object only
+            names[0] = f"{names[0]} (unpainted in overlays)"
+        write_legend(out / "legend.png", names, class_colors)
         result.written["legend"] += 1
     if cfg.submission:
         from ..data.rle import write_submission
