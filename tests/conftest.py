@@ -42,3 +42,31 @@ def write_png(path: Path, array: np.ndarray, mode: str | None = None, palette: l
         img.putpalette(palette)
     img.save(path)
     return path
+
+
+def signal_after_first_epoch(cmd: list[str], run: Path, logs_dir: Path, signum: int, env: dict,
+                             wait: float = 120) -> tuple[int, str, str, float]:
+    """Start ``cmd`` (a real ``seglab train``), send ``signum`` once metrics.csv in ``run`` holds an epoch (the
+    second has just begun), wait for the exit; returns (exit code, stdout, stderr, when the signal was sent)."""
+    import subprocess
+    import time
+
+    def logged() -> bool:
+        csv_path = run / "metrics.csv"
+        return csv_path.exists() and len(csv_path.read_text().splitlines()) > 1
+
+    logs = logs_dir / "stdout.txt", logs_dir / "stderr.txt"
+    with logs[0].open("w") as stdout, logs[1].open("w") as stderr:  # files, not pipes: nothing can block the child
+        proc = subprocess.Popen(cmd, env=env, stdout=stdout, stderr=stderr, text=True)
+        try:
+            deadline = time.time() + 240
+            while not logged() and proc.poll() is None and time.time() < deadline:
+                time.sleep(0.05)
+            assert proc.poll() is None, logs[1].read_text()
+            sent = time.time()
+            proc.send_signal(signum)
+            proc.wait(timeout=wait)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+    return proc.returncode, logs[0].read_text(), logs[1].read_text(), sent

@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import write_png
+from conftest import signal_after_first_epoch, write_png
 from torch import nn
 
 from seglab.cli.main import main
@@ -65,23 +65,9 @@ def test_sigterm_mid_training_finishes_the_step_and_leaves_a_loadable_checkpoint
     data = _tiny_dataset(tmp_path / "data", n=12)
     cmd = [sys.executable, "-m", "seglab", "train", f"data={data}", "epochs=50", "batch=1", "split=1:0:0",
            f"project={tmp_path}", "name=run", *TINY]
-    logs = tmp_path / "stdout.txt", tmp_path / "stderr.txt"
-    with logs[0].open("w") as stdout, logs[1].open("w") as stderr:  # files, not pipes: nothing can block the child
-        proc = subprocess.Popen(cmd, env=ENV, stdout=stdout, stderr=stderr, text=True)
-        try:
-            deadline = time.time() + 240
-            while not _rows(run) and proc.poll() is None and time.time() < deadline:
-                time.sleep(0.05)  # one epoch is logged: the second has just begun
-            assert proc.poll() is None, logs[1].read_text()
-            sent = time.time()
-            proc.send_signal(signum)
-            proc.wait(timeout=60)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-    out, err = logs[0].read_text(), logs[1].read_text()
+    code, out, err, sent = signal_after_first_epoch(cmd, run, tmp_path, signum, ENV, wait=60)
     assert time.time() - sent < 60
-    assert proc.returncode == 143, f"not the shell's code for SIGTERM (128 + 15): {proc.returncode}\n{err}"
+    assert code == 143, f"not the shell's code for SIGTERM (128 + 15): {code}\n{err}"
     assert f"{signum.name} received: finishing this step, then stopping with the last complete epoch saved" in out
     assert f"continue with: seglab train resume={run}" in out, out
     assert "Traceback" not in err and err.strip().endswith("stopped by SIGTERM")

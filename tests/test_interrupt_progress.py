@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from conftest import write_png
+from conftest import signal_after_first_epoch, write_png
 from torch import nn
 
 from seglab.classify.engine import train_one_epoch as classify_epoch
@@ -62,21 +62,8 @@ def test_ctrl_c_exits_130_and_resume_true_runs_to_the_end(tmp_path):
     data, run = _dataset(tmp_path / "data"), tmp_path / "run"
     cmd = [sys.executable, "-m", "seglab", "train", f"data={data}", "epochs=50", "batch=2", "split=1:0:0",
            f"project={tmp_path}", "name=run", *TINY]
-    logs = tmp_path / "stdout.txt", tmp_path / "stderr.txt"
-    with logs[0].open("w") as stdout, logs[1].open("w") as stderr:  # files, not pipes: nothing can block the child
-        proc = subprocess.Popen(cmd, env=ENV, stdout=stdout, stderr=stderr, text=True)
-        try:
-            deadline = time.time() + 240
-            while not _rows(run) and proc.poll() is None and time.time() < deadline:
-                time.sleep(0.05)  # one epoch is logged: the second has just begun
-            assert proc.poll() is None, logs[1].read_text()
-            proc.send_signal(signal.SIGINT)
-            proc.wait(timeout=120)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-    out, err = logs[0].read_text(), logs[1].read_text()
-    assert proc.returncode == 130, f"{proc.returncode}\n{out}\n{err}"
+    code, out, err, _ = signal_after_first_epoch(cmd, run, tmp_path, signal.SIGINT, ENV)
+    assert code == 130, f"{code}\n{out}\n{err}"
     assert "SIGINT received" in out and f"continue with: seglab train resume={run}" in out
     assert err.strip().endswith("stopped by SIGINT") and "Traceback" not in err
     done = len(_rows(run))
