@@ -118,6 +118,14 @@ def images_per_pass(loader: Iterable) -> int | None:
         return steps * size
 
 
+def epoch_images(loader: Iterable, max_steps: int | None = None) -> int | None:
+    """Images of one epoch: a pass over ``loader``, or its first ``max_steps`` batches (None: cannot tell)."""
+    total = images_per_pass(loader)
+    if max_steps and total and len(loader) > max_steps:  # type: ignore[arg-type]
+        total = round(total * max_steps / len(loader))  # type: ignore[arg-type]
+    return total
+
+
 class NonFiniteLoss(SeglabError, RuntimeError):
     """Training produced NaN/Inf losses too many times in a row."""
 
@@ -125,21 +133,29 @@ class NonFiniteLoss(SeglabError, RuntimeError):
 def train_one_epoch(model: nn.Module, loader: Iterable, loss_fn: Callable, optimizer: torch.optim.Optimizer,
                     scheduler, precision: Precision, normalize: Normalizer, *, epoch: int, grad_clip: float = 0.0,
                     stop: StopFlag | None = None, max_bad_steps: int = 5, desc: str | None = None,
-                    on_step: Callable[[int], None] | None = None, max_steps: int | None = None) -> dict:
+                    on_step: Callable[[int], None] | None = None, max_steps: int | None = None,
+                    sync_free: bool | None = None) -> dict:
     """One pass over ``loader`` (its first ``max_steps`` batches when given); returns mean loss, images seen,
     skipped steps and whether it was interrupted.
 
     ``on_step(step)`` runs after each optimizer step (the weight EMA update). Progress is counted in images (rank 0
     only): a bar with images/s and ETA on a terminal, a heartbeat line every ~30 s elsewhere; ``desc`` names it
     (default ``train EPOCH``, 1-based as in the epoch lines).
+
+    ``sync_free`` (default: on CUDA) runs the steps without a host sync (``sync_free.train_one_epoch_sync_free``):
+    the loss is summed on the device and read once per log interval, a NaN/Inf step is skipped by the fused
+    optimiser itself. On a CPU a sync costs nothing, and the per-step check below stays.
     """
+    if precision.device.type == "cuda" if sync_free is None else sync_free:
+        from .sync_free import train_one_epoch_sync_free
+
+        return train_one_epoch_sync_free(model, loader, loss_fn, optimizer, scheduler, precision, normalize,
+                                         epoch=epoch, grad_clip=grad_clip, stop=stop, max_bad_steps=max_bad_steps,
+                                         desc=desc, on_step=on_step, max_steps=max_steps)
     model.train()
     loss_sum = torch.zeros((), device=precision.device)
     seen, skipped, bad_in_a_row, interrupted, fallbacks = 0, 0, 0, False, 0
-    total = images_per_pass(loader)
-    if max_steps and total and len(loader) > max_steps:  # type: ignore[arg-type]
-        total = round(total * max_steps / len(loader))  # type: ignore[arg-type]
-    bar = Progress(total, desc or f"train {epoch + 1}", "img", enabled=is_main())
+    bar = Progress(epoch_images(loader, max_steps), desc or f"train {epoch + 1}", "img", enabled=is_main())
     try:
         for step, batch in enumerate(loader):
             if max_steps and step >= max_steps:
@@ -242,7 +258,8 @@ def evaluate(predict_probs: Callable[[torch.Tensor], torch.Tensor], loader: Iter
             count += target.shape[0]
             n_images += target.shape[0]
             if per_image:
-                image_ious.append(per_image_iou(pred, target, num_classes, ignore_index).cpu())
+                # kept on the device until the end: a .cpu() per batch would be a host sync per batch on a GPU
+                image_ious.append(per_image_iou(pred, target, num_classes, ignore_index))
                 if num_classes == 2:
                     tgs, coverage = _binary_image_scores(pred, target, ignore_index)
                     image_tgs.append(tgs)
@@ -257,24 +274,25 @@ def evaluate(predict_probs: Callable[[torch.Tensor], torch.Tensor], loader: Iter
         totals = all_reduce_sum(torch.stack([loss_sum, count]))
         metrics["loss"] = float(totals[0] / totals[1].clamp(min=1))
     if per_image:
-        metrics["per_image_iou"] = torch.cat(image_ious).tolist() if image_ious else []
+        metrics["per_image_iou"] = torch.cat(image_ious).cpu().tolist() if image_ious else []
         if image_tgs:
-            metrics["per_image_tgs"] = torch.cat(image_tgs).tolist()
-            coverage = torch.cat(image_cov)  # (N, 2): true and predicted foreground fraction of the valid pixels
+            metrics["per_image_tgs"] = torch.cat(image_tgs).cpu().tolist()
+            coverage = torch.cat(image_cov).cpu()  # (N, 2): true and predicted foreground fraction of valid pixels
             metrics["per_image_coverage"] = coverage[:, 0].tolist()
             metrics["per_image_pred_coverage"] = coverage[:, 1].tolist()
-            metrics["tgs"] = float(torch.cat(image_tgs).mean())
+            metrics["tgs"] = float(torch.cat(image_tgs).cpu().mean())
     metrics["confusion"] = cm.mat.cpu()
     return metrics
 
 
 def _binary_image_scores(pred: torch.Tensor, target: torch.Tensor,
                          ignore_index: int | None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per image of a binary batch: the TGS score, and the true and predicted foreground fractions (N, 2)."""
+    """Per image of a binary batch: the TGS score, and the true and predicted foreground fractions (N, 2), on the
+    batch's device (``evaluate`` brings them to the host once, at the end)."""
     from ..metrics.tgs import tgs_scores_torch
 
     valid = target != ignore_index if ignore_index is not None else torch.ones_like(target, dtype=torch.bool)
     pred_fg, true_fg = (pred == 1) & valid, (target == 1) & valid
     n_valid = valid.flatten(1).sum(1).clamp(min=1)
     coverage = torch.stack([true_fg.flatten(1).sum(1) / n_valid, pred_fg.flatten(1).sum(1) / n_valid], 1)
-    return tgs_scores_torch(pred_fg, true_fg).cpu(), coverage.cpu()
+    return tgs_scores_torch(pred_fg, true_fg), coverage

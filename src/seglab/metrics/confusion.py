@@ -13,13 +13,26 @@ class ConfusionMatrix:
         self.mat = torch.zeros(num_classes, num_classes, dtype=torch.int64, device=device)
 
     @torch.no_grad()
-    def update(self, pred: torch.Tensor, target: torch.Tensor) -> None:
-        """Add a batch of predicted and true class-index maps (same shape)."""
+    def update(self, pred: torch.Tensor, target: torch.Tensor, sync_free: bool | None = None) -> None:
+        """Add a batch of predicted and true class-index maps (same shape).
+
+        ``sync_free`` (default: on CUDA) counts without a host sync: boolean indexing (``target[valid]``) must
+        learn its result's size and ``torch.bincount`` its input's maximum, each a device-to-host read per batch;
+        there every pixel is scattered into the matrix, invalid ones into a spare bin that is dropped. On a CPU
+        reads cost nothing and bincount is the faster count.
+        """
         valid = (target >= 0) & (target < self.num_classes)
         if self.ignore_index is not None:
             valid &= target != self.ignore_index
-        idx = target[valid] * self.num_classes + pred[valid].clamp_(0, self.num_classes - 1)
-        self.mat += torch.bincount(idx, minlength=self.num_classes**2).view(self.num_classes, self.num_classes)
+        n = self.num_classes
+        if self.mat.device.type == "cuda" if sync_free is None else sync_free:
+            idx = torch.where(valid, target * n + pred.clamp(0, n - 1), n * n).flatten()
+            counts = torch.zeros(n * n + 1, dtype=torch.int64, device=self.mat.device)
+            counts.scatter_add_(0, idx.long(), torch.ones_like(idx, dtype=torch.int64))
+            self.mat += counts[: n * n].view(n, n)
+            return
+        idx = target[valid] * n + pred[valid].clamp_(0, n - 1)
+        self.mat += torch.bincount(idx, minlength=n**2).view(n, n)
 
     def all_reduce(self) -> None:
         """Sum the matrix over all ranks of a torch.distributed job (no-op otherwise)."""

@@ -61,23 +61,25 @@ class Progress:
         self.done, self.start = 0, time.perf_counter()
         self.last_beat = self.start
         self.beats = 0
+        self.postfix: dict[str, Any] = {}  # the latest values given (a sync-free loop gives them once per interval)
         self.bar = None
         if enabled and on_terminal():
             self.bar = tqdm(total=total, desc=desc, unit=unit, leave=leave, dynamic_ncols=True)
 
     def update(self, n: int = 1, **postfix: Any) -> None:
-        """Record ``n`` more units of work (and optional bar postfix values such as the loss)."""
+        """Record ``n`` more units of work (and optional bar postfix values such as the loss, kept until replaced)."""
         self.done += n
+        self.postfix.update(postfix)
         if self.bar is not None:
             self.bar.update(n)
             if postfix:
-                self.bar.set_postfix(postfix, refresh=False)
+                self.bar.set_postfix(self.postfix, refresh=False)
             return
         now = time.perf_counter()
         if self.enabled and self.every > 0 and now - self.last_beat >= self.every:
             self.last_beat = now
             self.beats += 1
-            print(self.line(now, postfix), flush=True)
+            print(self.line(now, self.postfix), flush=True)
 
     def line(self, now: float | None = None, postfix: dict | None = None) -> str:
         """``train 3: 120/400 img (30%), 3.1 img/s, ETA 1m30s, loss 0.41``."""
