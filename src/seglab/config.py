@@ -72,7 +72,7 @@ class Config:
     std: list = field(default_factory=list)
     # optimisation
     epochs: int = 30
-    batch: int = 8
+    batch: Any = 8  # images per step, or "auto": the plan's rule (on a GPU: the memory probe, runtime/autobatch)
     optimizer: str = "adamw"
     lr: float = 0.001
     weight_decay: float = 0.0001
@@ -497,7 +497,26 @@ def _normalise_samples(value: Any) -> Any:
                       "or the number of training windows per epoch, e.g. 256")
 
 
-_NORMALISE = {"val_every": _normalise_val_every, "samples_per_epoch": _normalise_samples}
+def _normalise_batch(value: Any) -> Any:
+    """``batch``: a whole number, or ``auto`` (the plan decides: its CPU rule, or on a GPU the memory probe)."""
+    if isinstance(value, str) and value.strip().lower() == "auto":
+        return "auto"
+    if isinstance(value, str) and value.strip().isdigit():
+        value = int(value.strip())
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    raise ConfigError(f"batch={value!r}: give the images per step (e.g. 32) or auto (the plan decides; on a GPU the "
+                      "largest batch that fits a share of its memory)")
+
+
+def batch_or(batch: Any, default: int) -> int:
+    """``batch`` as a number, ``default`` where it is still ``auto`` (not yet resolved by a training plan)."""
+    return default if batch == "auto" else int(batch)
+
+
+_NORMALISE = {"val_every": _normalise_val_every, "samples_per_epoch": _normalise_samples, "batch": _normalise_batch}
 
 
 def _check_window_keys(cfg: Config) -> None:

@@ -24,6 +24,7 @@ from ..runtime.precision import Precision, resolve_precision
 from ..runtime.run_dir import new_run_dir, resume_run_dir, write_json
 from .components import (auto_workers, build_ema, build_meta, class_weight_values, fits_in_ram, head_channels, log,
                          make_loader, model_kwargs, normalisation, sampling_weights, seed_everything, window_loader)
+from .gpu_batch import plan_gpu_batch, wants_gpu_batch
 from .loggers import build_loggers, logger_names
 from .optim import build_optimizer, build_scheduler, set_total_epochs
 from .state import TrainState
@@ -67,6 +68,7 @@ class Run:
     tplan: TrainingPlan | None = None  # the training plan (None: a resumed run from before plans)
     schedule: ValidationSchedule | None = None  # when to validate (val_every, val_share)
     loggers: Any = None  # rank 0 only
+    autobatch: str = ""  # on a GPU, the batch=auto line: the probed batch, why, and the lr for it
 
 
 def build_run(cfg: Config, overrides: dict[str, Any], plan: DataPlan | None = None,
@@ -92,6 +94,10 @@ def build_run(cfg: Config, overrides: dict[str, Any], plan: DataPlan | None = No
     loss_fn = build_loss(loss_spec, num_classes=head_channels(num_classes), ignore_index=plan.codec.ignore_index,
                          class_weights=class_weight_values(cfg, plan, train_ds),
                          aux_weight=cfg.aux_weight, cls_weight=cfg.cls_weight).to(precision.device)
+    autobatch = ""
+    if wants_gpu_batch(tplan, precision.device, resume is not None):  # the plan's batch rule on a GPU: the probe
+        cfg, tplan, auto = plan_gpu_batch(cfg, tplan, model, loss_fn, precision, plan.in_channels, num_classes, world)
+        autobatch = auto.line()
     train_set, sampler = window_training(tplan, train_ds, transform, seed=cfg.seed, rank=rank, world=world) \
         if tplan is not None and tplan.windows else (train_ds, None)
     weights = sampling_weights(cfg, train_ds) if sampler is None else None
@@ -108,7 +114,7 @@ def build_run(cfg: Config, overrides: dict[str, Any], plan: DataPlan | None = No
               eval_model=ema.module if ema is not None else model, ema=ema, normalize=normalize, loss_fn=loss_fn,
               optimizer=optimizer, scheduler=scheduler, steps_per_epoch=steps_per_epoch, metric=metric,
               train_set=train_set, sampler=sampler, tplan=tplan,
-              schedule=ValidationSchedule(cfg.val_every, cfg.val_share, cfg.time_limit))
+              schedule=ValidationSchedule(cfg.val_every, cfg.val_share, cfg.time_limit), autobatch=autobatch)
     timed = fit_windows_to_time(run) if resume is None else 0.0
     if is_main():
         save_run_files(run)
@@ -322,6 +328,8 @@ def log_plan(run: Run) -> None:
                tplan.sources.get(key) == "plan"]
         if why:
             log("plan: why: " + "; ".join(why))
+    if run.autobatch:
+        log(run.autobatch)
     if run.sampler is not None and cfg.balance > 0:
         log(f"note: balance={cfg.balance:g} draws whole images; window epochs draw by area and centre "
             f"rare_windows={cfg.rare_windows:g} of the windows on rare classes instead")

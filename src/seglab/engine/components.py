@@ -37,6 +37,8 @@ def seed_everything(seed: int, deterministic: bool = False) -> None:
         torch.use_deterministic_algorithms(True, warn_only=True)
         torch.backends.cudnn.benchmark = False
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    elif torch.cuda.is_available():  # training batches have one shape: cuDNN's fastest algorithm is found once
+        torch.backends.cudnn.benchmark = True
 
 
 def head_channels(num_classes: int) -> int:

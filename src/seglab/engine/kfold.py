@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from ..config import Config, save_config
+from ..config import Config, batch_or, save_config
 from ..data.dataset import SegmentationDataset, pad_collate
 from ..data.plan import plan_data
 from ..data.split import coverage_bins, kfold_indices
@@ -75,7 +75,7 @@ def _fold_predictions(run: Path, samples, plan, cfg: Config) -> tuple[list[np.nd
     meta = predictor.meta
     ds = SegmentationDataset(samples, plan.codec, plan.in_channels, pad_to=meta["pad_to"], pad_mode=meta["pad_mode"],
                              rle=plan.rle, view_channels=plan.view_channels)
-    loader = DataLoader(ds, batch_size=max(cfg.batch, 16),
+    loader = DataLoader(ds, batch_size=max(batch_or(cfg.batch, 16), 16),
                         collate_fn=functools.partial(pad_collate, ignore_index=plan.codec.ignore_index))
     cm = ConfusionMatrix(plan.codec.num_classes, plan.codec.ignore_index)
     out = []

@@ -12,7 +12,9 @@ batch 32; membrane 512x512: whole images, batch 8). In order, each rule seeing t
 3. windows: sample windows when the median image holds more than ``WINDOW_RATIO`` crops; else one sample (a random
    crop, or the whole image) per image per epoch, as before. ``samples_per_epoch`` = 0 or N forces either.
 4. batch: ``PIXELS_PER_STEP`` (8 x 512^2) over the pixels of one sample, a power of two in 2..32; per-image
-   epochs keep at least two steps.
+   epochs keep at least two steps. On a GPU the batch is probed instead (``gpu_batch``: the largest that fits a
+   share of its memory, capped where img/s stops rising; runtime/autobatch.py), with the lr scaled from this
+   rule's batch. ``batch=auto`` asks for the plan's batch over a recipe's.
 5. samples per epoch (windows): enough windows to cover every training image's area about once, and at least
    ``MIN_STEPS`` (32) steps. With time_limit and a measured step time (``fit_to_time``), at most a tenth of the
    budget per epoch, so the schedule refits and validation happen at least ten times.
@@ -34,7 +36,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field, replace
 from fractions import Fraction
-from typing import Any
+from typing import Any, Callable
 
 from ..config import Config, config_sources, parse_val_every, with_sources
 from ..data.fingerprint import Fingerprint, fingerprint_dataset
@@ -174,8 +176,15 @@ def _time_text(seconds: float) -> str:
     return f"{seconds // 60}m" if seconds % 60 == 0 else f"{seconds}s"
 
 
-def plan_training(fp: Fingerprint, cfg: Config, sources: dict[str, str] | None = None) -> TrainingPlan:
-    """Apply the rules (module docstring) to a fingerprint; keys a source set keep their value."""
+# On a GPU the plan's batch rule: (sample height and width, the CPU rule's batch, images of a one-sample-per-image
+# epoch or 0 for windows) -> (batch, why); see engine/gpu_batch.py and runtime/autobatch.py.
+GpuBatchRule = Callable[[tuple[int, int], int, int], tuple[int, str]]
+
+
+def plan_training(fp: Fingerprint, cfg: Config, sources: dict[str, str] | None = None,
+                  gpu_batch: GpuBatchRule | None = None) -> TrainingPlan:
+    """Apply the rules (module docstring) to a fingerprint; keys a source set keep their value (``batch=auto``
+    leaves the batch to the plan). ``gpu_batch``, on a GPU, replaces the CPU batch rule."""
     sources = dict(sources or config_sources(cfg))
     src: dict[str, str] = {}
     why: dict[str, str] = {}
@@ -211,14 +220,18 @@ def plan_training(fp: Fingerprint, cfg: Config, sources: dict[str, str] | None =
         windows = crop > 0 and area > WINDOW_RATIO * crop**2
     # 4. batch
     sample_px = crop**2 if crop else max(pad_to**2, area)
-    if given("batch"):
+    if given("batch") and cfg.batch != "auto":
         batch = cfg.batch
     else:
+        src["batch"] = "plan"
         batch = min(MAX_BATCH, max(MIN_BATCH, _pow2_floor(PIXELS_PER_STEP / sample_px)))
         why["batch"] = f"{PIXELS_PER_STEP / 2**20:g} M pixels per step at {sample_px} px per sample"
         if not windows and batch > max(MIN_BATCH, _pow2_floor(fp.images / 2)):
             batch = max(MIN_BATCH, _pow2_floor(fp.images / 2))
             why["batch"] = f"at least two steps per epoch of {fp.images} images"
+        if gpu_batch is not None:  # the largest batch of this sample size that fits the GPU (whole images: the largest)
+            shape = (crop, crop) if crop else (max(pad_to, fp.max_h), max(pad_to, fp.max_w))
+            batch, why["batch"] = gpu_batch(shape, batch, 0 if windows else fp.images)
     # 5. samples per epoch
     if not windows:
         samples, steps = 0, max(1, fp.images // batch)

@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader
 
-from ..config import Config, build_config, load_yaml
+from ..config import Config, batch_or, build_config, load_yaml
 from ..data.dataset import SegmentationDataset, meta_view_channels, pad_collate
 from ..data.masks import MaskCodec
 from ..data.plan import plan_data
@@ -75,7 +75,7 @@ def run_eval(cfg: Config, overrides: dict | None = None, out_dir: Path | None = 
                              pad_mode=meta["pad_mode"], rle=plan.rle, view_channels=meta_view_channels(meta))
     # the run's validation tile, unless tile= is given here (tile=0: whole images) or in the run's config
     tile = cfg.tile if "tile" in (overrides or {}) else cfg.tile or meta.get("val_tile") or 0
-    loader = DataLoader(ds, batch_size=1 if tile else max(cfg.batch, 8),
+    loader = DataLoader(ds, batch_size=1 if tile else max(batch_or(cfg.batch, 8), 8),
                         collate_fn=functools.partial(pad_collate, ignore_index=codec.ignore_index))
     if tile:
         print(f"note: images larger than {tile} px are scored by sliding {tile}-px windows at full resolution "
@@ -100,7 +100,7 @@ def run_eval(cfg: Config, overrides: dict | None = None, out_dir: Path | None = 
             Image.fromarray(p.astype(np.uint8)).save(path)
             pred_paths.append(str(path))
 
-    metrics = evaluate(functools.partial(batch_probs, predictor, tile, cfg.overlap, max(1, cfg.batch // 2)), loader,
+    metrics = evaluate(functools.partial(batch_probs, predictor, tile, cfg.overlap, max(1, batch_or(cfg.batch, 8) // 2)), loader,
                        codec.num_classes, codec.ignore_index,
                        predictor.precision.device, threshold=threshold, per_image=True, on_batch=save_preds,
                        desc=f"eval {split}")

@@ -32,7 +32,7 @@ def check_cpu_ranks(cfg: Config) -> None:
     if cfg.device not in ("auto", "cpu") or (cfg.device == "auto" and torch.cuda.is_available()):
         raise ConfigError(f"cpu_procs={cfg.cpu_procs} is for CPU training; on GPUs use "
                           "torchrun --nproc_per_node=N -m seglab train ...")
-    if cfg.batch % cfg.cpu_procs:
+    if cfg.batch != "auto" and cfg.batch % cfg.cpu_procs:  # auto: the plan decides it later
         raise ConfigError(f"batch={cfg.batch} must be divisible by cpu_procs={cfg.cpu_procs} "
                           f"(each process takes batch / cpu_procs), e.g. batch={cfg.batch - cfg.batch % cfg.cpu_procs}")
 
