@@ -63,7 +63,10 @@ def prepare_inputs(logits: Tensor, target: Tensor, num_classes: int, ignore_inde
     valid = target != ignore_index if ignore_index is not None else torch.ones_like(target, dtype=torch.bool)
     num_labels = max(num_classes, 2)  # a binary task has the two labels 0 and 1
     out_of_range = valid & ((target < 0) | (target >= num_labels))
-    if bool(out_of_range.any()):
+    if target.is_cuda:  # reading the flag would be a host sync per loss term per step: the device checks it instead
+        torch._assert_async(~out_of_range.any(), f"target holds a value outside [0, {num_labels}) and not "
+                            f"ignore_index={ignore_index}; set ignore_index to that value or fix the mask decoding")
+    elif bool(out_of_range.any()):
         example = int(target[out_of_range][0])
         raise ValueError(
             f"target contains {example}, outside [0, {num_labels}) and not ignore_index={ignore_index}; "

@@ -26,9 +26,9 @@ class ConfusionMatrix:
             valid &= target != self.ignore_index
         n = self.num_classes
         if self.mat.device.type == "cuda" if sync_free is None else sync_free:
-            idx = torch.where(valid, target * n + pred.clamp(0, n - 1), n * n).flatten()
+            idx = torch.where(valid, target.long() * n + pred.long().clamp(0, n - 1), n * n).flatten()
             counts = torch.zeros(n * n + 1, dtype=torch.int64, device=self.mat.device)
-            counts.scatter_add_(0, idx.long(), torch.ones_like(idx, dtype=torch.int64))
+            counts.scatter_add_(0, idx, torch.ones_like(idx))
             self.mat += counts[: n * n].view(n, n)
             return
         idx = target[valid] * n + pred[valid].clamp_(0, n - 1)

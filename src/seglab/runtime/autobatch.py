@@ -109,7 +109,7 @@ def fit_line(probes: list[Probe]) -> tuple[float, float]:
             if b > 0:
                 return my - b * mx, b
     top = max(probes, key=lambda p: p.batch)
-    return 0.0, top.bytes / top.batch
+    return 0.0, max(top.bytes / top.batch, 1.0)
 
 
 def flat_above(probes: list[Probe], reference: int, growth: float = GROWTH) -> int | None:
@@ -136,13 +136,13 @@ def choose_batch(probe: MemoryProbe, *, sample_px: int, reference: int, images: 
     data_cap = max(MIN_BATCH, images // 2) if images else 0
     most = min(pixel_cap, data_cap) if data_cap else pixel_cap
     probes: list[Probe] = []
-    size = first
+    size, oom = first, 0  # oom: the smallest size that ran out of memory (0: none did)
     while size >= MIN_BATCH and not probes:  # the first size that fits at all, halving from ``first``
         got = probe.measure(size)
         if got is not None:
             probes.append(got)
         else:
-            size //= 2
+            oom, size = size, size // 2
     if not probes:
         raise MemoryError(f"batch=auto: not even {MIN_BATCH} samples of {sample_px} px fit on this GPU")
     while size < most:  # doubling up to ``most`` (the last size may pass it: less than twice)
@@ -152,11 +152,15 @@ def choose_batch(probe: MemoryProbe, *, sample_px: int, reference: int, images: 
             break
         got = probe.measure(size)
         if got is None:
+            oom = size
             break
         probes.append(got)
     a, b = fit_line(probes)
     fits = max(MIN_BATCH, int((budget - a - extra_bytes) // b))
     caps = [(fits, f"the memory share ({share:g})")]
+    if oom and oom - 1 < fits:  # the line is a model; a size that ran out of memory is a fact
+        fits = oom - 1
+        caps = [(fits, f"out of memory at {oom}")]
     knee = flat_above(probes, reference)
     if knee is not None:
         caps.append((knee, f"img/s flat above {knee}"))
