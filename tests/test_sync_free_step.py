@@ -158,3 +158,23 @@ def test_confusion_matrix_without_syncs_counts_as_bincount(ignore_index):
         b.update(pred.clone(), target, sync_free=True)
     assert torch.equal(a.mat, b.mat) and int(b.mat.sum()) == 2 * (3 * 256 - 32)
     assert a.compute() == b.compute()
+
+
+@pytest.mark.parametrize("spec", ["bce+lovasz", "bce+dice"])
+def test_aux_loss_by_ignored_pixels_equals_selecting_the_images(spec):
+    from seglab.losses import build_loss
+    from seglab.losses.deep_supervision import has_foreground
+
+    loss = build_loss(spec, num_classes=1, ignore_index=255)
+    gen = torch.Generator().manual_seed(5)
+    target = (torch.rand(4, 16, 16, generator=gen) > 0.7).long()
+    target[1] = 0  # an empty image: left out of the auxiliary losses
+    target[2, :3] = 255
+    for tgt in (target, torch.zeros_like(target)):  # also a batch with no non-empty image at all
+        heads = [torch.randn(4, 1, 8, 8, generator=gen, requires_grad=True) for _ in range(2)]
+        keep = has_foreground(tgt, 255)
+        selected = loss.aux_loss(heads, tgt, keep, masked=False)
+        grads = torch.autograd.grad(selected, heads)
+        masked = loss.aux_loss(heads, tgt, keep, masked=True)
+        assert torch.allclose(masked, selected, atol=1e-6), (spec, float(masked), float(selected))
+        assert all(torch.allclose(a, b, atol=1e-7) for a, b in zip(torch.autograd.grad(masked, heads), grads))

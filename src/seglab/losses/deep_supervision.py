@@ -61,8 +61,19 @@ class DeepSupervisionLoss(nn.Module):
         self.aux_weight = float(aux_weight)
         self.cls_weight = float(cls_weight)
 
-    def aux_loss(self, heads: list[Tensor], target: Tensor, image_mask: Tensor | None) -> Tensor:
-        """Mean of the loss over the auxiliary heads, upsampled to the target size, on the selected images."""
+    def aux_loss(self, heads: list[Tensor], target: Tensor, image_mask: Tensor | None,
+                 masked: bool | None = None) -> Tensor:
+        """Mean of the loss over the auxiliary heads, upsampled to the target size, on the selected images.
+
+        ``masked`` (default: on CUDA, with an ignore_index) leaves the other images out by marking their pixels
+        ignored instead of indexing them away: ``target[image_mask]`` must learn how many images it keeps, a host
+        sync per step. Losses averaged over valid pixels or over images with valid pixels give the same value.
+        """
+        if masked is None:
+            masked = target.is_cuda
+        if image_mask is not None and masked and self.ignore_index is not None:
+            target = torch.where(image_mask[:, None, None], target, self.ignore_index)
+            image_mask = None
         if image_mask is not None:
             target = target[image_mask]
         losses = []
