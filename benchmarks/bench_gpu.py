@@ -357,6 +357,8 @@ def main() -> int:
     parser.add_argument("--workers", type=int, default=min(8, max(1, (os.cpu_count() or 2) - 1)))
     parser.add_argument("--device", default="cuda")
     parser.add_argument("--out", default="", help="also write the table to this file")
+    parser.add_argument("--only", default="", help="run only these rows (comma-separated: ceiling_seglab, "
+                                                   "ceiling_smp, seglab_shipped, seglab_auto, smp_loop)")
     parser.add_argument("--variant", help=argparse.SUPPRESS)
     parser.add_argument("--extra", default="", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -370,7 +372,7 @@ def main() -> int:
     import torch
 
     if args.cpu_smoke:
-        args.device, args.batches, args.steps, args.side, args.minutes = "cpu", "2,4", 2, 64, 0.05
+        args.device, args.batches, args.steps, args.side, args.minutes = "cpu", "2,4", 1, 32, 0.05
         args.smp_batch, args.workers = 4, 0
     elif not torch.cuda.is_available():
         print(f"bench_gpu: no CUDA GPU on this machine (torch {torch.__version__}): nothing measured. Run it on a "
@@ -381,13 +383,15 @@ def main() -> int:
         workdir = Path(tmp)
         if args.cpu_smoke:  # a tiny pack, written and read back as on the GPU machine
             source = SHARED_TGS if (SHARED_TGS / "train" / "images").is_dir() else synthetic_tgs(workdir / "synth")
-            data = unpack_tgs(pack_tgs(source, workdir / "tiny.npz.xz", limit=48))
+            data = unpack_tgs(pack_tgs(source, workdir / "tiny.npz.xz", limit=30))
         else:
             data = resolve_data(args.data or str(PACK if PACK.exists() else SHARED_TGS), workdir)
         device = torch.cuda.get_device_name(0) if args.device == "cuda" else "cpu (smoke run: numbers mean nothing)"
         print(f"data: {data}; device: {device}", flush=True)
         results: dict[str, dict] = {}
         for variant, extra in plan_children(args, data):
+            if args.only and variant not in args.only.split(","):
+                continue
             log_path = workdir / f"{variant}.log"
             t0 = time.perf_counter()
             proc = start_child([sys.executable, __file__, "--variant", variant, *extra], log_path)

@@ -99,7 +99,7 @@ def test_fit_line_recovers_the_linear_model():
 
 
 def test_lr_rules_and_warm_up():
-    assert scale_lr(1e-3, 512, 32, "adamw") == pytest.approx(4e-3)  # sqrt(16)
+    assert scale_lr(1e-3, 512, 32, "adamw")[0] == pytest.approx(4e-3)  # sqrt(16)
     assert scale_lr(1e-3, 128, 32, "adam")[1] == "sqrt"
     lr, rule = scale_lr(0.01, 128, 32, "sgd")
     assert lr == pytest.approx(0.04) and rule == "linear"
