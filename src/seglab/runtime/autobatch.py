@@ -198,7 +198,9 @@ def with_lr(auto: AutoBatch, lr: float, optimizer: str, warmup_epochs: float, lr
 def optimizer_state_bytes(model: torch.nn.Module, optimizer: str, momentum: float = 0.9) -> float:
     """Bytes the optimiser's state will take: two moments for Adam/AdamW, a momentum buffer for SGD with momentum."""
     params = sum(p.numel() * p.element_size() for p in model.parameters() if p.requires_grad)
-    return params * (2 if optimizer in ("adam", "adamw") else 1 if momentum > 0 else 0)
+    if optimizer != "sgd":  # adam, adamw: first and second moments
+        return params * 2
+    return params if momentum > 0 else 0
 
 
 class CudaProbe:
