@@ -198,3 +198,33 @@ def test_optimizer_state_bytes():
     assert optimizer_state_bytes(model, "sgd", momentum=0.9) == 110 * 4
     assert optimizer_state_bytes(model, "sgd", momentum=0.0) == 0
     assert math.isclose(optimizer_state_bytes(model, "adam"), 880)
+
+
+def test_a_run_on_a_gpu_trains_with_the_probed_batch_and_says_so(grains_dir, tmp_path, monkeypatch, capsys):
+    """build_run's GPU path end to end on a CPU: the plan's batch from a fake probe, lr scaled, one log line, and
+    config.yaml / plan.json holding what the run trained with."""
+    import functools
+    import json
+
+    import yaml
+
+    import seglab.engine.build as build
+    from seglab.engine.dispatch import train
+
+    monkeypatch.setattr(build, "wants_gpu_batch", lambda tplan, device, resumed: tplan.sources["batch"] == "plan")
+    monkeypatch.setattr(build, "plan_gpu_batch", functools.partial(
+        plan_gpu_batch, probe_factory=lambda shape: FakeProbe(total_gb=16, oom=7)))  # 8 does not fit: 7
+    overrides = {"data": str(grains_dir), "model": "unet_small", "epochs": 1, "workers": 0, "precision": "fp32",
+                 "device": "cpu", "batch": "auto", "project": str(tmp_path), "name": "run", "report": False}
+    run = train(build_config(overrides), overrides)
+    log = capsys.readouterr().out
+    line = next(text for text in log.splitlines() if text.startswith("batch=auto:"))
+    # one probe that fitted (4): no intercept, the whole 1.24 GB over 4 images (conservative)
+    assert line == ("batch=auto: 7 (fits 0.6 of 16 GB at 316 MB/image; out of memory at 8), "
+                    "lr 0.001 -> 0.000935 (sqrt rule from batch 8)")
+    assert log.index("plan: ") < log.index(line) < log.index("epoch 1/1")
+    cfg = yaml.safe_load((run / "config.yaml").read_text())
+    assert cfg["batch"] == 7 and cfg["lr"] == pytest.approx(1e-3 * math.sqrt(7 / 8))
+    plan = json.loads((run / "plan.json").read_text())
+    assert plan["batch"] == 7 and plan["reasons"]["batch"] == "batch=auto on the GPU: out of memory at 8"
+    assert plan["steps_per_epoch"] == plan["fingerprint"]["images"] // 7
