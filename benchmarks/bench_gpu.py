@@ -322,10 +322,10 @@ def plan_children(args, data: Path) -> list[tuple[str, list[str]]]:
 def table(results: dict[str, dict], args) -> str:
     """The markdown table of every child's result."""
     lines = ["| run | batch | img/s | peak GPU mem (GB) | epochs | val TGS | note |", "|---|---|---|---|---|---|---|"]
-    names = {"ceiling_seglab": "model-only ceiling: seglab tgs-salt model", "ceiling_smp": "model-only ceiling: smp "
-             "Unet(resnet34)", "seglab_shipped": f"seglab train recipe=tgs-salt time_limit={args.minutes:g} (as shipped)",
-             "seglab_auto": f"seglab train recipe=tgs-salt time_limit={args.minutes:g} batch=auto",
-             "smp_loop": f"smp plain loop, {args.minutes:g} min"}
+    train = f"seglab train recipe=tgs-salt time_limit={args.minutes:g}"
+    names = {"ceiling_seglab": "model-only ceiling: seglab tgs-salt model",
+             "ceiling_smp": "model-only ceiling: smp Unet(resnet34)", "seglab_shipped": f"{train} (as shipped)",
+             "seglab_auto": f"{train} batch=auto", "smp_loop": f"smp plain loop, {args.minutes:g} min"}
     for key, name in names.items():
         got = results.get(key, {"skipped": "not run"})
         if "skipped" in got or "failed" in got:
