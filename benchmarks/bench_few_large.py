@@ -76,7 +76,8 @@ SEGLAB_OVERRIDES: dict[str, dict] = {
         "samples_per_epoch": 0, "cat_max_ratio": 1.0, "rare_windows": 0.0,
         "val_every": 1, "val_tile": 0, "val_share": 1.0,
         "pad_to": 0, "epochs": 100000, "lr": 0.001, "optimizer": "adamw", "weight_decay": 0.0001,
-        "scheduler": "cosine", "warmup_epochs": 0.0, "augment": "flips", "loss": "auto", "ema": 0.0, "balance": 0.0,
+        "scheduler": "cosine", "warmup_epochs": 0.0, "augment": "flips", "loss": "AS_BEFORE", "ema": 0.0,
+        "balance": 0.0,
     },
 }
 SMP_LR = 1e-3
@@ -279,6 +280,8 @@ def seglab_overrides(variant: str, spec: Spec, ddir: Path, minutes: float, runs:
     overrides = {"data": str(ddir), **spec.seglab_data, **MODEL, "crop": CROP, "batch": BATCH, "time_limit": minutes,
                  "project": str(runs), "name": variant, "exist_ok": True}
     for key, value in {**SEGLAB_OVERRIDES[variant], **extra}.items():
+        if value == "AS_BEFORE" and key == "loss":  # what loss=auto meant before issue 28: bce for 2 classes, else ce
+            value = "bce" if spec.num_classes == 2 else "ce"
         if value is None:
             overrides.pop(key, None)
         else:

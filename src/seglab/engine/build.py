@@ -15,7 +15,7 @@ from ..data.dataset import SegmentationDataset, dtype_scale
 from ..data.plan import DataPlan, plan_data
 from ..data.transforms import build_train_transform, parse_augment, tta_unseen_in_training
 from ..errors import ConfigError
-from ..losses import LOSS_BUILDERS, build_loss, parse_loss_spec
+from ..losses import LOSS_BUILDERS, auto_loss, build_loss, parse_loss_spec
 from ..models import create_model
 from ..runtime.checkpoint import load_checkpoint
 from ..runtime.distributed import all_reduce_sum, init_distributed, is_main
@@ -58,6 +58,7 @@ class Run:
     ema: Any
     normalize: Normalizer
     loss_fn: torch.nn.Module
+    loss_name: str  # the loss spec trained with (``loss=auto`` resolved)
     optimizer: torch.optim.Optimizer
     scheduler: Any
     steps_per_epoch: int
@@ -88,7 +89,7 @@ def build_run(cfg: Config, overrides: dict[str, Any], plan: DataPlan | None = No
     model, spec, train_model, ema = build_model(cfg, plan, precision, world, resume)
     num_classes = plan.codec.num_classes
     normalize = Normalizer(mean, std, scale).to(precision.device)
-    loss_spec = cfg.loss if cfg.loss != "auto" else ("bce" if num_classes == 2 else "ce")
+    loss_spec = cfg.loss if cfg.loss != "auto" else auto_loss(num_classes)
     loss_fn = build_loss(loss_spec, num_classes=head_channels(num_classes), ignore_index=plan.codec.ignore_index,
                          class_weights=class_weight_values(cfg, plan, train_ds),
                          aux_weight=cfg.aux_weight, cls_weight=cfg.cls_weight).to(precision.device)
@@ -106,8 +107,8 @@ def build_run(cfg: Config, overrides: dict[str, Any], plan: DataPlan | None = No
               precision=precision, workers=workers, transform=transform, train_ds=train_ds, val_ds=val_ds,
               weights=weights, meta=meta, spec=spec, model=model, train_model=train_model,
               eval_model=ema.module if ema is not None else model, ema=ema, normalize=normalize, loss_fn=loss_fn,
-              optimizer=optimizer, scheduler=scheduler, steps_per_epoch=steps_per_epoch, metric=metric,
-              train_set=train_set, sampler=sampler, tplan=tplan,
+              loss_name=loss_spec, optimizer=optimizer, scheduler=scheduler, steps_per_epoch=steps_per_epoch,
+              metric=metric, train_set=train_set, sampler=sampler, tplan=tplan,
               schedule=ValidationSchedule(cfg.val_every, cfg.val_share, cfg.time_limit))
     timed = fit_windows_to_time(run) if resume is None else 0.0
     if is_main():
@@ -303,7 +304,8 @@ def log_start(run: Run) -> None:
         f"{len(run.train_ds)} train / {len(val_ds) if val_ds else 0} val images, {plan.codec.num_classes} classes "
         f"{plan.class_names}, {plan.in_channels} channel(s)\nmodel: {cfg.model} "
         f"({sum(p.numel() for p in run.model.parameters()) / 1e6:.2f} M params), precision "
-        f"{run.precision.describe()}, {run.workers} workers, {run.steps_per_epoch} steps/epoch")
+        f"{run.precision.describe()}, {run.workers} workers, {run.steps_per_epoch} steps/epoch, loss {run.loss_name}"
+        f"{' (auto)' if cfg.loss == 'auto' else ''}")
     log_plan(run)
     if val_ds and cfg.tta != "none":  # per-epoch validation is a monitor; TTA would multiply its cost
         log(f"note: per-epoch validation scores without TTA; tta={cfg.tta} applies in seglab eval and predict")
