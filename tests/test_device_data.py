@@ -2,6 +2,8 @@
 the choice of path and its log line, and short real runs of ``seglab train`` and ``seglab classify train``."""
 from __future__ import annotations
 
+import types
+
 import numpy as np
 import pytest
 import torch
@@ -16,7 +18,7 @@ from seglab.data.plan import plan_data
 from seglab.data.transforms import build_train_transform
 from seglab.data.windows import WindowDataset, WindowSampler
 from seglab.engine.components import make_loader, window_loader
-from seglab.engine.data_path import device_training
+from seglab.engine.data_path import device_training, on_device
 
 SIZES = [(30, 40), (36, 36), (40, 28), (20, 44), (33, 31), (36, 36), (28, 40)]  # one narrower than the crop below
 GB = 10**9
@@ -94,6 +96,20 @@ def test_window_epochs_are_the_same_on_the_device(mixed):
         twin = DeviceLoader.like(window_loader(windows, sampler, cfg, 0, 1, epoch), data, augment, seed=0)
         assert assert_same_batches(cpu, twin) == 4
         assert [list(batch) for batch in twin.batch_sampler] == keys
+
+
+def test_an_epoch_draws_the_same_augmented_batches_again_as_a_resumed_run_does(mixed):
+    """The trainer's path (``on_device`` per epoch): epoch 1 drawn twice is the same, epoch 2 is another."""
+    cfg, ds, _ = dataset(mixed, 48)
+    run = types.SimpleNamespace(cfg=cfg, rank=0, device_data=DeviceData.from_dataset(ds, "cpu"),
+                                batch_augment=BatchAugment(("hflip", "random_pad", "color"), pad_to=48))
+
+    def epoch(number: int) -> list[dict]:
+        return list(on_device(run, make_loader(ds, cfg, True, 0, 1, epoch_seed=cfg.seed + number), number))
+
+    first, again, second = epoch(1), epoch(1), epoch(2)
+    assert all(torch.equal(a["image"], b["image"]) and torch.equal(a["mask"], b["mask"]) for a, b in zip(first, again))
+    assert not all(torch.equal(a["image"], b["image"]) for a, b in zip(first, second))
 
 
 def test_auto_keeps_the_cpu_loader_on_a_cpu(mixed):

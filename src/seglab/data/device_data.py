@@ -107,15 +107,23 @@ class DeviceData:
         """Batch (image N,C,H,W in the stored dtype, mask N,H,W int64) of images ``index``: pixel (y, x) of sample
         n is stored pixel (top + rows[n, y], left + cols[n, x]); a FILL (negative) entry reads image 0 and
         mask ignore_index. All arguments on this data's device."""
-        valid = (rows >= 0)[:, :, None] & (cols >= 0)[:, None, :]
-        width = self.widths[index][:, None, None]
-        pixel = (top[:, None] + rows.clamp(min=0))[:, :, None] * width + (left[:, None] + cols.clamp(min=0))[:, None, :]
-        mask = self.labels[self.label_starts[index][:, None, None] + pixel].long()
-        mask = mask.masked_fill_(~valid, self.ignore_index)
-        area = self.heights[index][:, None, None] * width
-        first = self.label_starts[index][:, None, None] * self.channels + pixel
-        image = torch.stack([self.pixels[first + c * area] for c in range(self.channels)], 1)
-        return image.masked_fill_(~valid[:, None], 0), mask
+        # Offsets are summed on the small (N, H) and (N, W) tensors and broadcast once to the batch's pixels, and
+        # read with index_select (several times faster than advanced indexing on a CPU).
+        n, h, w = len(index), rows.shape[1], cols.shape[1]
+        width, start = self.widths[index], self.label_starts[index]
+        row_offset = (top[:, None] + rows.clamp(min=0)) * width[:, None]  # (N, H)
+        col_offset = left[:, None] + cols.clamp(min=0)  # (N, W)
+        where = ((start[:, None] + row_offset)[:, :, None] + col_offset[:, None, :]).flatten()
+        mask = self.labels.index_select(0, where).view(n, h, w).long()
+        plane = torch.arange(self.channels, device=self.device)[None, :] * (self.heights[index] * width)[:, None]
+        first = start[:, None] * self.channels + plane  # (N, C): where each channel plane of the image starts
+        where = ((first[:, :, None] + row_offset[:, None, :])[..., None] + col_offset[:, None, None, :]).flatten()
+        image = self.pixels.index_select(0, where).view(n, self.channels, h, w)
+        if bool((rows < 0).any()) or bool((cols < 0).any()):  # FILL entries: padding without pixels
+            outside = (rows < 0)[:, :, None] | (cols < 0)[:, None, :]
+            mask.masked_fill_(outside, self.ignore_index)
+            image.masked_fill_(outside[:, None], 0)
+        return image, mask
 
 
 def sample_boxes(keys: Sequence[Any], sizes: torch.Tensor) -> torch.Tensor:
