@@ -130,9 +130,9 @@ def test_auto_takes_the_device_on_cuda_when_the_data_fit_and_every_augment_is_ba
     fits = choose_loader("auto", cuda, ("hflip", "random_pad"), 33 * 10**6, memory_probe=probe)
     assert fits.on_device
     assert data_line(fits, BatchAugment(("hflip", "random_pad"), pad_to=128), 0) == \
-        "data: on the device (cuda, 33 MB of 139.0 GB free), batched augmentation: hflip, random_pad"
+        "data: on the device (cuda, 33 MB of 139 GB free), batched augmentation: hflip, random_pad"
     too_big = choose_loader("auto", cuda, ("hflip",), 40 * GB, memory_probe=probe)
-    assert not too_big.on_device and "exceed 25% of the 139.0 GB free" in too_big.reason
+    assert not too_big.on_device and "exceed 25% of the 139 GB free" in too_big.reason
     noisy = choose_loader("auto", cuda, ("hflip", "noise"), 10**6, memory_probe=probe)
     assert not noisy.on_device and noisy.reason == "augment 'noise' has no batched version" and not noisy.fallback
     assert not choose_loader("cpu", cuda, ("hflip",), 10**6, memory_probe=probe).on_device
@@ -191,3 +191,12 @@ def test_classify_train_with_loader_device_on_a_cpu(tmp_path, capsys):
     assert "batched augmentation: shift 0.1, hflip" in out
     assert results["device"]["loss"] == results["cpu"]["loss"]  # the same batches, augmented alike
     assert results["device"]["test_acc"] == results["cpu"]["test_acc"]
+
+
+def test_window_training_with_a_time_limit_runs_on_the_device(mixed, tmp_path, capsys):
+    """Planned window epochs (16-px windows of ~36-px images): the step timing and the epochs take the device path."""
+    assert main(["train", f"data={mixed}", f"project={tmp_path}", "name=win", "loader=device", "crop=16",
+                 "time_limit=0.5", "augment=hflip,rot90", *TRAIN]) == 0
+    out = capsys.readouterr().out
+    assert "data: on the device (cpu, " in out and "batched augmentation: crop=16, hflip, rot90" in out
+    assert "windows" in out and "epoch 1/1 train_loss=" in out

@@ -194,6 +194,9 @@ class LoaderChoice:
 
 
 def _size(nbytes: float) -> str:
+    """Bytes for the log: 33 MB, 1.5 GB, 139 GB."""
+    if nbytes >= 10e9:
+        return f"{nbytes / 1e9:.0f} GB"
     return f"{nbytes / 1e9:.1f} GB" if nbytes >= 1e9 else f"{max(1, round(nbytes / 1e6))} MB"
 
 
