@@ -2,6 +2,7 @@
 the choice of path and its log line, and short real runs of ``seglab train`` and ``seglab classify train``."""
 from __future__ import annotations
 
+import json
 import types
 
 import numpy as np
@@ -152,6 +153,7 @@ def test_seglab_train_with_loader_device_on_a_cpu(grains_dir, tmp_path, capsys):
     assert "batched augmentation: hflip, vflip, rot90, shift_scale_rotate, color, random_pad" in out
     assert "epoch 1/1 train_loss=" in out and "done: best" in out
     assert (tmp_path / "dev" / "checkpoints" / "last.pt").is_file()
+    assert json.loads((tmp_path / "dev" / "summary.json").read_text())["loader"] == "device"
 
 
 def test_an_augment_without_a_batched_version_falls_back_with_a_note(grains_dir, tmp_path, capsys):
