@@ -170,6 +170,10 @@ def test_a_bad_loader_value_is_a_config_error_with_the_choices():
 
     with pytest.raises(ConfigError, match="loader='gpu' is not one of auto, device, cpu"):
         build_config({"loader": "gpu"})
+    from seglab.classify.config import parse_args, resolve
+
+    with pytest.raises(ConfigError, match="loader must be one of auto, device, cpu, got 'gpu'"):
+        resolve(parse_args(["loader=gpu"]), 100)
 
 
 def test_classify_train_with_loader_device_on_a_cpu(tmp_path, capsys):
