@@ -76,7 +76,8 @@ SEGLAB_OVERRIDES: dict[str, dict] = {
         "samples_per_epoch": 0, "cat_max_ratio": 1.0, "rare_windows": 0.0,
         "val_every": 1, "val_tile": 0, "val_share": 1.0,
         "pad_to": 0, "epochs": 100000, "lr": 0.001, "optimizer": "adamw", "weight_decay": 0.0001,
-        "scheduler": "cosine", "warmup_epochs": 0.0, "augment": "flips", "loss": "auto", "ema": 0.0, "balance": 0.0,
+        "scheduler": "cosine", "warmup_epochs": 0.0, "augment": "flips", "loss": "AS_BEFORE", "ema": 0.0,
+        "balance": 0.0,
     },
 }
 SMP_LR = 1e-3
@@ -279,6 +280,8 @@ def seglab_overrides(variant: str, spec: Spec, ddir: Path, minutes: float, runs:
     overrides = {"data": str(ddir), **spec.seglab_data, **MODEL, "crop": CROP, "batch": BATCH, "time_limit": minutes,
                  "project": str(runs), "name": variant, "exist_ok": True}
     for key, value in {**SEGLAB_OVERRIDES[variant], **extra}.items():
+        if value == "AS_BEFORE" and key == "loss":  # what loss=auto meant before issue 28: bce for 2 classes, else ce
+            value = "bce" if spec.num_classes == 2 else "ce"
         if value is None:
             overrides.pop(key, None)
         else:
@@ -329,104 +332,16 @@ def run_seglab(variant: str, spec: Spec, ddir: Path, minutes: float, workdir: Pa
 
 def run_smp(spec: Spec, ddir: Path, minutes: float, max_test: int) -> dict:
     """smp's Unet("resnet34") trained the way a user writes a plain PyTorch loop, then scored on whole images."""
-    import numpy as np
-    import segmentation_models_pytorch as smp
-    import torch
-    import torch.nn.functional as F
-    from torch.utils.data import DataLoader, Dataset
+    from smp_loop import train_smp_unet
 
-    from seglab.runtime.precision import cpu_supports_bf16
-
-    torch.manual_seed(0)
-    np.random.seed(0)
     train_pairs = read_list(ddir / "train.txt")
     images = [read_image(i) for i, _ in train_pairs]
     masks = [read_mask(m, spec) for _, m in train_pairs]
-    in_ch = images[0].shape[2]
-    stack = np.concatenate([im.reshape(-1, in_ch) for im in images]).astype(np.float64) / 255
-    mean, std = stack.mean(0), stack.std(0) + 1e-6  # the training set's per-channel statistics
-    del stack
-    ignore = spec.ignore_index
-
-    def to_tensor(img: np.ndarray) -> torch.Tensor:
-        return torch.from_numpy(((img.astype(np.float32) / 255 - mean) / std).transpose(2, 0, 1).astype(np.float32))
-
-    class Crops(Dataset):
-        """A random CROP x CROP window of each image (padded when smaller) with a random horizontal flip."""
-
-        def __len__(self):
-            return len(images)
-
-        def __getitem__(self, i):
-            img, m = images[i], masks[i]
-            h, w = m.shape
-            ph, pw = max(0, CROP - h), max(0, CROP - w)
-            if ph or pw:
-                img = np.pad(img, ((0, ph), (0, pw), (0, 0)))
-                m = np.pad(m, ((0, ph), (0, pw)), constant_values=ignore)
-                h, w = m.shape
-            y, x = np.random.randint(0, h - CROP + 1), np.random.randint(0, w - CROP + 1)
-            img, m = img[y:y + CROP, x:x + CROP], m[y:y + CROP, x:x + CROP]
-            if np.random.rand() < 0.5:
-                img, m = img[:, ::-1], m[:, ::-1]
-            return to_tensor(np.ascontiguousarray(img)), torch.from_numpy(np.ascontiguousarray(m))
-
-    bf16 = cpu_supports_bf16()
-    model = smp.Unet("resnet34", encoder_weights=None, in_channels=in_ch, classes=spec.num_classes)
-    model = model.to(memory_format=torch.channels_last)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=SMP_LR)
-    loss_fn = torch.nn.CrossEntropyLoss(ignore_index=ignore)
-    loader = DataLoader(Crops(), batch_size=BATCH, shuffle=True, drop_last=len(images) > BATCH, num_workers=0,
-                        worker_init_fn=lambda w: np.random.seed(torch.initial_seed() % 2**32))
-    budget, steps, seen, epochs, est_total = minutes * 60, 0, 0, 0, None
-    model.train()
-    t0 = time.perf_counter()
-    t1 = None  # end of the first step (its time includes one-off warm-up, left out of the step-time estimate)
-    done = False
-    while not done:
-        for x, y in loader:
-            # cosine over the steps the budget is estimated to hold (re-estimated from the mean step time)
-            lr = SMP_LR * 0.5 * (1 + math.cos(math.pi * min(1.0, steps / est_total))) if est_total else SMP_LR
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            x = x.contiguous(memory_format=torch.channels_last)
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-                loss = loss_fn(model(x).float(), y)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            steps, seen = steps + 1, seen + len(x)
-            now = time.perf_counter()
-            if t1 is None:
-                t1 = now
-            elif steps >= 3:
-                per_step = (now - t1) / (steps - 1)
-                est_total = steps + max(0.0, budget - (now - t0)) / per_step
-            if now - t0 >= budget:
-                done = True
-                break
-        else:
-            epochs += 1
-    train_s = time.perf_counter() - t0
-    print(f"smp: {steps} steps, {seen} crops, {train_s:.0f} s, last loss {loss.item():.4f}, "
-          f"{'bf16' if bf16 else 'fp32'} + channels_last", flush=True)
-    model.eval()
-
-    @torch.inference_mode()
-    def predict(path: Path) -> np.ndarray:
-        img = read_image(path)
-        h, w = img.shape[:2]
-        x = to_tensor(img)[None]
-        ph, pw = -h % 32, -w % 32  # smp's Unet needs sides divisible by 32
-        x = F.pad(x, (0, pw, 0, ph), mode="reflect").contiguous(memory_format=torch.channels_last)
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-            logits = model(x).float()
-        return logits[0, :, :h, :w].argmax(0).numpy()
-
-    scores = score(predict, held_out(ddir, max_test), spec)
-    return {**scores, "epochs": round(seen / len(images), 1), "steps": steps, "train_images": seen,
-            "train_ips": seen / train_s, "train_min": train_s / 60, "val_min": 0.0, "budget_min": train_s / 60,
-            "precision": ("bf16" if bf16 else "fp32") + " + channels_last", "checkpoint": "end of training"}
+    run = train_smp_unet(images, masks, spec.num_classes, spec.ignore_index, minutes, CROP, BATCH, lr=SMP_LR)
+    scores = score(lambda path: run.predict(read_image(path)), held_out(ddir, max_test), spec)
+    return {**scores, "epochs": run.epochs, "steps": run.steps, "train_images": run.seen,
+            "train_ips": run.seen / run.train_s, "train_min": run.train_s / 60, "val_min": 0.0,
+            "budget_min": run.train_s / 60, "precision": run.precision, "checkpoint": "end of training"}
 
 
 def child(args) -> None:

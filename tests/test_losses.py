@@ -18,6 +18,7 @@ from seglab.losses import (
     SoftDiceLoss,
     SoftJaccardLoss,
     TverskyLoss,
+    auto_loss,
     build_loss,
     class_weights_from_counts,
     count_class_pixels,
@@ -452,3 +453,22 @@ def test_has_foreground_ignores_ignore_index_and_bad_dicts_raise():
         loss_fn({"aux_out": torch.randn(3, 3, 4, 4)}, target)
     with pytest.raises(ValueError, match='"cls"'):
         loss_fn({"out": torch.randn(3, 3, 4, 4), "cls": torch.randn(3, 2)}, target)
+
+
+def test_auto_loss_adds_dice_for_rare_classes_in_multiclass_tasks():
+    """loss=auto: BCE for two classes; CE+Dice for more, which pulls harder on a rare class's pixels than CE does."""
+    assert auto_loss(2) == "bce" and auto_loss(3) == "ce+dice" and auto_loss(11) == "ce+dice"
+    target = torch.zeros(2, 32, 32, dtype=torch.long)
+    target[:, :, 16:] = 1
+    target[:, 3, 3:6] = 2  # 3 of 1024 pixels per image: a thin, rare class
+    target[0, 0, 0] = 255  # an ignored pixel gets no gradient from either term
+    pulls = {}
+    for spec in ("ce", auto_loss(3)):
+        logits = torch.zeros(2, 3, 32, 32, requires_grad=True)
+        build_loss(spec, num_classes=3, ignore_index=255)(logits, target).backward()
+        grad = logits.grad
+        assert grad[0, :, 0, 0].abs().max() == 0
+        # how hard the loss pushes the true class up on a rare pixel, relative to a common pixel
+        pulls[spec] = float(-grad[0, 2, 3, 4] / -grad[0, 0, 10, 2])
+    assert pulls["ce"] == pytest.approx(1.0, rel=1e-4)  # CE: every pixel alike, so rare classes are outvoted
+    assert pulls["ce+dice"] > 1.3  # the Dice term weighs each class alike, however few its pixels

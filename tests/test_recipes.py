@@ -21,7 +21,7 @@ from seglab.models import create_model
 
 def test_the_study_recipes_are_shipped():
     assert {"tgs-salt", "tgs-salt-resnext50", "tgs-salt-cpu", "farmland", "tourmaline-bisenet",
-            "voc-unet"} <= set(list_recipes())
+            "voc-unet", "scenes-cpu"} <= set(list_recipes())
 
 
 @pytest.mark.parametrize("recipe", list_recipes())
@@ -66,3 +66,34 @@ def test_salt_recipe_trains_and_scores_on_tgs(recipe, tmp_path, capsys):
         assert main(["predict", f"weights={weights}", f"source={source}", f"project={tmp_path}", "name=pred"]) == 0
         mask = np.asarray(Image.open(tmp_path / "pred" / f"{source.stem}_mask.png"))
         assert mask.shape == (101, 101) and set(np.unique(mask)) <= {0, 1}
+
+
+def test_scenes_recipe_trains_on_camvid_and_ignores_unlabelled(tmp_path):
+    """recipe=scenes-cpu trains a short epoch on real CamVid frames; class 11 (Unlabelled) stays out of loss and
+    metrics: its pixels get no gradient, and the run's classes are the 11 others."""
+    from seglab.losses import build_loss
+    from seglab.metrics import ConfusionMatrix
+
+    root = shared_dataset("camvid")
+    rows = [ln.split() for ln in (root / "train.txt").read_text().splitlines() if ln.strip()]
+    for name, part in (("train", rows[::60][:6]), ("val", rows[30::120][:2])):
+        (tmp_path / f"{name}.txt").write_text("".join(f"{root / i}\t{root / m}\n" for i, m in part))
+    (tmp_path / "classes.csv").write_text((root / "classes.csv").read_text())
+    assert main(["train", "recipe=scenes-cpu", f"data={tmp_path}", "ignore_index=11", "epochs=1", "batch=2",
+                 "workers=0", "samples_per_epoch=4", f"project={tmp_path}", "name=run", "report=false"]) == 0
+    run = tmp_path / "run"
+    with (run / "metrics.csv").open() as f:
+        row = list(csv.DictReader(f))[-1]
+    assert 0.0 <= float(row["val_miou"]) <= 1.0 and float(row["train_loss"]) > 0
+    assert json.loads((run / "data.json").read_text())["class_names"][-1] == "Bicyclist"
+    # the recipe's loss on a real annotation: pixels labelled 11 get no gradient, the others do
+    mask = torch.from_numpy(np.asarray(Image.open(root / rows[0][1])).astype(np.int64))[None]
+    assert (mask == 11).any() and (mask < 11).any()
+    logits = torch.randn(1, 11, *mask.shape[1:], requires_grad=True)
+    build_loss(build_config({"recipe": "scenes-cpu"}).loss, num_classes=11, ignore_index=11)(logits, mask).backward()
+    grad = logits.grad.abs().sum(1)[0]
+    assert grad[mask[0] == 11].max() == 0 and grad[mask[0] < 11].min() > 0
+    # and in the metrics: whatever is predicted on those pixels, a prediction equal elsewhere scores 1
+    cm = ConfusionMatrix(11, 11, torch.device("cpu"))
+    cm.update(torch.where(mask == 11, torch.zeros_like(mask), mask), mask)
+    assert cm.compute()["pixel_acc"] == 1.0

@@ -10,6 +10,7 @@ from __future__ import annotations
 FORMATS = ("auto", "folders", "suffix", "list", "voc", "tgs")
 MASK_MODES = ("auto", "index", "binary", "palette", "rgb")
 CACHE_MODES = ("auto", "ram", "none")
+LOADERS = ("auto", "device", "cpu")  # ``loader=``: batches from the CPU DataLoader or from data held on the device
 ON_ERROR = ("raise", "skip")
 PAD_MODES = ("reflect", "constant")
 OPTIMIZERS = ("adamw", "adam", "sgd")
@@ -41,6 +42,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "format": FORMATS,
     "mask_mode": MASK_MODES,
     "cache": CACHE_MODES,
+    "loader": LOADERS,
     "on_error": ON_ERROR,
     "pad_mode": PAD_MODES,
     "optimizer": OPTIMIZERS,

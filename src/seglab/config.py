@@ -90,6 +90,7 @@ class Config:
     precision: str = "auto"
     device: str = "auto"
     workers: int = -1
+    loader: str = "auto"
     compile: bool = False
     sync_bn: bool = False
     cpu_procs: int = 1

@@ -5,6 +5,7 @@ import dataclasses
 import math
 from dataclasses import dataclass
 
+from ..choices import LOADERS
 from ..config import parse_key_values
 from ..errors import ConfigError
 
@@ -37,6 +38,7 @@ class ClassifyConfig:
     tta: bool = False  # average predictions with mirrored images at evaluation
     precision: str = "auto"
     device: str = "auto"
+    loader: str = "auto"  # auto | device | cpu: hold the training split on the device (auto: on CUDA when it fits)
     threads: int = 0  # CPU threads for this run (0 = torch's default); 1 is far faster on a busy shared CPU
     cpu_procs: int = 1  # CPU data parallelism: N processes (DDP, gloo) share the cores and the batch
     seed: int = 0
@@ -110,6 +112,8 @@ def resolve(cfg: ClassifyConfig, train_size: int) -> ClassifyConfig:
         raise ConfigError(f"shift is a fraction of the image size in [0, 0.5), got {cfg.shift}")
     if cfg.flip != "auto" and not isinstance(cfg.flip, bool):
         raise ConfigError(f"flip must be true, false or auto, got {cfg.flip!r}")
+    if cfg.loader not in LOADERS:
+        raise ConfigError(f"loader must be one of {', '.join(LOADERS)}, got {cfg.loader!r}")
     r = recipe_for(cfg.model)
     data = cfg.data or "digits"
     batch = cfg.batch or min(r.batch, _power_of_two_at_most(max(16, train_size // 16)))

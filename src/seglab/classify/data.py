@@ -370,12 +370,12 @@ def channel_stats(images: torch.Tensor) -> tuple[list[float], list[float]]:
 
 def iterate_batches(split: ImageSplit, batch_size: int, shuffle: bool, generator: torch.Generator | None = None,
                     drop_last: bool = False) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """Yield (uint8 images, labels) batches straight from the in-memory tensors."""
+    """Yield (uint8 images, labels) batches straight from the in-memory tensors (on whatever device they are)."""
     n = len(split)
     order = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
     stop = n - n % batch_size if drop_last and n >= batch_size else n
     for start in range(0, stop, batch_size):
-        idx = order[start:start + batch_size]
+        idx = order[start:start + batch_size].to(split.images.device)  # drawn on the CPU: one order anywhere
         yield split.images[idx], split.labels[idx]
 
 
@@ -387,19 +387,30 @@ def augment_batch(images: torch.Tensor, shift: float = 0.1, flip: bool = True,
     milliseconds per batch on CPU (replicate padding is Keras ImageDataGenerator's default 'nearest' fill).
     """
     n, _, h, w = images.shape
+    device = images.device  # parameters are drawn on the CPU generator, so a seed gives the same batch on any device
     pad_h, pad_w = round(shift * h), round(shift * w)
     out = images
     if pad_h or pad_w:
         padded = F.pad(images.float() if images.dtype == torch.uint8 else images,
                        (pad_w, pad_w, pad_h, pad_h), mode="replicate").to(images.dtype)
-        dy = torch.randint(0, 2 * pad_h + 1, (n,), generator=generator)
-        dx = torch.randint(0, 2 * pad_w + 1, (n,), generator=generator)
-        rows = (dy[:, None] + torch.arange(h))[:, None, :, None]  # n x 1 x h x 1
-        cols = (dx[:, None] + torch.arange(w))[:, None, None, :]  # n x 1 x 1 x w
-        batch = torch.arange(n)[:, None, None, None]
-        chans = torch.arange(images.shape[1])[None, :, None, None]
+        dy = torch.randint(0, 2 * pad_h + 1, (n,), generator=generator).to(device)
+        dx = torch.randint(0, 2 * pad_w + 1, (n,), generator=generator).to(device)
+        rows = (dy[:, None] + torch.arange(h, device=device))[:, None, :, None]  # n x 1 x h x 1
+        cols = (dx[:, None] + torch.arange(w, device=device))[:, None, None, :]  # n x 1 x 1 x w
+        batch = torch.arange(n, device=device)[:, None, None, None]
+        chans = torch.arange(images.shape[1], device=device)[None, :, None, None]
         out = padded[batch, chans, rows, cols]
     if flip:
-        mirror = torch.rand(n, generator=generator) < 0.5
+        mirror = (torch.rand(n, generator=generator) < 0.5).to(device)
         out = torch.where(mirror[:, None, None, None], out.flip(3), out)
     return out
+
+
+def split_bytes(split: ImageSplit) -> int:
+    """Memory a split takes as tensors (images and labels)."""
+    return split.images.numel() * split.images.element_size() + split.labels.numel() * split.labels.element_size()
+
+
+def split_on(split: ImageSplit, device: torch.device) -> ImageSplit:
+    """The split's tensors on ``device`` (copied once: the device-resident path of ``loader=``)."""
+    return ImageSplit(split.images.to(device), split.labels.to(device))

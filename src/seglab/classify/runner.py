@@ -29,6 +29,8 @@ from .data import (
     decode_image,
     load_dataset,
     resize_data,
+    split_bytes,
+    split_on,
     subset,
 )
 from .engine import (
@@ -42,6 +44,7 @@ from .engine import (
     train_one_epoch,
 )
 from .models import count_parameters, create_classifier
+from ..data.device_data import choose_loader
 from ..engine.optim import epochs_in_budget, set_total_epochs
 from ..errors import CheckpointError, ConfigError, DataError
 from ..runtime.checkpoint import load_checkpoint as read_checkpoint
@@ -161,6 +164,10 @@ def _train(cfg: ClassifyConfig, data: ClassificationData | None) -> dict:
     generator = torch.Generator().manual_seed(cfg.seed)  # the batch order: the same on every rank
     aug_generator = torch.Generator().manual_seed(cfg.seed + 1000 * rank) if world > 1 else None
     flip = flip_enabled(cfg)
+    # loader=: the uint8 training split copied to the device once (auto: on CUDA when it fits), else batches are
+    # gathered on the host and copied per step; either way the order and augmentation come from the same generators
+    data_path = choose_loader(cfg.loader, precision.device, (), split_bytes(data.train))
+    train_split = split_on(data.train, precision.device) if data_path.on_device else data.train
     rows: list[dict] = []
     best_acc = -1.0
     images_seen, train_seconds = 0, 0.0
@@ -168,6 +175,8 @@ def _train(cfg: ClassifyConfig, data: ClassificationData | None) -> dict:
         print(f"{cfg.model}: {params:,} parameters, {len(data.train)} train / {len(data.test)} test images, "
               f"{cfg.epochs} epochs, batch {cfg.batch}, {cfg.optimizer} lr {cfg.lr}, "
               f"{precision.describe()}" + (f", {world} processes" if world > 1 else ""))
+        print(f"data: {'on the device' if data_path.on_device else 'host tensors, copied to the device per batch'} "
+              f"({data_path.reason}), batched augmentation: shift {cfg.shift:g}{', hflip' if flip else ''}", flush=True)
     planned = cfg.epochs  # a time_limit refits it (and the LR schedule) early in epoch 1 and after each epoch
     probe_step = max(3, steps_per_epoch // 10)
 
@@ -185,7 +194,7 @@ def _train(cfg: ClassifyConfig, data: ClassificationData | None) -> dict:
     while epoch < planned:
         epoch += 1
         lr = optimizer.param_groups[0]["lr"]
-        result = train_one_epoch(train_net, data.train, optimizer, scheduler, precision, cfg.batch,
+        result = train_one_epoch(train_net, train_split, optimizer, scheduler, precision, cfg.batch,
                                  cfg.label_smoothing, cfg.shift, flip, generator, rank, world, aug_generator,
                                  lookahead, fit_budget_early if cfg.time_limit else None,
                                  desc=f"train {epoch}/{planned}")

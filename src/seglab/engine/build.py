@@ -12,10 +12,11 @@ import torch
 
 from ..config import Config, save_config, with_sources
 from ..data.dataset import SegmentationDataset, dtype_scale
+from ..data.device_data import data_line
 from ..data.plan import DataPlan, plan_data
 from ..data.transforms import build_train_transform, parse_augment, tta_unseen_in_training
 from ..errors import ConfigError
-from ..losses import LOSS_BUILDERS, build_loss, parse_loss_spec
+from ..losses import LOSS_BUILDERS, auto_loss, build_loss, parse_loss_spec
 from ..models import create_model
 from ..runtime.checkpoint import load_checkpoint
 from ..runtime.distributed import all_reduce_sum, init_distributed, is_main
@@ -24,6 +25,7 @@ from ..runtime.precision import Precision, resolve_precision
 from ..runtime.run_dir import new_run_dir, resume_run_dir, write_json
 from .components import (auto_workers, build_ema, build_meta, class_weight_values, fits_in_ram, head_channels, log,
                          make_loader, model_kwargs, normalisation, sampling_weights, seed_everything, window_loader)
+from .data_path import device_training, on_device
 from .gpu_batch import plan_gpu_batch, wants_gpu_batch
 from .loggers import build_loggers, logger_names
 from .optim import build_optimizer, build_scheduler, set_total_epochs
@@ -59,6 +61,7 @@ class Run:
     ema: Any
     normalize: Normalizer
     loss_fn: torch.nn.Module
+    loss_name: str  # the loss spec trained with (``loss=auto`` resolved)
     optimizer: torch.optim.Optimizer
     scheduler: Any
     steps_per_epoch: int
@@ -68,6 +71,9 @@ class Run:
     tplan: TrainingPlan | None = None  # the training plan (None: a resumed run from before plans)
     schedule: ValidationSchedule | None = None  # when to validate (val_every, val_share)
     loggers: Any = None  # rank 0 only
+    loader: Any = None  # the LoaderChoice: CPU DataLoader or data on the device (``loader=``), and why
+    device_data: Any = None  # the device path: the training set held on the device (DeviceData), else None
+    batch_augment: Any = None  # the device path: the batched augmentation (BatchAugment)
     autobatch: str = ""  # on a GPU, the batch=auto line: the probed batch, why, and the lr for it
 
 
@@ -90,7 +96,7 @@ def build_run(cfg: Config, overrides: dict[str, Any], plan: DataPlan | None = No
     model, spec, train_model, ema = build_model(cfg, plan, precision, world, resume)
     num_classes = plan.codec.num_classes
     normalize = Normalizer(mean, std, scale).to(precision.device)
-    loss_spec = cfg.loss if cfg.loss != "auto" else ("bce" if num_classes == 2 else "ce")
+    loss_spec = cfg.loss if cfg.loss != "auto" else auto_loss(num_classes)
     loss_fn = build_loss(loss_spec, num_classes=head_channels(num_classes), ignore_index=plan.codec.ignore_index,
                          class_weights=class_weight_values(cfg, plan, train_ds),
                          aux_weight=cfg.aux_weight, cls_weight=cfg.cls_weight).to(precision.device)
@@ -101,6 +107,9 @@ def build_run(cfg: Config, overrides: dict[str, Any], plan: DataPlan | None = No
     train_set, sampler = window_training(tplan, train_ds, transform, seed=cfg.seed, rank=rank, world=world) \
         if tplan is not None and tplan.windows else (train_ds, None)
     weights = sampling_weights(cfg, train_ds) if sampler is None else None
+    loader, device_data, batch_augment = device_training(cfg, train_ds, precision.device)
+    if device_data is not None:
+        workers = 0  # batches are gathered and augmented on the device: no DataLoader workers
     steps_per_epoch = len(window_loader(train_set, sampler, cfg, workers, world, 0) if sampler is not None
                           else make_loader(train_ds, cfg, True, workers, world, weights=weights))
     optimizer = build_optimizer(model, cfg)
@@ -112,8 +121,9 @@ def build_run(cfg: Config, overrides: dict[str, Any], plan: DataPlan | None = No
               precision=precision, workers=workers, transform=transform, train_ds=train_ds, val_ds=val_ds,
               weights=weights, meta=meta, spec=spec, model=model, train_model=train_model,
               eval_model=ema.module if ema is not None else model, ema=ema, normalize=normalize, loss_fn=loss_fn,
-              optimizer=optimizer, scheduler=scheduler, steps_per_epoch=steps_per_epoch, metric=metric,
-              train_set=train_set, sampler=sampler, tplan=tplan,
+              loss_name=loss_spec, optimizer=optimizer, scheduler=scheduler, steps_per_epoch=steps_per_epoch,
+              metric=metric, train_set=train_set, sampler=sampler, tplan=tplan,
+              loader=loader, device_data=device_data, batch_augment=batch_augment,
               schedule=ValidationSchedule(cfg.val_every, cfg.val_share, cfg.time_limit), autobatch=autobatch)
     timed = fit_windows_to_time(run) if resume is None else 0.0
     if is_main():
@@ -233,7 +243,7 @@ def time_steps(run: Run, steps: int = TIMED_STEPS) -> float:
     warm-up step; no optimiser step, and the BatchNorm statistics the passes touched are put back."""
     saved = {k: v.detach().clone() for k, v in run.model.state_dict().items()}
     run.train_model.train()
-    batches = iter(window_loader(run.train_set, run.sampler, run.cfg, run.workers, run.world, 0))
+    batches = iter(on_device(run, window_loader(run.train_set, run.sampler, run.cfg, run.workers, run.world, 0), 0))
     times = []
     for _ in range(steps + 1):
         t0 = time.perf_counter()
@@ -309,7 +319,12 @@ def log_start(run: Run) -> None:
         f"{len(run.train_ds)} train / {len(val_ds) if val_ds else 0} val images, {plan.codec.num_classes} classes "
         f"{plan.class_names}, {plan.in_channels} channel(s)\nmodel: {cfg.model} "
         f"({sum(p.numel() for p in run.model.parameters()) / 1e6:.2f} M params), precision "
-        f"{run.precision.describe()}, {run.workers} workers, {run.steps_per_epoch} steps/epoch")
+        f"{run.precision.describe()}, {run.workers} workers, {run.steps_per_epoch} steps/epoch, loss {run.loss_name}"
+        f"{' (auto)' if cfg.loss == 'auto' else ''}")
+    if run.loader is not None:
+        log(data_line(run.loader, run.batch_augment, run.workers))
+        if run.loader.fallback:
+            log(f"note: loader=device falls back to the CPU loader: {run.loader.fallback}")
     log_plan(run)
     if val_ds and cfg.tta != "none":  # per-epoch validation is a monitor; TTA would multiply its cost
         log(f"note: per-epoch validation scores without TTA; tta={cfg.tta} applies in seglab eval and predict")

@@ -24,6 +24,7 @@ from ..runtime.distributed import all_reduce_sum, barrier, cleanup, is_main
 from ..runtime.run_dir import new_run_dir, resume_run_dir, write_json
 from .build import Run, build_run
 from .components import gflops, head_channels, log, make_loader, seed_everything, set_encoder_frozen, window_loader
+from .data_path import on_device
 from .loop import NonFiniteLoss, StopFlag, TrainingStopped, evaluate, probs_to_logits, stop_agreed, train_one_epoch
 from .optim import set_total_epochs
 from .state import TrainState
@@ -107,7 +108,7 @@ def fit(run: Run, state: TrainState) -> None:
 
 
 def train_loader(run: Run, epoch: int) -> DataLoader:
-    """This epoch's training batches.
+    """This epoch's training batches (a DataLoader, or its DeviceLoader twin on the device path, ``loader=``).
 
     Everything is reseeded at every epoch start, so a resumed run draws exactly the batches and augmentations
     it would have drawn without the interruption.
@@ -116,12 +117,12 @@ def train_loader(run: Run, epoch: int) -> DataLoader:
     seed_everything(cfg.seed + epoch, cfg.deterministic)
     run.transform.set_random_seed(cfg.seed + epoch)
     if run.sampler is not None:  # window epochs: the draw depends only on (seed, epoch); rank r takes r, r+world...
-        return window_loader(run.train_set, run.sampler, cfg, run.workers, run.world, epoch)
+        return on_device(run, window_loader(run.train_set, run.sampler, cfg, run.workers, run.world, epoch), epoch)
     loader = make_loader(run.train_ds, cfg, True, run.workers, run.world, epoch_seed=cfg.seed + epoch,
                          weights=run.weights)
     if run.world > 1 and isinstance(loader.sampler, DistributedSampler):
         loader.sampler.set_epoch(epoch)
-    return loader
+    return on_device(run, loader, epoch)  # the device path walks this loader's batches of keys, in its order
 
 
 def write_shard(run: Run, loader: DataLoader) -> None:
@@ -394,6 +395,7 @@ def summary(run: Run, state: TrainState) -> dict[str, Any]:
             "best_epoch": state.best_epoch + 1 if state.validated else None, "best_metric": run.metric,
             "best_value": state.best if state.validated else None,
             "precision": str(precision.dtype or "fp32"), "device": str(precision.device), "world_size": run.world,
+            "loader": run.loader.path if run.loader is not None else "cpu",  # where the training batches came from
             "stopped_by": signal.Signals(state.stopped).name if state.stopped else None,
             "warnings": state.warnings}
 

@@ -8,7 +8,7 @@ is the usual entry point; its module also accepts the deep-supervision output di
 from .base import SegmentationLoss
 from .class_weights import WEIGHTING_METHODS, class_weights_from_counts, count_class_pixels
 from .deep_supervision import DeepSupervisionLoss, has_foreground
-from .factory import LOSS_BUILDERS, WeightedSumLoss, build_loss
+from .factory import LOSS_BUILDERS, WeightedSumLoss, auto_loss, build_loss
 from .lovasz import LovaszLoss, lovasz_grad, lovasz_hinge, lovasz_softmax
 from .overlap import SoftDiceLoss, SoftJaccardLoss, TverskyLoss
 from .pixelwise import BCEWithLogitsLoss, CrossEntropyLoss, FocalLoss, OhemCrossEntropyLoss
@@ -28,6 +28,7 @@ __all__ = [
     "SoftJaccardLoss",
     "TverskyLoss",
     "WeightedSumLoss",
+    "auto_loss",
     "build_loss",
     "class_weights_from_counts",
     "count_class_pixels",

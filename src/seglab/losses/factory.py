@@ -13,6 +13,17 @@ from .overlap import SoftDiceLoss, SoftJaccardLoss, TverskyLoss
 from .pixelwise import BCEWithLogitsLoss, CrossEntropyLoss, FocalLoss, OhemCrossEntropyLoss
 from .spec import parse_loss_spec
 
+def auto_loss(num_classes: int) -> str:
+    """What ``loss=auto`` means for ``num_classes`` classes: ``bce`` for two, ``ce+dice`` for more.
+
+    Multi-class adds soft Dice (batch counts, averaged over classes) to cross-entropy, as nnU-Net does on every
+    dataset: cross-entropy alone is dominated by the large classes, and in a short run it leaves thin and rare
+    classes (poles, signs, minor phases) at IoU 0; the Dice term weighs every class alike. Binary keeps BCE (the
+    seglab recipes for binary tasks choose their own losses).
+    """
+    return "bce" if num_classes == 2 else "ce+dice"
+
+
 # A builder is called as builder(num_classes, ignore_index, class_weights); losses use their documented defaults.
 LossBuilder = Callable[..., nn.Module]
 

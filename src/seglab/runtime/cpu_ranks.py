@@ -29,7 +29,7 @@ def wants_cpu_ranks(cfg: Config) -> bool:
 
 def check_cpu_ranks(cfg: Config) -> None:
     """Refuse settings that cannot work with ``cpu_procs``, with the fix."""
-    if cfg.device not in ("auto", "cpu") or (cfg.device == "auto" and torch.cuda.is_available()):
+    if cfg.device != "cpu" and (cfg.device != "auto" or torch.cuda.is_available()):  # a GPU: by name, or auto's
         raise ConfigError(f"cpu_procs={cfg.cpu_procs} is for CPU training; on GPUs use "
                           "torchrun --nproc_per_node=N -m seglab train ...")
     if cfg.batch != "auto" and cfg.batch % cfg.cpu_procs:  # auto: the plan decides it later

@@ -12,7 +12,7 @@ from ..config import Config, build_config, load_yaml
 from ..errors import ConfigError
 
 # Keys a resumed run may change; everything else comes from the run's own config.yaml.
-RESUME_OVERRIDABLE = {"epochs", "device", "workers", "time_limit", "precision", "patience", "cache", "logger",
+RESUME_OVERRIDABLE = {"epochs", "device", "workers", "loader", "time_limit", "precision", "patience", "cache", "logger",
                       "cpu_procs"}
 
 
