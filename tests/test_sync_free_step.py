@@ -7,6 +7,7 @@ import pytest
 import torch
 
 import seglab.engine.loop as loop
+import seglab.engine.step as step
 import seglab.engine.sync_free as sync_free
 from seglab.engine.loop import NonFiniteLoss, train_one_epoch
 from seglab.engine.optim import optimizer_for_groups
@@ -57,8 +58,8 @@ def test_a_nan_step_is_skipped_on_the_device_with_weights_and_state_unchanged(mo
     model, opt, sched = setup(name)
     assert opt.defaults["fused"] is True  # fp32 weights on a CPU (or CUDA): the fused kernels that read found_inf
     checked = []
-    real = loop._train_step
-    monkeypatch.setattr(loop, "_train_step", lambda *a, **k: checked.append(a[0]) or real(*a, **k))
+    real = step.train_step
+    monkeypatch.setattr(step, "train_step", lambda *a, **k: checked.append(a[0]) or real(*a, **k))
     snapshots = []
     result = run(model, opt, sched, batches("gbbg"), sync_free=True, on_step=lambda s: snapshots.append(params(model)))
     assert checked == [0]  # only the first step (no optimiser state yet) is checked on the host

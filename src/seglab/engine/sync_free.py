@@ -11,7 +11,7 @@ the next kernels. Here nothing in the step reads a device value:
   fused Adam/AdamW/SGD) set to 1 leaves weights, moments and step counts as they were, decided on the device.
 
 Where the optimiser cannot skip on the device (not fused, or its state not yet created: a fused SGD's momentum
-buffers would be left uninitialised by a skipped first step) the step takes ``loop._train_step``'s checked path.
+buffers would be left uninitialised by a skipped first step) the step takes ``step.train_step``'s checked path.
 Differences from the CPU path: no bf16 -> fp32 recompute of an overflowing step (deciding it needs a sync; bf16 has
 fp32's range), skipped steps are reported once per interval, and "``max_bad_steps`` bad steps in a row" is detected
 at the interval at the latest (those steps changed no weights).
@@ -27,6 +27,8 @@ import torch.nn as nn
 from ..runtime.distributed import all_reduce_sum, is_main
 from ..runtime.precision import Precision
 from ..runtime.progress import Progress
+from . import step as step_module  # by module: tests count the checked steps by patching it
+from .step import NonFiniteLoss, epoch_images, stop_agreed
 
 LOG_STEPS = 50  # one host read of the device counters per this many steps ...
 LOG_SECONDS = 2.0  # ... or per this many seconds, whichever comes first
@@ -94,7 +96,6 @@ def train_one_epoch_sync_free(model: nn.Module, loader: Iterable, loss_fn: Calla
                               max_steps: int | None = None, log_steps: int = LOG_STEPS,
                               log_seconds: float = LOG_SECONDS) -> dict:
     """``loop.train_one_epoch`` with one host sync per log interval instead of two per step; same result dict."""
-    from .loop import NonFiniteLoss, _train_step, epoch_images, stop_agreed
 
     model.train()
     counters = DeviceCounters(precision.device)
@@ -128,7 +129,7 @@ def train_one_epoch_sync_free(model: nn.Module, loader: Iterable, loss_fn: Calla
                 loss, bad = device_step(step, batch, model, loss_fn, optimizer, scheduler, precision, normalize,
                                         grad_clip, on_step)
             else:  # first step or an optimiser that cannot skip by itself: checked on the host
-                result = _train_step(step, batch, model, loss_fn, optimizer, scheduler, precision, normalize, epoch,
+                result = step_module.train_step(step, batch, model, loss_fn, optimizer, scheduler, precision, normalize, epoch,
                                      grad_clip, on_step)
                 if result is None:
                     loss, bad = torch.zeros((), device=precision.device), torch.ones((), dtype=torch.bool,
