@@ -38,7 +38,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_few_large import (CAMVID_CLASSES, SHARED, Spec, _camvid_pairs, _write_list, metrics_from_confusion,  # noqa: E402
                              read_image, read_list, read_mask)
-from child_runs import print_result, start_child  # noqa: E402
+from child_runs import print_result, result_or_failure, start_child  # noqa: E402
 
 SPEC = Spec("camvid", 45.0, 11, 11, "miou", {"ignore_index": 11}, CAMVID_CLASSES)
 HELD_OUT_SEQUENCE = "0001TP"
@@ -168,15 +168,9 @@ def child(args) -> None:
 
 
 def collect(name: str, proc, log: Path) -> dict:
-    """A child's RESULT, or a failure record naming its log and last line (the other variants go on)."""
-    proc.wait()
-    text = log.read_text(errors="replace").splitlines()
-    lines = [ln for ln in text if ln.startswith("RESULT ")]
-    if proc.returncode == 0 and lines:
-        return json.loads(lines[-1][len("RESULT "):])
-    last = [ln for ln in text if ln.strip()][-1:] or ["(no output)"]
-    print(f"{name} failed (exit code {proc.returncode}): {last[0]}; see {log}", flush=True)
-    return {"variant": name, "status": "failed", "error": last[0][:300], "log": str(log)}
+    """A child's RESULT, or a failure record (the other variants go on)."""
+    result = result_or_failure(name, proc, log)
+    return result if result.get("status") == "ok" else {"variant": name, **result}
 
 
 def report(results: dict, start: float) -> str:

@@ -53,7 +53,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from child_runs import print_result, start_child
+from child_runs import print_result, result_or_failure, start_child
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 VARIANTS = ("seglab", "seglab_before", "smp")
@@ -362,15 +362,9 @@ def child(args) -> None:
 
 # ---- parent: launch, collect, report ------------------------------------------------------------------------------
 def collect(name: str, variant: str, proc, log: Path) -> dict:
-    """A child's RESULT, or a failure record naming its log and last error line (the other variants go on)."""
-    proc.wait()
-    text = log.read_text(errors="replace").splitlines()
-    lines = [ln for ln in text if ln.startswith("RESULT ")]
-    if proc.returncode == 0 and lines:
-        return json.loads(lines[-1][len("RESULT "):])
-    errors = [ln for ln in text if ln.strip()][-1:] or ["(no output)"]
-    print(f"{name}/{variant} failed (exit code {proc.returncode}): {errors[0]}; see {log}", flush=True)
-    return {"dataset": name, "variant": variant, "status": "failed", "error": errors[0][:300], "log": str(log)}
+    """A child's RESULT, or a failure record (the other variants go on)."""
+    result = result_or_failure(f"{name}/{variant}", proc, log)
+    return result if result.get("status") == "ok" else {"dataset": name, "variant": variant, **result}
 
 
 def table(spec: Spec, results: dict) -> list[str]:

@@ -31,6 +31,18 @@ def child_result(name: str, proc: subprocess.Popen, log_path: Path) -> dict:
     return json.loads(lines[0][len("RESULT "):])
 
 
+def result_or_failure(label: str, proc: subprocess.Popen, log_path: Path) -> dict:
+    """Wait for a child; its RESULT, or a failure record naming its log and last line (so the other variants go on)."""
+    proc.wait()
+    text = log_path.read_text(errors="replace").splitlines()
+    lines = [ln for ln in text if ln.startswith("RESULT ")]
+    if proc.returncode == 0 and lines:
+        return json.loads(lines[-1][len("RESULT "):])
+    last = [ln for ln in text if ln.strip()][-1:] or ["(no output)"]
+    print(f"{label} failed (exit code {proc.returncode}): {last[0]}; see {log_path}", flush=True)
+    return {"status": "failed", "error": last[0][:300], "log": str(log_path)}
+
+
 def print_result(result: dict) -> None:
     """The line a child prints last, which child_result reads back."""
     print("RESULT " + json.dumps(result), flush=True)

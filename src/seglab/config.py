@@ -484,15 +484,21 @@ def _normalise_val_every(value: Any) -> Any:
     return int(amount) if kind == "epochs" else re.sub(r"\s+", "", str(value)).lower()
 
 
-def _normalise_samples(value: Any) -> Any:
-    """``samples_per_epoch``: ``auto`` or a whole number >= 0 (0 = one random crop per image, as before windows)."""
+def _auto_or_whole(value: Any) -> Any:
+    """``auto`` (any case) as "auto", whole numbers written as text or floats as ints; anything else unchanged."""
     if isinstance(value, str) and value.strip().lower() == "auto":
         return "auto"
     if isinstance(value, str) and value.strip().isdigit():
-        value = int(value.strip())
+        return int(value.strip())
     if isinstance(value, float) and value.is_integer():
-        value = int(value)
-    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return int(value)
+    return value
+
+
+def _normalise_samples(value: Any) -> Any:
+    """``samples_per_epoch``: ``auto`` or a whole number >= 0 (0 = one random crop per image, as before windows)."""
+    value = _auto_or_whole(value)
+    if value == "auto" or (isinstance(value, int) and not isinstance(value, bool) and value >= 0):
         return value
     raise ConfigError(f"samples_per_epoch={value!r}: use auto (the plan decides), 0 (one random crop per image) "
                       "or the number of training windows per epoch, e.g. 256")
@@ -500,13 +506,8 @@ def _normalise_samples(value: Any) -> Any:
 
 def _normalise_batch(value: Any) -> Any:
     """``batch``: a whole number, or ``auto`` (the plan decides: its CPU rule, or on a GPU the memory probe)."""
-    if isinstance(value, str) and value.strip().lower() == "auto":
-        return "auto"
-    if isinstance(value, str) and value.strip().isdigit():
-        value = int(value.strip())
-    if isinstance(value, float) and value.is_integer():
-        value = int(value)
-    if isinstance(value, int) and not isinstance(value, bool):
+    value = _auto_or_whole(value)
+    if value == "auto" or (isinstance(value, int) and not isinstance(value, bool)):
         return value
     raise ConfigError(f"batch={value!r}: give the images per step (e.g. 32) or auto (the plan decides; on a GPU the "
                       "largest batch that fits a share of its memory)")
