@@ -26,12 +26,18 @@ class SmpRun:
     train_s: float
     params: int
     precision: str
+    losses: list  # the training loss of every step, in order
 
 
 def train_smp_unet(images: Sequence[np.ndarray], masks: Sequence[np.ndarray], num_classes: int, ignore_index: int,
                    minutes: float, crop: int, batch: int, lr: float = 1e-3, encoder: str = "resnet34",
-                   seed: int = 0) -> SmpRun:
-    """Train ``smp.Unet(encoder, encoder_weights=None)`` on random ``crop`` windows for ``minutes`` of wall time."""
+                   seed: int = 0, make_model: Callable | None = None, max_steps: int = 0) -> SmpRun:
+    """Train ``smp.Unet(encoder, encoder_weights=None)`` on random ``crop`` windows for ``minutes`` of wall time.
+
+    ``make_model(in_channels, num_classes)`` trains another model in the same loop on the same windows in the same
+    order (a control: what is the model's doing and what the loop's); ``max_steps`` > 0 also stops there and fits
+    the cosine to it.
+    """
     import segmentation_models_pytorch as smp
     import torch
     import torch.nn.functional as F
@@ -70,13 +76,18 @@ def train_smp_unet(images: Sequence[np.ndarray], masks: Sequence[np.ndarray], nu
             return to_tensor(np.ascontiguousarray(img)), torch.from_numpy(np.ascontiguousarray(m))
 
     bf16 = cpu_supports_bf16()
-    model = smp.Unet(encoder, encoder_weights=None, in_channels=in_ch, classes=num_classes)
+    if make_model is None:
+        model = smp.Unet(encoder, encoder_weights=None, in_channels=in_ch, classes=num_classes)
+    else:
+        model = make_model(in_ch, num_classes)
     model = model.to(memory_format=torch.channels_last)
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr)
     loss_fn = torch.nn.CrossEntropyLoss(ignore_index=ignore_index)
+    # The shuffle order has its own generator, so models that draw different amounts of random numbers at their
+    # initialisation still see the same windows in the same order.
     loader = DataLoader(Crops(), batch_size=batch, shuffle=True, drop_last=len(images) > batch, num_workers=0,
-                        worker_init_fn=lambda w: np.random.seed(torch.initial_seed() % 2**32))
-    budget, steps, seen, epochs, est_total = minutes * 60, 0, 0, 0, None
+                        generator=torch.Generator().manual_seed(seed))
+    budget, steps, seen, epochs, est_total, losses = minutes * 60, 0, 0, 0, max_steps or None, []
     model.train()
     t0 = time.perf_counter()
     t1 = None  # end of the first step (its time includes one-off warm-up, left out of the step-time estimate)
@@ -94,13 +105,14 @@ def train_smp_unet(images: Sequence[np.ndarray], masks: Sequence[np.ndarray], nu
             loss.backward()
             optimizer.step()
             steps, seen = steps + 1, seen + len(x)
+            losses.append(round(loss.item(), 5))
             now = time.perf_counter()
             if t1 is None:
                 t1 = now
-            elif steps >= 3:
+            elif steps >= 3 and not max_steps:
                 per_step = (now - t1) / (steps - 1)
                 est_total = steps + max(0.0, budget - (now - t0)) / per_step
-            if now - t0 >= budget:
+            if now - t0 >= budget or steps == max_steps:
                 done = True
                 break
         else:
@@ -121,4 +133,4 @@ def train_smp_unet(images: Sequence[np.ndarray], masks: Sequence[np.ndarray], nu
         return logits[0, :, :h, :w].argmax(0).numpy()
 
     return SmpRun(predict, steps, seen, round(seen / len(images), 1), train_s,
-                  sum(p.numel() for p in model.parameters()), precision)
+                  sum(p.numel() for p in model.parameters()), precision, losses)

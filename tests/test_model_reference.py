@@ -65,3 +65,22 @@ def test_same_weights_give_the_same_logits_as_smp_unet(attention, upsample):
     x = torch.randn(2, 1, 64, 96)
     with torch.no_grad():
         torch.testing.assert_close(ours(x), reference(x), rtol=1e-4, atol=1e-4)
+
+
+def test_decoder_and_head_start_at_smps_weight_scale():
+    """Each decoder conv and the head start with the spread of smp's (He / Xavier), not PyTorch's ~2.4x smaller one.
+
+    The init is what made seglab's U-Net learn slower than smp's in the same loop (benchmarks/probe_model_in_loop.py).
+    """
+    torch.manual_seed(0)
+    reference = smp.Unet("resnet18", encoder_weights=None, classes=5)
+    torch.manual_seed(1)
+    ours = create_model("unet_encoder", encoder="resnet18", num_classes=5)
+    target = dict(ours.named_parameters())
+    compared = 0
+    for key, ref in reference.named_parameters():
+        name = smp_to_seglab_key(key)
+        if ref.dim() == 4 and name.startswith(("decoder.", "head.")) and name in target:
+            assert target[name].std().item() == pytest.approx(ref.std().item(), rel=0.1), name
+            compared += 1
+    assert compared >= 11  # two convs per decoder block (5 blocks) and the head
