@@ -119,8 +119,9 @@ def init_decoder(*modules: nn.Module) -> None:
     Why not PyTorch's default: its conv init (Kaiming-uniform with a=sqrt(5)) has ~2.4x smaller weights, which under
     Adam means ~2.4x larger relative steps for the decoder than for the (He-initialised) timm encoder. Trained in the
     same loop on the same windows, seglab's ResNet34 U-Net with the default init trailed smp's Unet (which
-    initialises its decoder this way) by 0.05 CamVid mIoU after 80 steps; with this init it matched it
-    (benchmarks/probe_model_in_loop.py, LOG.md 2026-12-05). He init is also what the U-Net paper prescribes.
+    initialises its decoder this way) after 80 steps and matched it with this init (benchmarks/probe_model_in_loop.py,
+    LOG.md 2026-12-05; one seed, within about twice the seed-to-seed spread). He init is also what the U-Net paper
+    prescribes, so the reason to match smp does not rest on that probe alone.
     """
     for module in modules:
         for m in module.modules():
