@@ -5,11 +5,13 @@ separates the model from the loop: every variant is trained by ``smp_loop.train_
 steps, seed and windows, so the training losses are comparable step by step (far less noisy than a held-out mIoU
 after 15 minutes), and optionally scored on the held-out list. Variants change one model choice at a time:
 
-  smp              segmentation_models_pytorch Unet("resnet34", encoder_weights=None)
-  seglab           seglab unet_encoder resnet34 as shipped (bilinear decoder, PyTorch's default conv init)
-  seglab_nearest   ... with upsample=nearest (smp's decoder up-sampling)
-  seglab_smpinit   ... with smp's decoder init (Kaiming-uniform convs, Xavier head, zero biases)
-  seglab_nozero    ... with the encoder blocks' last BatchNorm at 1 (torchvision's ResNet) instead of timm's 0
+  smp               segmentation_models_pytorch Unet("resnet34", encoder_weights=None)
+  seglab            seglab unet_encoder resnet34 as shipped (bilinear decoder, He-initialised as smp's)
+  seglab_torchinit  ... with PyTorch's default init of the decoder and head (seglab before f565a90)
+  seglab_nearest    ... with upsample=nearest (smp's decoder up-sampling)
+  seglab_nozero     ... with the encoder blocks' last BatchNorm at 1 (torchvision's ResNet) instead of timm's 0
+(The LOG's run of 2026-12-05 predates f565a90: its "seglab" is today's seglab_torchinit, and its "seglab_smpinit",
+smp's decoder init applied by hand, is today's seglab.)
 
 Run (data as written by bench_few_large.py --datasets camvid):
   python benchmarks/probe_model_in_loop.py --data WORKDIR/data/camvid --steps 80 --score
@@ -24,25 +26,15 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-VARIANTS = ("smp", "seglab", "seglab_nearest", "seglab_smpinit", "seglab_nozero")
+VARIANTS = ("smp", "seglab", "seglab_torchinit", "seglab_nearest", "seglab_nozero")
 
 
-def smp_decoder_init(model) -> None:
-    """Initialise the decoder and head as smp's ``initialize_decoder``/``initialize_head`` do."""
-    import torch.nn as nn
-
+def torch_default_init(model) -> None:
+    """Put the decoder and heads back to PyTorch's default initialisation (each layer's own reset_parameters)."""
     for part in (model.decoder, model.head):
         for m in part.modules():
-            if isinstance(m, nn.Conv2d):
-                if part is model.head:
-                    nn.init.xavier_uniform_(m.weight)
-                else:
-                    nn.init.kaiming_uniform_(m.weight, mode="fan_in", nonlinearity="relu")
-                if m.bias is not None:
-                    nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
+            if hasattr(m, "reset_parameters"):
+                m.reset_parameters()
 
 
 def model_factory(variant: str):
@@ -59,8 +51,8 @@ def model_factory(variant: str):
         if variant == "seglab_nozero":
             options["encoder_args"] = {"zero_init_last": False}
         model = create_model("unet_encoder", num_classes=num_classes, in_channels=in_ch, **options)
-        if variant == "seglab_smpinit":
-            smp_decoder_init(model)
+        if variant == "seglab_torchinit":
+            torch_default_init(model)
         return model
 
     return make

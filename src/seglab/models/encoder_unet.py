@@ -11,7 +11,7 @@ concatenated before the 3x3 head. A 1x1 conv and bilinear up-sampling commute, s
 scales and reducing each at full size, but up-samples 16 channels instead of up to 256 (3x faster training on CPU).
 
 Initialisation: the timm encoder keeps timm's; the decoder gets He init and the heads Xavier, as smp's Unet
-(``blocks.init_decoder``: with PyTorch's default conv init this U-Net learned measurably slower than smp's).
+(``blocks.init_decoder``; PyTorch's default conv init gives the decoder ~2.4x smaller weights than the encoder's).
 
 Deep supervision adds a logit map per decoder scale and an image-level empty/non-empty logit (training only);
 ``empty_gate=True`` (binary tasks) also uses that logit at inference to blank images it calls empty.
@@ -134,7 +134,7 @@ class EncoderUNet(EncoderStagesMixin, nn.Module):
             # Image-level "is anything there" logit from the deepest features (empty-mask classifier).
             self.cls_head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(dropout),
                                           nn.Linear(self.encoder.out_channels[-1], 1))
-        # He init for the decoder, Xavier for the heads, as smp: PyTorch's default conv init learned slower here.
+        # He init for the decoder, Xavier for the heads, as smp's Unet (why: blocks.init_decoder).
         init_decoder(self.decoder, *([self.hypercolumn_reduce] if hypercolumn else []))
         init_head(self.head, *([self.aux_heads, self.cls_head] if deep_supervision else []))
 
