@@ -275,10 +275,11 @@ def held_out(ddir: Path, max_test: int) -> list[tuple[Path, Path]]:
 
 
 # ---- variants (run in a child process) ----------------------------------------------------------------------------
-def seglab_overrides(variant: str, spec: Spec, ddir: Path, minutes: float, runs: Path, extra: dict) -> dict:
+def seglab_overrides(variant: str, spec: Spec, ddir: Path, minutes: float, runs: Path, extra: dict,
+                     seed: int = 0) -> dict:
     """The key=value overrides of a seglab variant (None in ``extra`` removes a key)."""
     overrides = {"data": str(ddir), **spec.seglab_data, **MODEL, "crop": CROP, "batch": BATCH, "time_limit": minutes,
-                 "project": str(runs), "name": variant, "exist_ok": True}
+                 "project": str(runs), "name": variant, "exist_ok": True, "seed": seed}
     for key, value in {**SEGLAB_OVERRIDES[variant], **extra}.items():
         if value == "AS_BEFORE" and key == "loss":  # what loss=auto meant before issue 28: bce for 2 classes, else ce
             value = "bce" if spec.num_classes == 2 else "ce"
@@ -290,19 +291,19 @@ def seglab_overrides(variant: str, spec: Spec, ddir: Path, minutes: float, runs:
 
 
 def run_seglab(variant: str, spec: Spec, ddir: Path, minutes: float, workdir: Path, checkpoint: str, max_test: int,
-               extra: dict, skip_unknown: bool) -> dict:
+               extra: dict, skip_unknown: bool, seed: int = 0) -> dict:
     """Train with seglab's engine for the budget, then score the chosen checkpoint with seglab's predictor."""
     import numpy as np
-    import torch
 
     from seglab.config import build_config, field_names
     from seglab.data.dataset import load_image
     from seglab.engine.dispatch import train
     from seglab.inference.predict import predict_image
     from seglab.inference.predictor import load_predictor
+    from seglab.runtime.checkpoint import load_checkpoint
 
     runs = workdir / "runs" / spec.name
-    overrides = seglab_overrides(variant, spec, ddir, minutes, runs, extra)
+    overrides = seglab_overrides(variant, spec, ddir, minutes, runs, extra, seed)
     unknown = sorted(k for k in overrides if k not in field_names())
     if unknown and not skip_unknown:
         drop = json.dumps({variant: dict.fromkeys(unknown)})
@@ -315,7 +316,7 @@ def run_seglab(variant: str, spec: Spec, ddir: Path, minutes: float, workdir: Pa
     shutil.rmtree(runs / variant, ignore_errors=True)  # a fresh run folder: no best.pt left from an earlier run
     run = train(build_config(overrides), overrides)
     ckpt = run / "checkpoints" / f"{checkpoint}.pt"
-    state = torch.load(run / "checkpoints" / "last.pt", map_location="cpu", weights_only=False)
+    state = load_checkpoint(run / "checkpoints" / "last.pt")
     summary = json.loads((run / "summary.json").read_text())
     predictor = load_predictor(str(ckpt), "cpu", "auto", "none")
     in_ch, threshold = predictor.meta["in_channels"], predictor.meta.get("threshold", 0.5)
@@ -327,21 +328,33 @@ def run_seglab(variant: str, spec: Spec, ddir: Path, minutes: float, workdir: Pa
             "train_ips": summary["train_images_per_s"], "train_min": train_s / 60,
             "val_min": max(0.0, wall_s - train_s) / 60,
             "budget_min": wall_s / 60, "checkpoint": str(ckpt), "best_epoch": summary.get("best_epoch"),
-            "precision": summary.get("precision"), "overrides": overrides, "skipped_keys": unknown, "run": str(run)}
+            "precision": summary.get("precision"), "overrides": overrides, "skipped_keys": unknown, "run": str(run),
+            "epoch_curve": epoch_curve(run / "metrics.csv")}
 
 
-def run_smp(spec: Spec, ddir: Path, minutes: float, max_test: int) -> dict:
+def epoch_curve(metrics_csv: Path) -> list[dict]:
+    """Per epoch of a seglab run: its mean training loss and the learning rate at its end (to set beside smp's)."""
+    import csv
+
+    with open(metrics_csv, newline="") as f:
+        return [{"epoch": int(r["epoch"]), "train_loss": round(float(r["train_loss"]), 5), "lr": float(r["lr"])}
+                for r in csv.DictReader(f) if r.get("train_loss")]
+
+
+def run_smp(spec: Spec, ddir: Path, minutes: float, max_test: int, seed: int = 0) -> dict:
     """smp's Unet("resnet34") trained the way a user writes a plain PyTorch loop, then scored on whole images."""
     from smp_loop import train_smp_unet
 
     train_pairs = read_list(ddir / "train.txt")
     images = [read_image(i) for i, _ in train_pairs]
     masks = [read_mask(m, spec) for _, m in train_pairs]
-    run = train_smp_unet(images, masks, spec.num_classes, spec.ignore_index, minutes, CROP, BATCH, lr=SMP_LR)
+    run = train_smp_unet(images, masks, spec.num_classes, spec.ignore_index, minutes, CROP, BATCH, lr=SMP_LR,
+                         seed=seed)
     scores = score(lambda path: run.predict(read_image(path)), held_out(ddir, max_test), spec)
     return {**scores, "epochs": run.epochs, "steps": run.steps, "train_images": run.seen,
             "train_ips": run.seen / run.train_s, "train_min": run.train_s / 60, "val_min": 0.0,
-            "budget_min": run.train_s / 60, "precision": run.precision, "checkpoint": "end of training"}
+            "budget_min": run.train_s / 60, "precision": run.precision, "checkpoint": "end of training",
+            "step_losses": run.losses, "step_lrs": [round(lr, 8) for lr in run.lrs]}
 
 
 def child(args) -> None:
@@ -351,11 +364,11 @@ def child(args) -> None:
     load_subsets(spec, ddir)
     t0 = time.time()
     if variant == "smp":
-        result = run_smp(spec, ddir, args.minutes, args.max_test)
+        result = run_smp(spec, ddir, args.minutes, args.max_test, args.seed)
     else:
         extra = json.loads(args.seglab_overrides).get(variant, {})
         result = run_seglab(variant, spec, ddir, args.minutes, workdir, args.checkpoint, args.max_test, extra,
-                            args.skip_unknown_keys)
+                            args.skip_unknown_keys, args.seed)
     print_result({"dataset": name, "variant": variant, "status": "ok", "minutes": args.minutes,
                   "child_min": (time.time() - t0) / 60, **result})
 
@@ -411,7 +424,7 @@ def report(all_results: dict, args, minutes: dict, start: float) -> str:
     mode = "one after the other, all cores each" if args.sequential else "in parallel, one core each"
     out = [f"# Few large images (issue 28): seglab vs seglab as it was vs smp", "",
            f"cpu: {describe_cpu()}; variants {mode}; U-Net ResNet34 (random init), crop {CROP}, batch {BATCH}; "
-           f"seglab scored from {args.checkpoint}.pt; total wall {(time.time() - start) / 60:.0f} min", ""]
+           f"seed {args.seed}; seglab scored from {args.checkpoint}.pt; total wall {(time.time() - start) / 60:.0f} min", ""]
     for name, results in all_results.items():
         spec = SPECS[name]
         scored = next((r["images"] for r in results.values() if r.get("status") == "ok"), "?")
@@ -440,6 +453,8 @@ def main() -> None:
                              '\'{"seglab_before": {"val_every": 2}}\'')
     parser.add_argument("--skip-unknown-keys", action="store_true",
                         help="drop overrides this seglab does not know (with a note) instead of failing the variant")
+    parser.add_argument("--seed", type=int, default=0,
+                        help="seed of every variant (seglab's seed=, the smp loop's init and window order)")
     parser.add_argument("--child", help=argparse.SUPPRESS)  # DATASET:VARIANT, in a child process
     parser.add_argument("--minutes", type=float, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -472,7 +487,7 @@ def main() -> None:
         for i, variant in enumerate(variants):
             cmd = [sys.executable, __file__, "--child", f"{name}:{variant}", "--workdir", str(workdir),
                    "--minutes", str(minutes[name]), "--checkpoint", args.checkpoint, "--max-test", str(args.max_test),
-                   "--seglab-overrides", args.seglab_overrides] + (["--skip-unknown-keys"] if args.skip_unknown_keys
+                   "--seglab-overrides", args.seglab_overrides, "--seed", str(args.seed)] + (["--skip-unknown-keys"] if args.skip_unknown_keys
                                                                    else [])
             log = workdir / f"{name}_{variant}.log"
             if args.sequential:

@@ -27,6 +27,7 @@ class SmpRun:
     params: int
     precision: str
     losses: list  # the training loss of every step, in order
+    lrs: list  # the learning rate each step was taken with
 
 
 def train_smp_unet(images: Sequence[np.ndarray], masks: Sequence[np.ndarray], num_classes: int, ignore_index: int,
@@ -87,7 +88,7 @@ def train_smp_unet(images: Sequence[np.ndarray], masks: Sequence[np.ndarray], nu
     # initialisation still see the same windows in the same order.
     loader = DataLoader(Crops(), batch_size=batch, shuffle=True, drop_last=len(images) > batch, num_workers=0,
                         generator=torch.Generator().manual_seed(seed))
-    budget, steps, seen, epochs, est_total, losses = minutes * 60, 0, 0, 0, max_steps or None, []
+    budget, steps, seen, epochs, est_total, losses, lrs = minutes * 60, 0, 0, 0, max_steps or None, [], []
     model.train()
     t0 = time.perf_counter()
     t1 = None  # end of the first step (its time includes one-off warm-up, left out of the step-time estimate)
@@ -106,6 +107,7 @@ def train_smp_unet(images: Sequence[np.ndarray], masks: Sequence[np.ndarray], nu
             optimizer.step()
             steps, seen = steps + 1, seen + len(x)
             losses.append(round(loss.item(), 5))
+            lrs.append(step_lr)
             now = time.perf_counter()
             if t1 is None:
                 t1 = now
@@ -133,4 +135,4 @@ def train_smp_unet(images: Sequence[np.ndarray], masks: Sequence[np.ndarray], nu
         return logits[0, :, :h, :w].argmax(0).numpy()
 
     return SmpRun(predict, steps, seen, round(seen / len(images), 1), train_s,
-                  sum(p.numel() for p in model.parameters()), precision, losses)
+                  sum(p.numel() for p in model.parameters()), precision, losses, lrs)

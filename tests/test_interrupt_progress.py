@@ -176,6 +176,7 @@ def test_int8_calibration_reports_its_progress(capsys, monkeypatch):
 # ---- how the time budget set the epochs ----------------------------------------------------------------------
 
 def test_the_log_says_how_time_limit_set_the_epochs(grains_dir, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("SEGLAB_HEARTBEAT", "1e-9")  # a progress line after every batch
     clock = iter(range(0, 10**6, 10))  # every clock read of the trainer advances 10 s: one epoch = 20 s of wall time
     monkeypatch.setattr(trainer_module, "time", types.SimpleNamespace(perf_counter=lambda: float(next(clock))))
     assert main(["train", f"data={grains_dir}", "epochs=50", "time_limit=1", f"project={tmp_path}", "name=budget",
@@ -185,6 +186,10 @@ def test_the_log_says_how_time_limit_set_the_epochs(grains_dir, tmp_path, monkey
     lines = [ln for ln in out.splitlines() if ln.startswith("time_limit=")]
     assert lines == [f"time_limit=1 min at {20 / steps:.2g} s/step fits 3 of the 50 epochs (schedule refitted)"]
     assert len(_rows(tmp_path / "budget")) == 3
+    # until the budget line, progress names the total as an upper bound (the first refit does not know validation's
+    # cost); after it, the fitted count
+    names = {ln.split(":")[0] for ln in out.splitlines() if ln.startswith("train ")}
+    assert names == {"train 1/<=50", "train 2/<=6", "train 3/3"}
 
 
 def test_budget_line_when_every_epoch_fits():

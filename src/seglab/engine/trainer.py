@@ -87,7 +87,10 @@ def fit(run: Run, state: TrainState) -> None:
             set_encoder_frozen(run.model, epoch < run.cfg.freeze_epochs)
             t0 = time.perf_counter()
             shortened = state.last_epoch_steps if epoch == state.total_epochs - 1 else 0
-            result = train_epoch(run, loader, epoch, stop, state.total_epochs, shortened)
+            # Until the budget line has fixed it (after two timed epochs), the total is an estimate: "train 2/<=6".
+            estimate = run.cfg.time_limit and not state.budget_told
+            total = f"<={state.total_epochs}" if estimate else state.total_epochs
+            result = train_epoch(run, loader, epoch, stop, total, shortened)
             epoch_time = rank_mean(run, time.perf_counter() - t0)
             if result["interrupted"]:
                 state.partial_epoch, state.stopped = True, stop.signum
@@ -146,7 +149,7 @@ def rank_mean(run: Run, seconds: float) -> float:
         / run.world
 
 
-def train_epoch(run: Run, loader: DataLoader, epoch: int, stop: StopFlag, total: int,
+def train_epoch(run: Run, loader: DataLoader, epoch: int, stop: StopFlag, total: int | str,
                 max_steps: int = 0) -> dict[str, Any]:
     """One pass over ``loader`` (updating the EMA after every step); returns ``train_one_epoch``'s result.
 
