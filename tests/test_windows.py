@@ -9,8 +9,8 @@ from seglab.data.dataset import SegmentationDataset, pad_collate
 from seglab.data.formats import Sample
 from seglab.data.masks import MaskCodec
 from seglab.data.transforms import build_train_transform
-from seglab.data.windows import (TileDataset, Window, WindowDataset, WindowIndex, WindowSampler, tile_starts,
-                                 window_size)
+from seglab.data.windows import (TileDataset, Window, WindowDataset, WindowIndex, WindowSampler, spread_draw,
+                                 tile_starts, window_size)
 
 from conftest import write_png
 
@@ -38,6 +38,24 @@ def test_images_are_drawn_in_proportion_to_their_area():
     for w in draws[:500]:  # every window lies inside its image and has the crop's size (cut to the image)
         H, W = sizes[w.index]
         assert (w.h, w.w) == window_size((H, W), 64) and 0 <= w.y <= H - w.h and 0 <= w.x <= W - w.w
+
+
+def test_a_batch_holds_distinct_images_when_the_images_are_alike():
+    """24 equal images, 23 batches of 8: independent draws repeat an image in most batches (overlapping windows,
+    a smaller effective batch); spread draws give each image its exact share and rarely repeat one in a batch."""
+    sizes = [(360, 480)] * 24
+    draw = [w.index for w in WindowSampler(sizes, 256, 184, seed=0).draw(0)]
+    assert sorted(np.bincount(draw, minlength=24)) == [7] * 8 + [8] * 16  # 184 / 24 = 7.67, off by less than one
+    repeats = sum(len(set(draw[i: i + 8])) < 8 for i in range(0, 184, 8))
+    independent = np.random.default_rng(0).choice(24, size=184)
+    assert repeats <= 6 < sum(len(set(independent[i: i + 8])) < 8 for i in range(0, 184, 8))
+
+
+def test_spread_draw_counts_follow_the_areas_exactly():
+    p = np.array([1, 2, 4, 9]) / 16
+    for seed in range(5):
+        counts = np.bincount(spread_draw(p, 37, np.random.default_rng(seed)), minlength=4)
+        assert counts.sum() == 37 and np.all(np.abs(counts - 37 * p) < 1)
 
 
 def test_the_draw_depends_only_on_seed_and_epoch():

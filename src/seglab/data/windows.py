@@ -4,7 +4,9 @@ When images are much larger than the training crop (20 thin sections of 1600x120
 per image per epoch makes an epoch one optimiser step and leaves most pixels unseen. Instead an epoch draws
 ``samples`` windows (nnU-Net draws 250 batches per epoch, MMSegmentation iterates without epochs):
 
-- images are picked in proportion to their area, a window position uniformly inside the image;
+- images are picked in proportion to their area (each image's count exact to less than one, its windows spread
+  evenly through the epoch, so a batch holds distinct images as far as the areas allow), a window position
+  uniformly inside the image;
 - ``cat_max_ratio`` (MMSegmentation's RandomCrop): a window smaller than its image is re-drawn, up to ``max_tries``
   times, while one class fills more than that share of its labelled pixels (the last draw is kept);
 - ``rare_windows`` (nnU-Net's 1/3 foreground oversampling): that share of windows is centred on a pixel of a class
@@ -123,6 +125,24 @@ class WindowIndex:
         return max(found) / sum(found) if len(found) > 1 else 1.0
 
 
+def spread_draw(p: np.ndarray, total: int, rng: np.random.Generator) -> np.ndarray:
+    """``total`` image indices, each image's count its share ``p`` of ``total`` (systematic sampling: off by less
+    than one), its draws spaced evenly through the epoch at a random phase.
+
+    Independent draws (``rng.choice(p=...)``) put the same image twice into most batches of a small dataset (24
+    images, batch 8: 7 batches in 10), and two windows of one image overlap: a smaller effective batch. Spread out,
+    equal images give a batch distinct images as shuffled epochs do, and large images still get their share.
+    """
+    cum = np.concatenate([[0.0], np.cumsum(p, dtype=np.float64)])
+    cum /= cum[-1]  # exactly 1 at the end, so the counts add up to total
+    counts = np.diff(np.floor(cum * total + rng.random()).astype(np.int64))
+    index = np.repeat(np.arange(len(p)), counts)
+    start = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    slot = np.arange(len(index)) - np.repeat(start, counts)  # 0..count-1 within each image
+    phase = (slot + rng.random(len(index))) / np.repeat(np.maximum(counts, 1), counts)  # evenly spaced, jittered
+    return index[np.argsort(phase, kind="stable")]
+
+
 class WindowSampler(torch.utils.data.Sampler):
     """``samples`` windows per epoch, the same draw on every rank for (seed, epoch); rank r takes r, r+world, ...
 
@@ -173,7 +193,7 @@ class WindowSampler(torch.utils.data.Sampler):
         if self.rare_classes:
             rare[: round(self.total * self.rare_windows)] = True
             rng.shuffle(rare)  # centred windows spread over the epoch's batches and over the ranks
-        images = rng.choice(len(self.sizes), size=self.total, p=self.image_p)
+        images = spread_draw(self.image_p, self.total, rng)
         return [self._centred(rng) if r else self._random(int(i), rng) for i, r in zip(images, rare)]
 
     def _random(self, i: int, rng: np.random.Generator) -> Window:
