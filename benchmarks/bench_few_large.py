@@ -424,7 +424,8 @@ def report(all_results: dict, args, minutes: dict, start: float) -> str:
     mode = "one after the other, all cores each" if args.sequential else "in parallel, one core each"
     out = [f"# Few large images (issue 28): seglab vs seglab as it was vs smp", "",
            f"cpu: {describe_cpu()}; variants {mode}; U-Net ResNet34 (random init), crop {CROP}, batch {BATCH}; "
-           f"seed {args.seed}; seglab scored from {args.checkpoint}.pt; total wall {(time.time() - start) / 60:.0f} min", ""]
+           f"seed {args.seed}; seglab scored from {args.checkpoint}.pt; "
+           f"total wall {(time.time() - start) / 60:.0f} min", ""]
     for name, results in all_results.items():
         spec = SPECS[name]
         scored = next((r["images"] for r in results.values() if r.get("status") == "ok"), "?")
@@ -487,8 +488,8 @@ def main() -> None:
         for i, variant in enumerate(variants):
             cmd = [sys.executable, __file__, "--child", f"{name}:{variant}", "--workdir", str(workdir),
                    "--minutes", str(minutes[name]), "--checkpoint", args.checkpoint, "--max-test", str(args.max_test),
-                   "--seglab-overrides", args.seglab_overrides, "--seed", str(args.seed)] + (["--skip-unknown-keys"] if args.skip_unknown_keys
-                                                                   else [])
+                   "--seglab-overrides", args.seglab_overrides, "--seed", str(args.seed)]
+            cmd += ["--skip-unknown-keys"] if args.skip_unknown_keys else []
             log = workdir / f"{name}_{variant}.log"
             if args.sequential:
                 results[variant] = collect(name, variant, start_child(cmd, log), log)

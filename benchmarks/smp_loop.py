@@ -121,7 +121,9 @@ def train_smp_unet(images: Sequence[np.ndarray], masks: Sequence[np.ndarray], nu
             epochs += 1
     train_s = time.perf_counter() - t0
     precision = ("bf16" if bf16 else "fp32") + " + channels_last"
-    print(f"{'smp' if make_model is None else 'model'} in the plain loop: {steps} steps, {seen} crops, {train_s:.0f} s, last loss {loss.item():.4f}, {precision}", flush=True)
+    who = "smp" if make_model is None else "model"
+    print(f"{who} in the plain loop: {steps} steps, {seen} crops, {train_s:.0f} s, last loss {loss.item():.4f}, "
+          f"{precision}", flush=True)
     model.eval()
 
     @torch.inference_mode()
