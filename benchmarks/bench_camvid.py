@@ -7,7 +7,8 @@ Data (written once into the workdir as seglab list files, CamVid's classes.csv b
   chooses its checkpoint (best.pt) and the recipe's settings by; never scored;
 * test: CamVid val (101 frames), scored once at the end at 480x360, with and without horizontal-flip TTA.
 
-Variants (each a child process, all cores, one after the other; budgets in minutes of training wall time):
+Variants (each a child process; one after the other on all cores, or with --one-core-each as many at once as there are
+cores, each pinned to one core with one thread; budgets in minutes of training wall time):
 
 * ``recipe`` (45): ``seglab train recipe=scenes-cpu``;
 * ``smp`` (45): segmentation_models_pytorch ``Unet("resnet34", encoder_weights=None)`` in a plain loop
@@ -24,12 +25,14 @@ default, ``--probe-minutes``), for choosing the recipe; probes are scored like t
     python benchmarks/bench_camvid.py --workdir DIR                                  # all five, ~2.5 h + scoring
     python benchmarks/bench_camvid.py --variants recipe,smp --workdir DIR
     python benchmarks/bench_camvid.py --variants none --probe crop384='{"crop": 384}' --workdir DIR
+    python benchmarks/bench_camvid.py --one-core-each --workdir DIR     # two at a time, one core each: ~1.5 h
     python benchmarks/bench_camvid.py --minutes-scale 0.01 --max-test 3 --workdir /tmp/camvid_smoke  # smoke run
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import sys
 import time
@@ -173,12 +176,14 @@ def collect(name: str, proc, log: Path) -> dict:
     return result if result.get("status") == "ok" else {"variant": name, **result}
 
 
-def report(results: dict, start: float) -> str:
+def report(results: dict, start: float, one_core_each: bool = False) -> str:
     """Markdown: the headline table, per-class IoU, and the gap of seglab's recipe over smp."""
     from seglab.runtime.precision import describe_cpu
 
+    how = ("variants side by side in the order given, each pinned to one core with one thread" if one_core_each
+           else "variants one after the other, all cores each")
     out = ["# CamVid from scratch (issue 31)", "",
-           f"cpu: {describe_cpu()}; variants one after the other, all cores each; train = CamVid train less sequence "
+           f"cpu: {describe_cpu()}; {how}; train = CamVid train less sequence "
            f"{HELD_OUT_SEQUENCE} (the validation seglab chooses by), scored on CamVid val at 480x360; total wall "
            f"{(time.time() - start) / 60:.0f} min", "",
            "| variant | minutes | mIoU | mIoU hflip TTA | pixel acc | epochs | train img/s | params (M) | precision |",
@@ -227,6 +232,9 @@ def main() -> None:
     parser.add_argument("--minutes-scale", type=float, default=1.0, help="multiply every budget (smoke runs)")
     parser.add_argument("--max-test", type=int, default=0, help="score only the first N test frames (quick checks)")
     parser.add_argument("--workdir", default="runs/bench_camvid")
+    parser.add_argument("--one-core-each", action="store_true",
+                        help="run as many variants at once as there are cores, each pinned to one core with one "
+                             "thread, in the order given (pair variants of equal budget: recipe,smp)")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--minutes", type=float, help=argparse.SUPPRESS)
     parser.add_argument("--overrides", help=argparse.SUPPRESS)
@@ -248,14 +256,22 @@ def main() -> None:
     print(f"camvid: {len(read_list(ddir / 'train.txt'))} train / {len(read_list(ddir / 'val.txt'))} val (sequence "
           f"{HELD_OUT_SEQUENCE}) / {len(read_list(ddir / 'test.txt'))} test frames in {ddir}", flush=True)
     start, results = time.time(), {}
-    for name, (minutes, overrides) in jobs.items():
-        cmd = [sys.executable, __file__, "--child", name, "--workdir", str(workdir), "--minutes", str(minutes),
-               "--overrides", json.dumps(overrides), "--max-test", str(args.max_test)]
-        log = workdir / f"{name}.log"
-        print(f"{name}: {minutes:g} min, log {log}", flush=True)
-        results[name] = collect(name, start_child(cmd, log), log)
-        (workdir / "results.json").write_text(json.dumps(results, indent=1))  # partial results survive
-    text = report(results, start)
+    cores = sorted(os.sched_getaffinity(0)) if args.one_core_each else [None]
+    names = list(jobs)
+    for first in range(0, len(names), len(cores)):  # all cores for one variant, or one core each for several
+        running = []
+        for core, name in zip(cores, names[first:first + len(cores)]):
+            minutes, overrides = jobs[name]
+            cmd = [sys.executable, __file__, "--child", name, "--workdir", str(workdir), "--minutes", str(minutes),
+                   "--overrides", json.dumps(overrides), "--max-test", str(args.max_test)]
+            log = workdir / f"{name}.log"
+            where = "all cores" if core is None else f"core {core}, one thread"
+            print(f"{name}: {minutes:g} min on {where}, log {log}", flush=True)
+            running.append((name, start_child(cmd, log, core=core), log))
+        for name, proc, log in running:
+            results[name] = collect(name, proc, log)
+            (workdir / "results.json").write_text(json.dumps(results, indent=1))  # partial results survive
+    text = report(results, start, args.one_core_each)
     (workdir / "results.md").write_text(text + "\n")
     print("\n" + text)
     print(f"\nresults: {workdir / 'results.json'}, {workdir / 'results.md'}; run folders: {workdir / 'runs'} "

@@ -436,6 +436,20 @@ def test_encoder_args_reach_timm_and_wrong_ones_are_named():
         create_model("unet_encoder", encoder="resnet18", encoder_args={"in_chans": 4})
 
 
+def test_random_init_encoders_start_with_residual_batchnorm_scales_at_one():
+    """timm's zero-initialised residual BatchNorm scales start at 1 (random init only; zero_init_last keeps timm's)."""
+    def zero_scales(model):
+        return sum(1 for m in model.encoder.modules() if isinstance(m, nn.BatchNorm2d) and not m.weight.any())
+
+    for name, encoder in (("unet_encoder", "resnet18"), ("unet_encoder", "regnety_002"), ("bisenet", "resnet18"),
+                          ("deeplabv3plus", "resnet18")):
+        assert zero_scales(create_model(name, encoder=encoder)) == 0, (name, encoder)
+    timm_init = create_model("unet_encoder", encoder="resnet18", encoder_args={"zero_init_last": True})
+    assert zero_scales(timm_init) == 8  # one per BasicBlock, as timm builds it
+    ones = create_model("unet_encoder", encoder="resnet18").encoder.model.layer1[0].bn2.weight
+    assert ones.min() == 1 and timm_init.encoder.model.layer1[0].bn2.weight.max() == 0
+
+
 def test_input_scale_runs_the_net_on_a_2x_input_and_averages_the_logits_back():
     scaled = cheap("unet_encoder", input_scale=2, deep_supervision=True, hypercolumn=True).eval()
     x = torch.randn(2, 3, 50, 38)

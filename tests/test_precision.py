@@ -38,7 +38,8 @@ def test_fp32_channels_last_gives_the_same_logits_and_gradients():
     out = fast(p.to_input(x))
     out.sum().backward()
     torch.testing.assert_close(out, reference, atol=1e-4, rtol=1e-4)
-    torch.testing.assert_close(fast.encoder.model.conv1.weight.grad, grad, atol=1e-3, rtol=1e-3)
+    # Relative to the gradient's size (the first conv's gradient of a summed 101x101 logit map reaches ~1e4).
+    assert (fast.encoder.model.conv1.weight.grad - grad).norm() / grad.norm() < 1e-5
 
 
 def test_describe_names_dtype_memory_format_and_device(monkeypatch):
