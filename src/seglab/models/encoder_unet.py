@@ -21,7 +21,8 @@ size: small images (TGS's 101x101) get features at twice the resolution, as the 
 101 -> 202 did, without changing the data, the masks or the metric. It costs ~4x the compute, and a narrower encoder
 does not buy it back on a CPU: x2 with a half-width ResNet18 trains 2.7x slower than x1 at full width (memory-bound
 large activations), so it is for GPUs. ``encoder_args`` passes keywords to ``timm.create_model``, e.g.
-``{channels: [32, 64, 128, 256]}`` for a half-width ResNet.
+``{channels: [32, 64, 128, 256]}`` for a half-width ResNet. Random-init encoders start the residual BatchNorm scales
+that timm zero-initialises at 1 (see ``encoders.unit_residual_norms``); ``{zero_init_last: true}`` keeps timm's 0.
 """
 from __future__ import annotations
 

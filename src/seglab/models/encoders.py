@@ -5,8 +5,9 @@ their channels and reductions: resnets and most CNNs give reductions 2..32, timm
 (its first tap is the last ReLU before pool1), ConvNeXt gives 4..32. Decoders read ``out_channels``
 and ``reductions`` instead of assuming a layout.
 
-Weights (``weights=``): None (random init), "imagenet" (timm's default pretrained tag: taken from
-the local Hugging Face / torch hub cache when there, else downloaded; offline it fails at once), or
+Weights (``weights=``): None (random init; residual BatchNorm scales start at 1, not timm's 0), "imagenet"
+(timm's default pretrained tag: taken from the local Hugging Face / torch hub cache when there, else downloaded;
+offline it fails at once), or
 a local ``.safetensors`` / ``.pth`` file holding a timm model's state dict (``timm.create_model(name).state_dict()``)
 or a seglab encoder's. Every route goes through one loader that checks that all the encoder's tensors
 are present and adapts the first convolution to ``in_channels`` with timm's ``adapt_input_conv``.
