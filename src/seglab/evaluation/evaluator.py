@@ -16,6 +16,7 @@ from ..data.dataset import SegmentationDataset, meta_view_channels, pad_collate
 from ..data.masks import MaskCodec
 from ..data.plan import plan_data
 from ..errors import ConfigError
+from ..inference.predict import run_tile
 from ..inference.predictor import load_predictor
 from ..inference.tiled import tiled_batch_probs
 from ..metrics.tgs import BY_COVERAGE_HEADERS, BY_COVERAGE_NOTE, emptiness_counts, tgs_by_coverage
@@ -74,7 +75,7 @@ def run_eval(cfg: Config, overrides: dict | None = None, out_dir: Path | None = 
     ds = SegmentationDataset(samples, codec=codec, in_channels=meta["in_channels"], pad_to=meta["pad_to"],
                              pad_mode=meta["pad_mode"], rle=plan.rle, view_channels=meta_view_channels(meta))
     # the run's validation tile, unless tile= is given here (tile=0: whole images) or in the run's config
-    tile = cfg.tile if "tile" in (overrides or {}) else cfg.tile or meta.get("val_tile") or 0
+    tile = run_tile(cfg, meta, given="tile" in (overrides or {}))
     loader = DataLoader(ds, batch_size=1 if tile else max(batch_or(cfg.batch, 8), 8),
                         collate_fn=functools.partial(pad_collate, ignore_index=codec.ignore_index))
     if tile:

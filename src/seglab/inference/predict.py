@@ -78,6 +78,16 @@ def remove_small(mask: np.ndarray, min_area: int) -> np.ndarray:
     return mask
 
 
+def run_tile(cfg: Config, meta: dict, given: bool | None = None) -> int:
+    """The sliding-window tile to predict or score with: ``tile=`` when given, else the run's ``val_tile``, else 0."""
+    # A run that validated large images by tiles is predicted and scored the same way, so that predict's maps are
+    # the ones eval scored; tile=0 given explicitly still means whole images. ``given``: whether the user set tile=
+    # (default: read from the config's sources; eval rebuilds its config from the run's and says it itself).
+    if given is None:
+        given = config_sources(cfg)["tile"] != "default"
+    return cfg.tile if given else int(cfg.tile or meta.get("val_tile") or 0)
+
+
 def predict_image(predictor: Predictor, image: np.ndarray, threshold: float, tile: int = 0,
                   overlap: float = 0.25) -> tuple[np.ndarray, np.ndarray | None]:
     """(class-index map, probabilities or None for tiled) of one (H, W, C) image at its own size."""
@@ -112,7 +122,8 @@ def predict_huge(predictor: Predictor, path: Path, out: Path, cfg: Config) -> Pa
         return torch.from_numpy(np.ascontiguousarray(tile.transpose(2, 0, 1)))
 
     return predict_large_file(lambda x: predictor.probs(x), path, out / f"{path.stem}_mask.tif",
-                              num_classes=channels, tile=cfg.tile or 1024, overlap=cfg.overlap, batch_size=2,
+                              num_classes=channels, tile=run_tile(cfg, predictor.meta) or 1024, overlap=cfg.overlap,
+                              batch_size=2,
                               preprocess=preprocess, progress=True)
 
 
@@ -229,7 +240,7 @@ def _predict_one(predictor: Predictor, sample: Sample, out: Path, cfg: Config, w
         result.written["label TIFF"] += 1
         return None
     image = load_sample_image(sample, meta_view_channels(predictor.meta))
-    pred, probs = predict_image(predictor, image, threshold, cfg.tile, cfg.overlap)
+    pred, probs = predict_image(predictor, image, threshold, run_tile(cfg, predictor.meta), cfg.overlap)
     if predictor.num_classes == 2:
         pred = remove_small(pred, min_area)
     stem, written = sample.id, []
@@ -257,7 +268,12 @@ def _predict_one(predictor: Predictor, sample: Sample, out: Path, cfg: Config, w
 def run_predict(cfg: Config) -> Path:
     """``seglab predict``: predict every source image into a new folder, list skipped files, and end with one line
     saying what was written where and by which backend and precision; returns the output folder."""
-    result = predict_source(cfg)
+    predictor = load_any_predictor(cfg)
+    tile = run_tile(cfg, predictor.meta)
+    if tile and not cfg.tile:
+        print(f"note: images larger than {tile} px are predicted by sliding {tile}-px windows, as the run validated "
+              f"(val_tile); tile=0 predicts whole images")
+    result = predict_source(cfg, predictor=predictor)
     result.skipped.print()
     print(result.summary())
     return result.out
