@@ -81,6 +81,35 @@ def test_few_large_images_train_on_windows_write_the_plan_and_evaluate_by_tiles(
     from PIL import Image
 
     assert all(Image.open(p).size == (256, 192) for p in (run / "eval_val" / "pred").glob("*.png"))
+    # predict, too, takes the run's validation tile unless tile= is given: its maps are the ones eval scored
+    weights = f"weights={run / 'checkpoints' / 'last.pt'}"
+    source = f"source={blobs / 'images'}"
+    for name, extra in (("by_run", []), ("tile64", ["tile=64"]), ("whole", ["tile=0"])):
+        assert main(["predict", weights, source, f"project={tmp_path}", f"name={name}", "save=index", *extra]) == 0
+        out = capsys.readouterr().out
+        assert ("predicted by sliding 64-px windows, as the run validated" in out) == (name == "by_run")
+    maps = {name: [np.asarray(Image.open(tmp_path / name / f"s{i}_mask.png")) for i in range(5)]
+            for name in ("by_run", "tile64", "whole")}
+    assert all(np.array_equal(a, b) for a, b in zip(maps["by_run"], maps["tile64"]))
+
+
+def test_time_limit_cuts_an_epoch_longer_than_the_whole_budget(blobs, tmp_path, capsys):
+    """An epoch that alone would outlast time_limit (given samples_per_epoch: no plan refit) ends at the budget."""
+    import time
+
+    args = ["train", f"data={blobs}", f"project={tmp_path}", *TINY, *WINDOWS, "samples_per_epoch=40000",
+            "time_limit=0.05", "name=cut"]
+    t0 = time.perf_counter()
+    assert main(args) == 0
+    seconds = time.perf_counter() - t0
+    out = capsys.readouterr().out
+    assert "10000 steps/epoch" in out and "reached during epoch 1, after" in out
+    images = int(out.split("reached during epoch 1, after ")[1].split(" images")[0])
+    assert 0 < images < 40000
+    rows = _rows(tmp_path / "cut")
+    assert len(rows) == 1 and rows[0]["val_miou"]  # the cut epoch is validated and saved like any last epoch
+    assert (tmp_path / "cut" / "checkpoints" / "last.pt").is_file()
+    assert seconds < 60  # 3 s of budget; the whole epoch would take minutes
 
 
 def test_every_planned_key_yields_to_the_command_line_and_the_log_names_the_source(blobs, tmp_path, capsys):

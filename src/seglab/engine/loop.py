@@ -13,7 +13,7 @@ from ..runtime.distributed import all_reduce_sum, is_main
 from ..runtime.precision import Precision
 from ..runtime.progress import Progress
 from .step import (NonFiniteLoss, StopFlag, TrainingStopped, epoch_images, images_per_pass,  # noqa: F401 (re-exported)
-                   stop_agreed, train_step)
+                   past_deadline, stop_agreed, train_step)
 
 
 def logits_to_pred(logits: torch.Tensor, threshold: float = 0.5) -> torch.Tensor:
@@ -46,9 +46,10 @@ def train_one_epoch(model: nn.Module, loader: Iterable, loss_fn: Callable, optim
                     scheduler, precision: Precision, normalize: Normalizer, *, epoch: int, grad_clip: float = 0.0,
                     stop: StopFlag | None = None, max_bad_steps: int = 5, desc: str | None = None,
                     on_step: Callable[[int], None] | None = None, max_steps: int | None = None,
-                    sync_free: bool | None = None) -> dict:
+                    sync_free: bool | None = None, deadline: float | None = None) -> dict:
     """One pass over ``loader`` (its first ``max_steps`` batches when given); returns mean loss, images seen,
-    skipped steps and whether it was interrupted.
+    skipped steps, whether it was interrupted and whether ``deadline`` (a ``time.perf_counter()`` value: the time
+    budget's end) cut it short after a step.
 
     ``on_step(step)`` runs after each optimizer step (the weight EMA update). Progress is counted in images (rank 0
     only): a bar with images/s and ETA on a terminal, a heartbeat line every ~30 s elsewhere; ``desc`` names it
@@ -63,10 +64,10 @@ def train_one_epoch(model: nn.Module, loader: Iterable, loss_fn: Callable, optim
 
         return train_one_epoch_sync_free(model, loader, loss_fn, optimizer, scheduler, precision, normalize,
                                          epoch=epoch, grad_clip=grad_clip, stop=stop, max_bad_steps=max_bad_steps,
-                                         desc=desc, on_step=on_step, max_steps=max_steps)
+                                         desc=desc, on_step=on_step, max_steps=max_steps, deadline=deadline)
     model.train()
     loss_sum = torch.zeros((), device=precision.device)
-    seen, skipped, bad_in_a_row, interrupted, fallbacks = 0, 0, 0, False, 0
+    seen, skipped, bad_in_a_row, interrupted, fallbacks, cut = 0, 0, 0, False, 0, False
     bar = Progress(epoch_images(loader, max_steps), desc or f"train {epoch + 1}", "img", enabled=is_main())
     try:
         for step, batch in enumerate(loader):
@@ -92,6 +93,9 @@ def train_one_epoch(model: nn.Module, loader: Iterable, loss_fn: Callable, optim
             if stop is not None and stop_agreed(stop, precision.device):
                 interrupted = True
                 break
+            if past_deadline(deadline, precision.device):
+                cut = True
+                break
     finally:
         bar.close()
     if seen == 0 and skipped > 0 and not interrupted:
@@ -102,7 +106,7 @@ def train_one_epoch(model: nn.Module, loader: Iterable, loss_fn: Callable, optim
         print(f"note: {fallbacks} step(s) of epoch {epoch} overflowed in {precision.dtype} and were recomputed in fp32",
               flush=True)
     return {"loss": float(totals[0] / totals[1].clamp(min=1)), "images": int(totals[1]), "skipped": skipped,
-            "interrupted": interrupted, "fp32_fallbacks": fallbacks}
+            "interrupted": interrupted, "fp32_fallbacks": fallbacks, "cut": cut}
 
 
 @torch.inference_mode()

@@ -4,6 +4,7 @@ NonFiniteLoss."""
 from __future__ import annotations
 
 import signal
+import time
 from typing import TYPE_CHECKING, Callable, Iterable
 
 import torch
@@ -74,6 +75,18 @@ def stop_agreed(stop: StopFlag, device: torch.device) -> bool:
     if int(signum) and not stop.raised:
         stop.raised, stop.signum = True, int(signum)
     return stop.raised
+
+
+def past_deadline(deadline: float | None, device: torch.device) -> bool:
+    """Whether the time budget's ``deadline`` (a ``time.perf_counter()`` value) has passed; ranks agree, as on stops."""
+    if deadline is None:
+        return False
+    past = time.perf_counter() >= deadline
+    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+        return past
+    flag = torch.tensor([int(past)], device=device)
+    torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
+    return bool(int(flag))
 
 
 def images_per_pass(loader: Iterable) -> int | None:

@@ -28,7 +28,7 @@ from ..runtime.distributed import all_reduce_sum, is_main
 from ..runtime.precision import Precision
 from ..runtime.progress import Progress
 from . import step as step_module  # by module: tests count the checked steps by patching it
-from .step import NonFiniteLoss, epoch_images, stop_agreed
+from .step import NonFiniteLoss, epoch_images, past_deadline, stop_agreed
 
 LOG_STEPS = 50  # one host read of the device counters per this many steps ...
 LOG_SECONDS = 2.0  # ... or per this many seconds, whichever comes first
@@ -94,12 +94,12 @@ def train_one_epoch_sync_free(model: nn.Module, loader: Iterable, loss_fn: Calla
                               *, epoch: int, grad_clip: float = 0.0, stop=None, max_bad_steps: int = 5,
                               desc: str | None = None, on_step: Callable[[int], None] | None = None,
                               max_steps: int | None = None, log_steps: int = LOG_STEPS,
-                              log_seconds: float = LOG_SECONDS) -> dict:
+                              log_seconds: float = LOG_SECONDS, deadline: float | None = None) -> dict:
     """``loop.train_one_epoch`` with one host sync per log interval instead of two per step; same result dict."""
 
     model.train()
     counters = DeviceCounters(precision.device)
-    interrupted, fallbacks, told = False, 0, {"skipped": 0.0, "loss_sum": 0.0, "seen": 0.0}
+    interrupted, cut, fallbacks, told = False, False, 0, {"skipped": 0.0, "loss_sum": 0.0, "seen": 0.0}
     last_step, last_time = -1, time.perf_counter()
     bar = Progress(epoch_images(loader, max_steps), desc or f"train {epoch + 1}", "img", enabled=is_main())
 
@@ -146,6 +146,9 @@ def train_one_epoch_sync_free(model: nn.Module, loader: Iterable, loss_fn: Calla
             if stop is not None and stop_agreed(stop, precision.device):
                 interrupted = True
                 break
+            if past_deadline(deadline, precision.device):  # a host clock read (and, across ranks, one all-reduce)
+                cut = True
+                break
         if step > last_step:
             interval(step)
     finally:
@@ -159,4 +162,4 @@ def train_one_epoch_sync_free(model: nn.Module, loader: Iterable, loss_fn: Calla
         print(f"note: {fallbacks} step(s) of epoch {epoch} overflowed in {precision.dtype} and were recomputed in fp32",
               flush=True)
     return {"loss": float(totals[0] / totals[1].clamp(min=1)), "images": int(totals[1]),
-            "skipped": int(got["skipped"]), "interrupted": interrupted, "fp32_fallbacks": fallbacks}
+            "skipped": int(got["skipped"]), "interrupted": interrupted, "fp32_fallbacks": fallbacks, "cut": cut}

@@ -90,13 +90,19 @@ def fit(run: Run, state: TrainState) -> None:
             # Until the budget line has fixed it (after two timed epochs), the total is an estimate: "train 2/<=6".
             estimate = run.cfg.time_limit and not state.budget_told
             total = f"<={state.total_epochs}" if estimate else state.total_epochs
-            result = train_epoch(run, loader, epoch, stop, total, shortened)
+            # The budget's end cuts an epoch short: an epoch longer than the whole budget (a slow model on whole
+            # images, on one core) would otherwise overrun time_limit many times over.
+            deadline = t0 + max(0.0, run.cfg.time_limit * 60 - state.wall_time) if run.cfg.time_limit else None
+            result = train_epoch(run, loader, epoch, stop, total, shortened, deadline)
             epoch_time = rank_mean(run, time.perf_counter() - t0)
             if result["interrupted"]:
                 state.partial_epoch, state.stopped = True, stop.signum
                 log_interrupted(run, state, epoch)
                 return
             row = count_epoch(run, state, epoch, result, epoch_time)
+            if result.get("cut"):
+                log(f"time limit of {run.cfg.time_limit} min reached during epoch {epoch + 1}, after "
+                    f"{result['images']} images: the epoch ends here")
             if run.cfg.time_limit:  # refit before validating, so the budget's last epoch is always validated
                 refit_to_budget(run, state)
             validating = should_validate(run, state)
@@ -150,7 +156,7 @@ def rank_mean(run: Run, seconds: float) -> float:
 
 
 def train_epoch(run: Run, loader: DataLoader, epoch: int, stop: StopFlag, total: int | str,
-                max_steps: int = 0) -> dict[str, Any]:
+                max_steps: int = 0, deadline: float | None = None) -> dict[str, Any]:
     """One pass over ``loader`` (updating the EMA after every step); returns ``train_one_epoch``'s result.
 
     Its progress (images, images/s, ETA) is a bar on a terminal and a heartbeat line every ~30 s elsewhere,
@@ -163,7 +169,7 @@ def train_epoch(run: Run, loader: DataLoader, epoch: int, stop: StopFlag, total:
     try:
         return train_one_epoch(run.train_model, loader, run.loss_fn, run.optimizer, run.scheduler, run.precision,
                                run.normalize, epoch=epoch, grad_clip=run.cfg.grad_clip, stop=stop, on_step=on_step,
-                               desc=f"train {epoch + 1}/{total}", max_steps=max_steps or None)
+                               desc=f"train {epoch + 1}/{total}", max_steps=max_steps or None, deadline=deadline)
     except NonFiniteLoss as e:
         log(f"error: {e}")
         raise
