@@ -77,6 +77,11 @@ def stop_agreed(stop: StopFlag, device: torch.device) -> bool:
     return stop.raised
 
 
+def deadline_in(seconds: float) -> float:
+    """The ``time.perf_counter()`` value ``seconds`` from now (at least now): what ``past_deadline`` compares with."""
+    return time.perf_counter() + max(0.0, seconds)
+
+
 def past_deadline(deadline: float | None, device: torch.device) -> bool:
     """Whether the time budget's ``deadline`` (a ``time.perf_counter()`` value) has passed; ranks agree, as on stops."""
     if deadline is None:

@@ -26,6 +26,7 @@ from .build import Run, build_run
 from .components import gflops, head_channels, log, make_loader, seed_everything, set_encoder_frozen, window_loader
 from .data_path import on_device
 from .loop import NonFiniteLoss, StopFlag, TrainingStopped, evaluate, probs_to_logits, stop_agreed, train_one_epoch
+from .step import deadline_in
 from .optim import set_total_epochs
 from .state import TrainState
 
@@ -92,7 +93,7 @@ def fit(run: Run, state: TrainState) -> None:
             total = f"<={state.total_epochs}" if estimate else state.total_epochs
             # The budget's end cuts an epoch short: an epoch longer than the whole budget (a slow model on whole
             # images, on one core) would otherwise overrun time_limit many times over.
-            deadline = t0 + max(0.0, run.cfg.time_limit * 60 - state.wall_time) if run.cfg.time_limit else None
+            deadline = deadline_in(run.cfg.time_limit * 60 - state.wall_time) if run.cfg.time_limit else None
             result = train_epoch(run, loader, epoch, stop, total, shortened, deadline)
             epoch_time = rank_mean(run, time.perf_counter() - t0)
             if result["interrupted"]:
