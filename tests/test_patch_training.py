@@ -282,8 +282,8 @@ def test_a_time_budget_ends_with_a_shortened_epoch_that_fills_it(blobs, tmp_path
     now = [0.0]
     real_epoch = trainer.train_epoch
 
-    def train_epoch(run, loader, epoch, stop, total, max_steps=0, deadline=None):
-        # the deadline is on this simulated clock, which the real steps do not read: the epoch runs whole
+    def train_epoch(run, loader, epoch, stop, total, max_steps=0, time_left=None):
+        # time_left is on this simulated clock, which the real steps do not read: the epoch runs whole
         result = real_epoch(run, loader, epoch, stop, total, max_steps)
         now[0] += 2.2 * (max_steps or run.steps_per_epoch)
         return result

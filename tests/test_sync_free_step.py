@@ -86,6 +86,15 @@ def test_losses_images_and_weights_equal_the_cpu_path():
     assert all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters()))
 
 
+@pytest.mark.parametrize("sync_free", [False, True])
+def test_a_spent_time_budget_ends_the_epoch_after_one_step_on_both_paths(sync_free):
+    model, opt, sched = setup()
+    cut = run(model, opt, sched, batches("gggg", n=3), sync_free=sync_free, time_left=0.0)
+    assert cut["cut"] and not cut["interrupted"] and cut["images"] == 3  # the step that spent it, then stop
+    whole = run(model, opt, sched, batches("gggg", n=3), sync_free=sync_free, time_left=3600.0)
+    assert not whole["cut"] and whole["images"] == 12
+
+
 def test_five_bad_steps_in_a_row_raise_at_the_interval_at_the_latest():
     model, opt, sched = setup()
     with pytest.raises(NonFiniteLoss, match="consecutive steps"):  # read at the end of the epoch (or a 2-s interval)

@@ -13,7 +13,7 @@ from ..runtime.distributed import all_reduce_sum, is_main
 from ..runtime.precision import Precision
 from ..runtime.progress import Progress
 from .step import (NonFiniteLoss, StopFlag, TrainingStopped, epoch_images, images_per_pass,  # noqa: F401 (re-exported)
-                   past_deadline, stop_agreed, train_step)
+                   epoch_ends_here, stop_agreed, train_step)
 
 
 def logits_to_pred(logits: torch.Tensor, threshold: float = 0.5) -> torch.Tensor:
@@ -46,10 +46,10 @@ def train_one_epoch(model: nn.Module, loader: Iterable, loss_fn: Callable, optim
                     scheduler, precision: Precision, normalize: Normalizer, *, epoch: int, grad_clip: float = 0.0,
                     stop: StopFlag | None = None, max_bad_steps: int = 5, desc: str | None = None,
                     on_step: Callable[[int], None] | None = None, max_steps: int | None = None,
-                    sync_free: bool | None = None, deadline: float | None = None) -> dict:
+                    sync_free: bool | None = None, time_left: float | None = None) -> dict:
     """One pass over ``loader`` (its first ``max_steps`` batches when given); returns mean loss, images seen,
-    skipped steps, whether it was interrupted and whether ``deadline`` (a ``time.perf_counter()`` value: the time
-    budget's end) cut it short after a step.
+    skipped steps, whether it was interrupted (a stop signal) and whether it was cut short after the step that used
+    up ``time_left`` (seconds: what is left of the time budget).
 
     ``on_step(step)`` runs after each optimizer step (the weight EMA update). Progress is counted in images (rank 0
     only): a bar with images/s and ETA on a terminal, a heartbeat line every ~30 s elsewhere; ``desc`` names it
@@ -59,6 +59,7 @@ def train_one_epoch(model: nn.Module, loader: Iterable, loss_fn: Callable, optim
     the loss is summed on the device and read once per log interval, a NaN/Inf step is skipped by the fused
     optimiser itself. On a CPU a sync costs nothing, and the per-step check below stays.
     """
+    deadline = None if time_left is None else time.perf_counter() + max(0.0, time_left)
     if precision.device.type == "cuda" if sync_free is None else sync_free:
         from .sync_free import train_one_epoch_sync_free
 
@@ -90,11 +91,9 @@ def train_one_epoch(model: nn.Module, loader: Iterable, loss_fn: Callable, optim
             loss_sum += loss * n
             seen += n
             bar.update(n, loss=f"{float(loss):.4f}", lr=f"{optimizer.param_groups[0]['lr']:.2e}")
-            if stop is not None and stop_agreed(stop, precision.device):
-                interrupted = True
-                break
-            if past_deadline(deadline, precision.device):
-                cut = True
+            ended = epoch_ends_here(stop, deadline, precision.device)
+            if ended:
+                interrupted, cut = ended == "signal", ended == "time"
                 break
     finally:
         bar.close()

@@ -77,21 +77,20 @@ def stop_agreed(stop: StopFlag, device: torch.device) -> bool:
     return stop.raised
 
 
-def deadline_in(seconds: float) -> float:
-    """The ``time.perf_counter()`` value ``seconds`` from now (at least now): what ``past_deadline`` compares with."""
-    return time.perf_counter() + max(0.0, seconds)
-
-
-def past_deadline(deadline: float | None, device: torch.device) -> bool:
-    """Whether the time budget's ``deadline`` (a ``time.perf_counter()`` value) has passed; ranks agree, as on stops."""
-    if deadline is None:
-        return False
-    past = time.perf_counter() >= deadline
-    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
-        return past
-    flag = torch.tensor([int(past)], device=device)
-    torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
-    return bool(int(flag))
+def epoch_ends_here(stop: StopFlag | None, deadline: float | None, device: torch.device) -> str | None:
+    """After a step: "signal" (a stop signal), "time" (``deadline``, a ``time.perf_counter()`` value, has passed)
+    or None to go on. Ranks agree on both in one all-reduce, as ``stop_agreed`` does for signals alone."""
+    signum = stop.signum if stop is not None else 0
+    past = deadline is not None and time.perf_counter() >= deadline
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        flags = torch.tensor([signum, int(past)], device=device)
+        torch.distributed.all_reduce(flags, op=torch.distributed.ReduceOp.MAX)
+        signum, past = int(flags[0]), bool(int(flags[1]))
+        if signum and stop is not None and not stop.raised:
+            stop.raised, stop.signum = True, signum
+    if stop is not None and stop.raised:
+        return "signal"
+    return "time" if past else None
 
 
 def images_per_pass(loader: Iterable) -> int | None:

@@ -28,7 +28,7 @@ from ..runtime.distributed import all_reduce_sum, is_main
 from ..runtime.precision import Precision
 from ..runtime.progress import Progress
 from . import step as step_module  # by module: tests count the checked steps by patching it
-from .step import NonFiniteLoss, epoch_images, past_deadline, stop_agreed
+from .step import NonFiniteLoss, epoch_ends_here, epoch_images
 
 LOG_STEPS = 50  # one host read of the device counters per this many steps ...
 LOG_SECONDS = 2.0  # ... or per this many seconds, whichever comes first
@@ -143,11 +143,9 @@ def train_one_epoch_sync_free(model: nn.Module, loader: Iterable, loss_fn: Calla
             if step - last_step >= log_steps or now - last_time >= log_seconds:
                 interval(step)
                 last_step, last_time = step, now
-            if stop is not None and stop_agreed(stop, precision.device):
-                interrupted = True
-                break
-            if past_deadline(deadline, precision.device):  # a host clock read (and, across ranks, one all-reduce)
-                cut = True
+            ended = epoch_ends_here(stop, deadline, precision.device)  # a host clock read; across ranks one all-reduce
+            if ended:
+                interrupted, cut = ended == "signal", ended == "time"
                 break
         if step > last_step:
             interval(step)

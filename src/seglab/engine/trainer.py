@@ -26,7 +26,6 @@ from .build import Run, build_run
 from .components import gflops, head_channels, log, make_loader, seed_everything, set_encoder_frozen, window_loader
 from .data_path import on_device
 from .loop import NonFiniteLoss, StopFlag, TrainingStopped, evaluate, probs_to_logits, stop_agreed, train_one_epoch
-from .step import deadline_in
 from .optim import set_total_epochs
 from .state import TrainState
 
@@ -93,8 +92,8 @@ def fit(run: Run, state: TrainState) -> None:
             total = f"<={state.total_epochs}" if estimate else state.total_epochs
             # The budget's end cuts an epoch short: an epoch longer than the whole budget (a slow model on whole
             # images, on one core) would otherwise overrun time_limit many times over.
-            deadline = deadline_in(run.cfg.time_limit * 60 - state.wall_time) if run.cfg.time_limit else None
-            result = train_epoch(run, loader, epoch, stop, total, shortened, deadline)
+            time_left = run.cfg.time_limit * 60 - state.wall_time if run.cfg.time_limit else None
+            result = train_epoch(run, loader, epoch, stop, total, shortened, time_left)
             epoch_time = rank_mean(run, time.perf_counter() - t0)
             if result["interrupted"]:
                 state.partial_epoch, state.stopped = True, stop.signum
@@ -157,7 +156,7 @@ def rank_mean(run: Run, seconds: float) -> float:
 
 
 def train_epoch(run: Run, loader: DataLoader, epoch: int, stop: StopFlag, total: int | str,
-                max_steps: int = 0, deadline: float | None = None) -> dict[str, Any]:
+                max_steps: int = 0, time_left: float | None = None) -> dict[str, Any]:
     """One pass over ``loader`` (updating the EMA after every step); returns ``train_one_epoch``'s result.
 
     Its progress (images, images/s, ETA) is a bar on a terminal and a heartbeat line every ~30 s elsewhere,
@@ -170,7 +169,7 @@ def train_epoch(run: Run, loader: DataLoader, epoch: int, stop: StopFlag, total:
     try:
         return train_one_epoch(run.train_model, loader, run.loss_fn, run.optimizer, run.scheduler, run.precision,
                                run.normalize, epoch=epoch, grad_clip=run.cfg.grad_clip, stop=stop, on_step=on_step,
-                               desc=f"train {epoch + 1}/{total}", max_steps=max_steps or None, deadline=deadline)
+                               desc=f"train {epoch + 1}/{total}", max_steps=max_steps or None, time_left=time_left)
     except NonFiniteLoss as e:
         log(f"error: {e}")
         raise
