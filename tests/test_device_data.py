@@ -153,7 +153,9 @@ def test_seglab_train_with_loader_device_on_a_cpu(grains_dir, tmp_path, capsys):
     assert "batched augmentation: hflip, vflip, rot90, shift_scale_rotate, color, random_pad" in out
     assert "epoch 1/1 train_loss=" in out and "done: best" in out
     assert (tmp_path / "dev" / "checkpoints" / "last.pt").is_file()
-    assert json.loads((tmp_path / "dev" / "summary.json").read_text())["loader"] == "device"
+    summary = json.loads((tmp_path / "dev" / "summary.json").read_text())
+    assert summary["loader"] == "device"
+    assert f"precision {summary['precision']} on cpu" in out  # the layout too, as the log says (was "fp32" alone)
 
 
 def test_an_augment_without_a_batched_version_falls_back_with_a_note(grains_dir, tmp_path, capsys):

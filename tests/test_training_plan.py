@@ -6,6 +6,7 @@ import json
 
 import numpy as np
 import pytest
+import torch
 import yaml
 
 from conftest import shared_dataset, write_png
@@ -255,6 +256,27 @@ def test_mask_mode_index_on_the_command_line_overrides_a_recipes_colors(tmp_path
     assert cfg.mask_mode == "rgb" and cfg.colors == [[0, 0, 0], [9, 9, 9]]
     with pytest.raises(ConfigError, match="mask_mode=index"):  # one source saying both is a contradiction
         build_config({"mask_mode": "index", "colors": [[0, 0, 0], [9, 9, 9]]})
+
+
+def test_an_encoder_stays_with_the_model_named_beside_it(tmp_path):
+    """model= of another name above a recipe or cfg file drops the encoder given there for its own model
+    (scenes-cpu's ``encoder: resnet34`` built a ResNet-34 bisenet_resnet18)."""
+    from seglab.engine.build import encoder_phrase
+    from seglab.engine.components import model_kwargs
+    from seglab.models import create_model
+
+    (tmp_path / "unet.yaml").write_text("model: unet_encoder\nencoder: resnet34\n")
+    unet = str(tmp_path / "unet.yaml")
+    cfg = build_config({"cfg": unet, "model": "bisenet_resnet18"})
+    assert cfg.encoder == "" and config_sources(cfg)["encoder"] == "command line"
+    with torch.device("meta"):
+        model = create_model(cfg.model, **model_kwargs(cfg, 3, 11))
+    assert encoder_phrase(model) == "encoder resnet18, "
+    assert build_config({"cfg": unet}).encoder == "resnet34"  # the file's own model keeps it
+    assert build_config({"cfg": unet, "model": "unet_encoder"}).encoder == "resnet34"  # the same model named again
+    assert build_config({"cfg": unet, "model": "bisenet", "encoder": "resnet50"}).encoder == "resnet50"
+    (tmp_path / "enc.yaml").write_text("encoder: resnet50\n")  # an encoder given without a model is kept
+    assert build_config({"cfg": str(tmp_path / "enc.yaml"), "model": "bisenet"}).encoder == "resnet50"
 
 
 @pytest.fixture()

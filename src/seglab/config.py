@@ -410,6 +410,7 @@ def build_config(overrides: dict[str, Any] | None = None, cfg_file: str | Path |
         if key in values:
             values[key] = normalise(values[key])
     _resolve_mask_mode(values, sources)
+    _drop_foreign_encoder(values, sources, dict(layers))
     cfg = Config(**values, _sources={key: sources[key] for key in values})
     _check_choices(cfg)
     _check_window_keys(cfg)
@@ -429,6 +430,22 @@ def with_sources(cfg: Config, values: dict[str, Any], source: str) -> Config:
 def _outranks(a: str | None, b: str | None) -> bool:
     """True when source ``a`` ranks above source ``b`` (an unset key ranks lowest)."""
     return SOURCES.index(a or "default") > SOURCES.index(b or "default")
+
+
+def _drop_foreign_encoder(values: dict[str, Any], sources: dict[str, str], layers: dict[str, dict]) -> None:
+    """A recipe's (or cfg file's) ``encoder`` belongs to the model named beside it: ``model=`` of another name from a
+    higher source drops it, so the new model gets its own backbone.
+
+    ``recipe=scenes-cpu model=bisenet_resnet18`` built a ResNet-34 BiSeNet from the recipe's ``encoder: resnet34``.
+    An encoder set without a model in its layer, or from the same source as the model, is kept.
+    """
+    enc_from, model_from = sources.get("encoder"), sources.get("model")
+    if not values.get("encoder") or not _outranks(model_from, enc_from):
+        return
+    beside = layers.get(enc_from or "", {}).get("model")
+    if beside is not None and beside != values.get("model"):
+        values["encoder"] = ""
+        sources["encoder"] = model_from or "default"
 
 
 def _resolve_mask_mode(values: dict[str, Any], sources: dict[str, str]) -> None:

@@ -312,13 +312,19 @@ def start_state(run: Run, resume: dict[str, Any] | None) -> TrainState:
     return state
 
 
+def encoder_phrase(model: torch.nn.Module) -> str:
+    """``"encoder resnet34, "`` for a model with a timm encoder (the log names what was built), else ``""``."""
+    name = getattr(getattr(model, "encoder", None), "name", "")
+    return f"encoder {name}, " if isinstance(name, str) and name else ""
+
+
 def log_start(run: Run) -> None:
     """What is trained on what, with which model and settings, and notes on settings that may surprise."""
     cfg, plan, val_ds = run.cfg, run.plan, run.val_ds
     log(f"run folder: {run.run_dir}\ndata: {plan.source.format} at {plan.source.root}: "
         f"{len(run.train_ds)} train / {len(val_ds) if val_ds else 0} val images, {plan.codec.num_classes} classes "
-        f"{plan.class_names}, {plan.in_channels} channel(s)\nmodel: {cfg.model} "
-        f"({sum(p.numel() for p in run.model.parameters()) / 1e6:.2f} M params), precision "
+        f"{plan.class_names}, {plan.in_channels} channel(s)\nmodel: {cfg.model} ({encoder_phrase(run.model)}"
+        f"{sum(p.numel() for p in run.model.parameters()) / 1e6:.2f} M params), precision "
         f"{run.precision.describe()}, {run.workers} workers, {run.steps_per_epoch} steps/epoch, loss {run.loss_name}"
         f"{' (auto)' if cfg.loss == 'auto' else ''}")
     if run.loader is not None:

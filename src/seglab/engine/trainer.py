@@ -403,7 +403,7 @@ def summary(run: Run, state: TrainState) -> dict[str, Any]:
             "epochs_done": state.epoch + 1 + state.partial_epoch, "epochs_complete": state.epoch + 1,
             "best_epoch": state.best_epoch + 1 if state.validated else None, "best_metric": run.metric,
             "best_value": state.best if state.validated else None,
-            "precision": str(precision.dtype or "fp32"), "device": str(precision.device), "world_size": run.world,
+            "precision": precision.label(), "device": str(precision.device), "world_size": run.world,
             "loader": run.loader.path if run.loader is not None else "cpu",  # where the training batches came from
             "stopped_by": signal.Signals(state.stopped).name if state.stopped else None,
             "warnings": state.warnings}

@@ -28,10 +28,14 @@ class Precision:
         """True when autocast is on."""
         return self.dtype is not None
 
+    def label(self) -> str:
+        """The numeric format and memory layout, e.g. 'fp32 + channels_last' (summary.json's ``precision``)."""
+        dtype = str(self.dtype).replace("torch.", "") if self.dtype else "fp32"
+        return f"{dtype}{' + channels_last' if self.channels_last else ''}"
+
     def describe(self) -> str:
         """Human-readable summary, e.g. 'fp32 + channels_last on cpu'."""
-        dtype = str(self.dtype).replace("torch.", "") if self.dtype else "fp32"
-        return f"{dtype}{' + channels_last' if self.channels_last else ''} on {self.device}"
+        return f"{self.label()} on {self.device}"
 
     def autocast(self) -> contextlib.AbstractContextManager:
         """Autocast context for forward passes (a no-op in fp32)."""
