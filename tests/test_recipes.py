@@ -86,6 +86,8 @@ def test_scenes_recipe_trains_on_camvid_and_ignores_unlabelled(tmp_path):
         row = list(csv.DictReader(f))[-1]
     assert 0.0 <= float(row["val_miou"]) <= 1.0 and float(row["train_loss"]) > 0
     assert json.loads((run / "data.json").read_text())["class_names"][-1] == "Bicyclist"
+    summary = json.loads((run / "summary.json").read_text())  # the backbone built, though the recipe names none
+    assert (summary["model"], summary["encoder"]) == ("bisenet_resnet18", "resnet18")
     # the recipe's loss on a real annotation: pixels labelled 11 get no gradient, the others do
     mask = torch.from_numpy(np.asarray(Image.open(root / rows[0][1])).astype(np.int64))[None]
     assert (mask == 11).any() and (mask < 11).any()

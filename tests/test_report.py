@@ -634,6 +634,14 @@ def test_compare_picks_the_requested_split(binary_run: Path, tmp_path: Path) -> 
     assert "miou" not in compare_runs([run], split="val")[0]  # no eval_val/: only the run's own columns
 
 
+def test_compare_titles_metrics_scored_another_way() -> None:
+    from seglab.report.compare import column_label
+
+    assert column_label("miou_hflip_tta") == "mIoU hflip TTA"
+    assert column_label("pixel_acc_hflip_tta") == "PA hflip TTA"  # the longest known key, not a shorter prefix
+    assert (column_label("miou"), column_label("something_else")) == ("mIoU", "something_else")
+
+
 # ----------------------------------------------------------------------------------------------
 # CLI
 # ----------------------------------------------------------------------------------------------

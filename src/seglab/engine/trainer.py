@@ -395,7 +395,8 @@ def summary(run: Run, state: TrainState) -> dict[str, Any]:
     """summary.json: the model, the speed, the epochs, the best score (null before any validation), and how the run
     ended (``stopped_by``: the stop signal, or null) with its warnings."""
     cfg, precision = run.cfg, run.precision
-    return {"model": cfg.model, "encoder": cfg.encoder, "params": sum(p.numel() for p in run.model.parameters()),
+    built = getattr(getattr(run.model, "encoder", None), "name", None)  # the model's own default when cfg has none
+    return {"model": cfg.model, "encoder": built if isinstance(built, str) else cfg.encoder, "params": sum(p.numel() for p in run.model.parameters()),
             "gflops": gflops(run.model, run.plan.in_channels, run.val_ds or run.train_ds),
             "train_time_s": round(state.train_time, 2),
             "train_images_per_s": round(state.images / max(state.train_time, 1e-9), 2),

@@ -86,9 +86,20 @@ def _is_fraction_column(rows: list[dict[str, Any]], key: str) -> bool:
     return bool(values) and all(0.0 <= v <= 1.0 for v in values)
 
 
+def column_label(key: str) -> str:
+    """A column's title: ``miou_hflip_tta`` (a metric scored another way) reads "mIoU hflip TTA"."""
+    if key in LABELS:
+        return LABELS[key]
+    for base in sorted(LABELS, key=len, reverse=True):  # pixel_acc before a shorter key it starts with
+        if key.startswith(base + "_"):
+            words = key[len(base) + 1:].split("_")
+            return " ".join([LABELS[base], *(w.upper() if w == "tta" else w for w in words)])
+    return key
+
+
 def _header(rows: list[dict[str, Any]], key: str) -> str:
     """Column title, with (%) for fraction metrics."""
-    label = LABELS.get(key, key)
+    label = column_label(key)
     return f"{label} (%)" if key in _metric_columns(rows) and _is_fraction_column(rows, key) else label
 
 
