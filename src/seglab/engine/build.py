@@ -17,7 +17,7 @@ from ..data.plan import DataPlan, plan_data
 from ..data.transforms import build_train_transform, parse_augment, tta_unseen_in_training
 from ..errors import ConfigError
 from ..losses import LOSS_BUILDERS, auto_loss, build_loss, parse_loss_spec
-from ..models import create_model
+from ..models import create_model, encoder_name
 from ..runtime.checkpoint import load_checkpoint
 from ..runtime.distributed import all_reduce_sum, init_distributed, is_main
 from ..runtime.normalize import Normalizer
@@ -314,8 +314,8 @@ def start_state(run: Run, resume: dict[str, Any] | None) -> TrainState:
 
 def encoder_phrase(model: torch.nn.Module) -> str:
     """``"encoder resnet34, "`` for a model with a timm encoder (the log names what was built), else ``""``."""
-    name = getattr(getattr(model, "encoder", None), "name", "")
-    return f"encoder {name}, " if isinstance(name, str) and name else ""
+    name = encoder_name(model)
+    return f"encoder {name}, " if name else ""
 
 
 def log_start(run: Run) -> None:

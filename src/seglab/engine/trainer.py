@@ -18,6 +18,7 @@ from ..data.plan import DataPlan
 from ..data.windows import Window
 from ..errors import ConfigError
 from ..inference.tiled import tiled_batch_probs
+from ..models import encoder_name
 from ..runtime.checkpoint import save_checkpoint
 from ..runtime.cpu_ranks import check_cpu_ranks, launch_cpu_ranks, wants_cpu_ranks
 from ..runtime.distributed import all_reduce_sum, barrier, cleanup, is_main
@@ -395,8 +396,9 @@ def summary(run: Run, state: TrainState) -> dict[str, Any]:
     """summary.json: the model, the speed, the epochs, the best score (null before any validation), and how the run
     ended (``stopped_by``: the stop signal, or null) with its warnings."""
     cfg, precision = run.cfg, run.precision
-    built = getattr(getattr(run.model, "encoder", None), "name", None)  # the model's own default when cfg has none
-    return {"model": cfg.model, "encoder": built if isinstance(built, str) else cfg.encoder, "params": sum(p.numel() for p in run.model.parameters()),
+    # the encoder built: the model's own default (bisenet_resnet18: resnet18) when the config names none
+    return {"model": cfg.model, "encoder": encoder_name(run.model) or cfg.encoder,
+            "params": sum(p.numel() for p in run.model.parameters()),
             "gflops": gflops(run.model, run.plan.in_channels, run.val_ds or run.train_ds),
             "train_time_s": round(state.train_time, 2),
             "train_images_per_s": round(state.images / max(state.train_time, 1e-9), 2),

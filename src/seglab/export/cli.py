@@ -125,13 +125,13 @@ def bench_target(opts: dict[str, Any]) -> tuple[nn.Module, dict, str]:
         if "meta" not in state:
             raise ConfigError(f"{opts['weights']}: not a seglab training checkpoint (no data meta)")
         return model_from_checkpoint(state, opts["weights"]), state["meta"], f"{opts['weights']}"
-    from ..models import create_model
+    from ..models import create_model, encoder_name
     from .bench import random_meta
 
     kwargs = {"encoder": opts["encoder"]} if opts["encoder"] else {}  # unet_encoder's own default is resnet34
     model = create_model(opts["model"], num_classes=int(opts["num_classes"]), in_channels=int(opts["in_channels"]),
                          **kwargs)
-    encoder = getattr(getattr(model, "encoder", None), "name", "")
+    encoder = encoder_name(model)
     title = f"{opts['model']}" + (f" ({encoder})" if encoder else "") + ", random weights"
     return model, random_meta(int(opts["in_channels"]), int(opts["num_classes"])), title
 

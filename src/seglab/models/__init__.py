@@ -8,9 +8,9 @@ outputs) and exposes ``cam_layers()`` (shallow to deep). Encoder models hold a `
 from .registry import create_model, is_model, list_models, register_model
 from . import unet  # noqa: F401  (registers unet, unet_small)
 from . import bisenet, deeplab, encoder_unet, fcn, unet_original  # noqa: F401  (register the other families)
-from .encoders import PretrainedWeightsUnavailable, TimmEncoder, freeze_encoder
+from .encoders import PretrainedWeightsUnavailable, TimmEncoder, encoder_name, freeze_encoder
 from .restore import model_from_checkpoint
 from .summary import model_summary
 
-__all__ = ["model_from_checkpoint", "create_model", "is_model", "list_models", "register_model", "freeze_encoder", "model_summary",
+__all__ = ["model_from_checkpoint", "create_model", "encoder_name", "is_model", "list_models", "register_model", "freeze_encoder", "model_summary",
            "TimmEncoder", "PretrainedWeightsUnavailable"]

@@ -122,6 +122,12 @@ def unit_residual_norms(model: nn.Module) -> int:
     return count
 
 
+def encoder_name(model: nn.Module) -> str:
+    """The timm name of a model's encoder (``"resnet18"``), or ``""`` for a model without one."""
+    name = getattr(getattr(model, "encoder", None), "name", "")
+    return name if isinstance(name, str) else ""
+
+
 def freeze_encoder(model: nn.Module, frozen: bool = True) -> None:
     """Freeze (or unfreeze) ``model.encoder``: no gradients and fixed BatchNorm statistics."""
     encoder = getattr(model, "encoder", None)
