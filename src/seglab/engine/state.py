@@ -35,6 +35,7 @@ class TrainState:
     partial_epoch: bool = False  # a stop signal cut the current epoch short (its steps are not saved)
     stopped: int = 0  # the signal (SIGINT 2, SIGTERM 15) that stopped the run early; 0: it was not stopped
     budget_told: bool = False  # the log has said how time_limit set the number of epochs
+    cut_told: bool = False  # the log has said time_limit ended the last epoch early (no second "reached" line)
     collapse: CollapseWatch = field(default_factory=CollapseWatch)  # validations predicting one class
     warnings: list[str] = field(default_factory=list)  # warnings for summary.json
 

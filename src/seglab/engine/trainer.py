@@ -104,6 +104,7 @@ def fit(run: Run, state: TrainState) -> None:
             if result.get("cut"):
                 log(f"time limit of {run.cfg.time_limit} min reached during epoch {epoch + 1}, after "
                     f"{result['images']} images: the epoch ends here")
+                state.cut_told = True
             if run.cfg.time_limit:  # refit before validating, so the budget's last epoch is always validated
                 refit_to_budget(run, state)
             validating = should_validate(run, state)
@@ -359,7 +360,8 @@ def should_stop(run: Run, state: TrainState, stop: StopFlag) -> bool:
             f"epoch {state.best_epoch + 1})")
         return True
     if budget_spent(run, state):
-        log(f"time limit of {cfg.time_limit} min reached after epoch {state.epoch + 1}")
+        if not state.cut_told:  # a cut epoch has said so already
+            log(f"time limit of {cfg.time_limit} min reached after epoch {state.epoch + 1}")
         return True
     if stop_agreed(stop, run.precision.device):
         state.stopped = stop.signum

@@ -46,8 +46,8 @@ class BenchOptions(TypedDict):
     out: str
 
 
-EXPORT_OPTIONS: ExportOptions = {"weights": "", "out": "", "exist_ok": False, "opset": 17, "imgsz": 128, "dynamic": True,
-                                  "dynamo": False, "verify": True, "check": "", "quantize": "", "calib": "",
+EXPORT_OPTIONS: ExportOptions = {"weights": "", "out": "", "exist_ok": False, "opset": 17, "imgsz": 128,
+                                  "dynamic": True, "dynamo": False, "verify": True, "check": "", "quantize": "", "calib": "",
                                   "calib_images": 64}
 BENCH_OPTIONS: BenchOptions = {"model": "unet_encoder", "encoder": "", "weights": "", "imgsz": "128,512",
                                "batch": 1, "warmup": 3, "iters": 10,
