@@ -93,6 +93,22 @@ def test_few_large_images_train_on_windows_write_the_plan_and_evaluate_by_tiles(
     assert all(np.array_equal(a, b) for a, b in zip(maps["by_run"], maps["tile64"]))
 
 
+def test_a_short_budget_trains_on_smaller_windows_than_planned(tmp_path, capsys):
+    """Planned 512-px windows that a budget holds too few steps of are cut (to 256 px here), and the run says so."""
+    big = make_blobs(tmp_path / "big", n=5, h=640, w=1024)
+    args = ["train", f"data={big}", f"project={tmp_path}", *TINY, "batch=2", "time_limit=0.15"]
+    assert main([*args, "name=fit"]) == 0
+    out = capsys.readouterr().out
+    run = tmp_path / "fit"
+    plan, saved = json.loads((run / "plan.json").read_text()), yaml.safe_load((run / "config.yaml").read_text())
+    assert plan["crop"] == saved["crop"] == 256 and plan["sources"]["crop"] == "plan"
+    assert "crop 256, batch 2" in plan["line"] and plan["line"] in out and plan["val_tile"] == 512
+    assert "cut to 256 px: time_limit=0.15 min held" in plan["reasons"]["crop"] and "cut to 256 px" in out
+    assert (run / "checkpoints" / "last.pt").is_file()
+    assert main([*args, "name=given", "crop=512"]) == 0  # a crop the user gave is kept however slow
+    assert json.loads((tmp_path / "given" / "plan.json").read_text())["crop"] == 512
+
+
 def test_time_limit_cuts_an_epoch_longer_than_the_whole_budget(blobs, tmp_path, capsys):
     """An epoch that alone would outlast time_limit (given samples_per_epoch: no plan refit) ends at the budget."""
     import time
@@ -104,6 +120,7 @@ def test_time_limit_cuts_an_epoch_longer_than_the_whole_budget(blobs, tmp_path, 
     seconds = time.perf_counter() - t0
     out = capsys.readouterr().out
     assert "10000 steps/epoch" in out and "reached during epoch 1, after" in out
+    assert "reached after epoch" not in out  # one line says the budget ended the run
     images = int(out.split("reached during epoch 1, after ")[1].split(" images")[0])
     assert 0 < images < 40000
     rows = _rows(tmp_path / "cut")

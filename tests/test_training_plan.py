@@ -132,6 +132,25 @@ def test_fit_to_time_shortens_window_epochs_to_the_budget():
     assert given.fit_to_time(5.0) is given  # a number the user gave is kept
 
 
+def test_fit_crop_to_time_shrinks_planned_windows_until_the_budget_holds_enough_steps():
+    plan = plan_training(THIN_SECTIONS, build_config({"time_limit": 12}))
+    # 12 min x 0.9 = 648 s at 16 s per step of 512-px windows: 40 steps; 150 need windows of 512 x sqrt(40/150)
+    fitted = plan.fit_crop_to_time(step_seconds=16.0)
+    assert fitted.crop == 256 and fitted.batch == plan.batch and fitted.sources["crop"] == "plan"
+    assert ("cut to 256 px: time_limit=12 min held 40 of the 150 steps it needs at 16 s per step of 512-px windows"
+            in fitted.reasons["crop"])
+    # the epoch covers the images once with the smaller windows: 14 x 1600 x 1200 / 256^2 = 411 windows
+    assert (fitted.samples_per_epoch, fitted.steps_per_epoch) == (416, 52)
+    assert "crop 256, batch 8, 416 windows (52 steps) per epoch" in fitted.describe()
+    assert plan.fit_crop_to_time(step_seconds=6.0).crop == 416  # 108 steps held: 512 x 0.85 = 434, down to 32s
+    assert plan.fit_crop_to_time(step_seconds=4.0) is plan  # 162 steps fit: nothing changes
+    assert plan.fit_crop_to_time(step_seconds=1000.0).crop == 256  # never below 256 px
+    for given in ({"crop": 512}, {}):  # a crop the user gave is kept; without a budget there is nothing to fit
+        other = plan_training(THIN_SECTIONS, build_config({**given, "time_limit": 12 if given else 0}))
+        assert other.fit_crop_to_time(16.0) is other
+    assert plan_training(MEMBRANE, build_config({"time_limit": 10})).fit_crop_to_time(60.0).crop == 0  # whole images
+
+
 def test_mixed_sizes_and_narrow_strips():
     fp = fingerprint_arrays([(300, 2000)] * 5 + [(320, 1800)], [], [], num_classes=3, ignore_index=255,
                             channels=3)

@@ -218,24 +218,43 @@ def training_plan(cfg: Config, train_ds: SegmentationDataset, run_dir: Path | No
 
 
 def fit_windows_to_time(run: Run) -> float:
-    """With time_limit, shorten planned window epochs to what the measured step time allows (``fit_to_time``:
-    at least ten epochs in the budget); returns the seconds the timing took.
+    """With time_limit, fit planned windows to what the measured step time allows: smaller windows when the budget
+    holds too few steps (``fit_crop_to_time``), shorter epochs so ten fit (``fit_to_time``); returns the seconds
+    the timing took.
 
     On a slow CPU the planned 32 steps can take most of a short budget; timed on the first batches (every rank
-    agrees on the mean) the epoch is cut before it starts, and config.yaml and plan.json keep the cut for resume.
+    agrees on the mean) the windows and epochs are cut before training starts, and config.yaml and plan.json keep
+    the cut for resume.
     """
     tplan = run.tplan
-    if tplan is None or not tplan.windows or tplan.time_limit <= 0 or tplan.sources["samples_per_epoch"] != "plan":
+    if tplan is None or not tplan.windows or tplan.time_limit <= 0 or \
+            "plan" not in (tplan.sources["samples_per_epoch"], tplan.sources["crop"]):
         return 0.0
     start = time.perf_counter()
     step = time_steps(run)
-    fitted = tplan.fit_to_time(step)
-    if fitted.samples_per_epoch != tplan.samples_per_epoch:
-        run.tplan, run.sampler = fitted, resized(run.sampler, fitted.samples_per_epoch)
+    smaller = tplan.fit_crop_to_time(step)
+    changed = smaller.crop != tplan.crop and run.device_data is None  # (the device path is a GPU's: fast steps)
+    if changed:
+        use_windows(run, smaller)
+        step = time_steps(run)  # the epoch fit below uses the new window's pace
+    fitted = run.tplan.fit_to_time(step)
+    if fitted.samples_per_epoch != run.tplan.samples_per_epoch:
+        run.tplan, run.sampler, changed = fitted, resized(run.sampler, fitted.samples_per_epoch), True
         run.cfg = with_sources(run.cfg, {"samples_per_epoch": fitted.samples_per_epoch}, "plan")
+    if changed:
         run.steps_per_epoch = len(window_loader(run.train_set, run.sampler, run.cfg, run.workers, run.world, 0))
         run.scheduler = build_scheduler(run.optimizer, run.cfg, run.steps_per_epoch)  # the plan line says why
     return time.perf_counter() - start
+
+
+def use_windows(run: Run, tplan: TrainingPlan) -> None:
+    """Train on ``tplan``'s windows (a budget-fitted crop): its config values, augmentation, windows and sampler."""
+    cfg = with_sources(run.cfg, {"crop": tplan.crop, "samples_per_epoch": tplan.samples_per_epoch}, "plan")
+    run.cfg, run.tplan = cfg, tplan
+    run.transform = build_train_transform(cfg.augment, cfg.crop, cfg.pad_to, cfg.pad_mode,
+                                          run.plan.codec.ignore_index, run.plan.in_channels, seed=cfg.seed)
+    run.train_set, run.sampler = window_training(tplan, run.train_ds, run.transform, seed=cfg.seed, rank=run.rank,
+                                                 world=run.world)
 
 
 def time_steps(run: Run, steps: int = TIMED_STEPS) -> float:

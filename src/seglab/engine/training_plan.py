@@ -16,8 +16,9 @@ batch 32; membrane 512x512: whole images, batch 8). In order, each rule seeing t
    share of its memory, capped where img/s stops rising; runtime/autobatch.py), with the lr scaled from this
    rule's batch. ``batch=auto`` asks for the plan's batch over a recipe's.
 5. samples per epoch (windows): enough windows to cover every training image's area about once, and at least
-   ``MIN_STEPS`` (32) steps. With time_limit and a measured step time (``fit_to_time``), at most a tenth of the
-   budget per epoch, so the schedule refits and validation happen at least ten times.
+   ``MIN_STEPS`` (32) steps. With time_limit and a measured step time, planned windows shrink (``fit_crop_to_time``,
+   not below 256 px) while the budget holds fewer than ``MIN_BUDGET_STEPS`` (150) steps, and an epoch takes at
+   most a tenth of the budget (``fit_to_time``), so the schedule refits and validation happen at least ten times.
 6. validation: by tiles when training on windows of images holding more than 2 tiles of 512 px (the trainer and
    eval blend sliding windows of max(crop, 512) px over each whole image, as predict does: bounded memory, context at
    tile borders, every pixel scored at full resolution), else whole images; every epoch, or with
@@ -50,6 +51,8 @@ MIN_BATCH, MAX_BATCH = 2, 32  # BatchNorm needs two samples; beyond 32 more samp
 SMALL_SIDE = 256  # images up to this size are padded to a stride multiple (TGS: 101 -> 128)
 MIN_STEPS = 32  # a window epoch has at least this many steps (nnU-Net: 250), so an epoch is never one step
 MIN_FIT_STEPS = 8  # fitting a time budget never cuts an epoch below this
+MIN_BUDGET_STEPS = 150  # a time budget holds at least this many steps, planned windows shrinking down to MIN_TIME_CROP
+MIN_TIME_CROP = 256  # the smallest window the budget rule takes: a 256-px view still holds a grain or a car
 EPOCHS_IN_BUDGET = 10  # with a time budget, epochs are short enough for at least this many
 VALIDATIONS_IN_BUDGET = 6  # time-limited window training validates about this often
 ORIENTED = 0.25  # labels this asymmetric between image halves (Fingerprint.up_down) mean the images have an up
@@ -98,6 +101,37 @@ class TrainingPlan:
                   f"{self.time_limit:g} min at {step_seconds:.2g} s/step")
         return replace(self, samples_per_epoch=steps * self.batch, steps_per_epoch=steps,
                        reasons={**self.reasons, "samples_per_epoch": reason})
+
+    def fit_crop_to_time(self, step_seconds: float) -> "TrainingPlan":
+        """With time_limit and a measured step time, smaller planned windows when the budget holds too few steps.
+
+        A CPU takes seconds per step of 8 windows of 512 px: 12 minutes then hold a few dozen steps, too few to
+        learn (issue 28's user: 19 steps, mIoU 0.16). The step time scales with the window's pixels, so the window
+        shrinks (to a multiple of 32, not below ``MIN_TIME_CROP``) until the budget holds ``MIN_BUDGET_STEPS``;
+        the batch stays (BatchNorm statistics). Only a planned crop of planned windows changes; a GPU never needs it.
+        """
+        if not (self.windows and self.time_limit > 0 and self.sources["crop"] == "plan" and self.crop > MIN_TIME_CROP):
+            return self
+        budget = self.time_limit * 60 * (1 - min(self.val_share, 0.5))
+        held = budget / max(step_seconds, 1e-6)
+        if held >= MIN_BUDGET_STEPS:
+            return self
+        crop = max(MIN_TIME_CROP, int(self.crop * math.sqrt(held / MIN_BUDGET_STEPS)) // STRIDE * STRIDE)
+        if crop >= self.crop:
+            return self
+        cover = math.ceil(self.fingerprint.total_area / crop**2)
+        steps = max(MIN_STEPS, math.ceil(cover / self.batch)) if self.sources["samples_per_epoch"] == "plan" \
+            else self.steps_per_epoch
+        samples = steps * self.batch if self.sources["samples_per_epoch"] == "plan" else self.samples_per_epoch
+        reasons = {**self.reasons, "crop": (f"{self.reasons.get('crop', 'planned')}; cut to {crop} px: "
+                                            f"time_limit={self.time_limit:g} min held {held:.0f} of the "
+                                            f"{MIN_BUDGET_STEPS} steps it needs at {step_seconds:.2g} s per step "
+                                            f"of {self.crop}-px windows")}
+        if self.sources["samples_per_epoch"] == "plan":
+            reasons["samples_per_epoch"] = (f"{cover} windows of {crop} px cover the {self.fingerprint.images} images "
+                                            "once" + (f"; raised to {MIN_STEPS} steps" if samples > cover + self.batch
+                                                      else ""))
+        return replace(self, crop=crop, samples_per_epoch=samples, steps_per_epoch=steps, reasons=reasons)
 
     @classmethod
     def from_dict(cls, saved: dict[str, Any], cfg: Config | None = None) -> "TrainingPlan":
