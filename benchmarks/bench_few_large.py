@@ -369,7 +369,7 @@ def child(args) -> None:
         extra = json.loads(args.seglab_overrides).get(variant, {})
         result = run_seglab(variant, spec, ddir, args.minutes, workdir, args.checkpoint, args.max_test, extra,
                             args.skip_unknown_keys, args.seed)
-    print_result({"dataset": name, "variant": variant, "status": "ok", "minutes": args.minutes,
+    print_result({"dataset": name, "variant": variant, "status": "ok", "minutes": args.minutes, "seed": args.seed,
                   "child_min": (time.time() - t0) / 60, **result})
 
 
