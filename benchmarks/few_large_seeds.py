@@ -4,8 +4,9 @@ issue-28 ratios on the means.
 At the few hundred optimiser steps a CPU budget holds, one seed moves CamVid mIoU by 0.06-0.12 (a class learned or
 not), so issue 28's targets (seglab >= 1.5x seglab as it was, ahead of the plain smp loop; membrane pixel acc >= 0.92)
 are decided on means over seeds, not on one run. Each run folder holds a ``results.json`` of one invocation (any
-datasets and variants, e.g. one variant pinned to one core with ``taskset``); the seed is read from the result, or
-given after the folder as ``DIR@SEED`` (results written before bench_few_large recorded it).
+datasets and variants, e.g. one variant pinned to one core with ``taskset``); the seed is read from the result, from
+a ``_seedN`` suffix of its dataset key (merged files), or given after the folder as ``DIR@SEED`` for results written
+before bench_few_large recorded it (smp's).
 
 Usage:
     python benchmarks/few_large_seeds.py RUN_DIR [RUN_DIR@SEED ...] [--out table.md] [--json merged.json]
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import statistics
 import sys
 from pathlib import Path
@@ -31,13 +33,16 @@ def load(arg: str) -> list[dict]:
     if not file.is_file():
         sys.exit(f"error: {file} not found (give bench_few_large.py's --workdir, or its results.json)")
     rows = []
-    for dataset, variants in json.loads(file.read_text()).items():
+    for key, variants in json.loads(file.read_text()).items():
         for variant, r in variants.items():
+            dataset = r.get("dataset", key)
             if r.get("status") != "ok":
                 print(f"note: {file}: {dataset}/{variant} failed, left out", file=sys.stderr)
                 continue
             found = r.get("seed", r.get("overrides", {}).get("seed"))
-            if seed:
+            if found is None and (named := re.search(r"_seed(\d+)$", key)):  # merged files: camvid_seed1
+                found = int(named.group(1))
+            if found is None and seed:
                 found = int(seed)
             if found is None:
                 sys.exit(f"error: {file}: {dataset}/{variant} does not record its seed: give it as {path}@SEED")
