@@ -126,7 +126,7 @@ class TrainingPlan:
         reasons = {**self.reasons, "crop": (f"{self.reasons.get('crop', 'planned')}; cut to {crop} px: "
                                             f"time_limit={self.time_limit:g} min held {held:.0f} of the "
                                             f"{MIN_BUDGET_STEPS} steps it needs at {step_seconds:.2g} s per step "
-                                            f"of {self.crop}-px windows")}
+                                            f"of {self.crop}-px windows (the batch stays {self.batch})")}
         if self.sources["samples_per_epoch"] == "plan":
             reasons["samples_per_epoch"] = (f"{cover} windows of {crop} px cover the {self.fingerprint.images} images "
                                             "once" + (f"; raised to {MIN_STEPS} steps" if samples > cover + self.batch
