@@ -149,6 +149,13 @@ def test_fit_crop_to_time_shrinks_planned_windows_until_the_budget_holds_enough_
         other = plan_training(THIN_SECTIONS, build_config({**given, "time_limit": 12 if given else 0}))
         assert other.fit_crop_to_time(16.0) is other
     assert plan_training(MEMBRANE, build_config({"time_limit": 10})).fit_crop_to_time(60.0).crop == 0  # whole images
+    assert plan.budget_note(16.0) == ""  # the plan's own windows are cut instead
+    recipe = plan_training(THIN_SECTIONS, build_config({"recipe": "tourmaline-bisenet", "time_limit": 12}))
+    assert recipe.crop == 512 and recipe.fit_crop_to_time(16.0) is recipe  # a recipe's crop is kept, with a hint:
+    assert recipe.budget_note(16.0) == (
+        "note: time_limit=12 min holds about 40 optimiser steps of 512-px windows at 16 s per step, few to learn "
+        "from; crop=256 would give about 150 (the plan shrinks only windows it chose; crop was set by recipe)")
+    assert recipe.budget_note(4.0) == ""
 
 
 def test_mixed_sizes_and_narrow_strips():

@@ -232,6 +232,8 @@ def fit_windows_to_time(run: Run) -> float:
         return 0.0
     start = time.perf_counter()
     step = time_steps(run)
+    if note := tplan.budget_note(step):
+        log(note)
     smaller = tplan.fit_crop_to_time(step)
     changed = smaller.crop != tplan.crop and run.device_data is None  # (the device path is a GPU's: fast steps)
     if changed:

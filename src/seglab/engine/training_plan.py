@@ -133,6 +133,18 @@ class TrainingPlan:
                                                       else ""))
         return replace(self, crop=crop, samples_per_epoch=samples, steps_per_epoch=steps, reasons=reasons)
 
+    def budget_note(self, step_seconds: float) -> str:
+        """A hint when a crop the user or a recipe gave leaves the time budget too few steps ('' otherwise)."""
+        if not (self.windows and self.time_limit > 0 and self.sources["crop"] != "plan" and self.crop > MIN_TIME_CROP):
+            return ""
+        held = self.time_limit * 60 * (1 - min(self.val_share, 0.5)) / max(step_seconds, 1e-6)
+        if held >= MIN_BUDGET_STEPS:
+            return ""
+        smaller = max(MIN_TIME_CROP, int(self.crop * math.sqrt(held / MIN_BUDGET_STEPS)) // STRIDE * STRIDE)
+        return (f"note: time_limit={self.time_limit:g} min holds about {held:.0f} optimiser steps of {self.crop}-px "
+                f"windows at {step_seconds:.2g} s per step, few to learn from; crop={smaller} would give about "
+                f"{MIN_BUDGET_STEPS} (the plan shrinks only windows it chose; crop was set by {self.sources['crop']})")
+
     @classmethod
     def from_dict(cls, saved: dict[str, Any], cfg: Config | None = None) -> "TrainingPlan":
         """The plan ``to_dict`` saved (plan.json); with ``cfg`` its planned values are the config's (a resumed run's
