@@ -109,6 +109,21 @@ def test_a_short_budget_trains_on_smaller_windows_than_planned(tmp_path, capsys)
     assert json.loads((tmp_path / "given" / "plan.json").read_text())["crop"] == 512
 
 
+def test_a_short_budget_trains_whole_images_as_windows(tmp_path, capsys):
+    """Whole 480x320 images that a budget holds too few steps of are trained as 256-px windows, validated whole."""
+    frames = make_blobs(tmp_path / "frames", n=5, h=320, w=480)
+    args = ["train", f"data={frames}", f"project={tmp_path}", *TINY, "batch=2", "time_limit=0.1"]
+    assert main([*args, "name=fit"]) == 0
+    out = capsys.readouterr().out
+    plan = json.loads((tmp_path / "fit" / "plan.json").read_text())
+    saved = yaml.safe_load((tmp_path / "fit" / "config.yaml").read_text())
+    assert plan["windows"] and plan["crop"] == saved["crop"] == 256 and plan["val_tile"] == 0
+    assert saved["samples_per_epoch"] == plan["samples_per_epoch"] > 0 and saved["val_every"] == plan["val_every"]
+    assert "whole 480x320 images: time_limit=0.1 min held" in plan["reasons"]["crop"] and plan["line"] in out
+    assert main([*args, "name=whole", "samples_per_epoch=0"]) == 0  # one sample per image, as the user asked
+    assert not json.loads((tmp_path / "whole" / "plan.json").read_text())["windows"]
+
+
 def test_time_limit_cuts_an_epoch_longer_than_the_whole_budget(blobs, tmp_path, capsys):
     """An epoch that alone would outlast time_limit (given samples_per_epoch: no plan refit) ends at the budget."""
     import time

@@ -158,6 +158,25 @@ def test_fit_crop_to_time_shrinks_planned_windows_until_the_budget_holds_enough_
     assert recipe.budget_note(4.0) == ""
 
 
+def test_windows_to_time_turns_whole_images_into_windows_when_the_budget_holds_too_few_steps():
+    frames = stand_in(300, 360, 480, channels=3, shares=[0.3, 0.3, 0.2, 0.1, 0.1])  # CamVid-like
+    plan = plan_training(frames, build_config({"time_limit": 15}))
+    assert not plan.windows and plan.crop == 0 and plan.can_window()
+    # 15 min x 0.9 = 810 s at 20 s per step of whole frames: 40 steps of the 150 -> windows of 256 px
+    fitted = plan.windows_to_time(20.0)
+    assert fitted.windows and fitted.crop == 256 and fitted.batch == plan.batch and fitted.val_every == "150s"
+    assert "whole 480x360 images: time_limit=15 min held 40 of the 150 steps" in fitted.reasons["crop"]
+    assert (fitted.samples_per_epoch, fitted.steps_per_epoch) == (792, 99)  # 300 x 480 x 360 / 256^2 = 791 windows
+    assert plan.windows_to_time(8.0).crop == 288  # 101 steps held: 320 px would do, but at most half an image
+    assert plan.windows_to_time(4.0) is plan  # 202 steps fit: whole images as planned
+    for given in ({"crop": 0}, {"samples_per_epoch": 0}, {"pad_to": 512}):  # the user's choice is kept
+        assert not plan_training(frames, build_config({**given, "time_limit": 15})).can_window()
+    assert not plan_training(TGS, build_config({"time_limit": 60})).can_window()  # too small for 256-px windows
+    assert not plan_training(frames, build_config({})).can_window()  # no budget
+    membrane = plan_training(MEMBRANE, build_config({"time_limit": 10})).windows_to_time(40.0)
+    assert membrane.windows and membrane.crop == 256 and membrane.val_tile == 0  # validated on whole images
+
+
 def test_mixed_sizes_and_narrow_strips():
     fp = fingerprint_arrays([(300, 2000)] * 5 + [(320, 1800)], [], [], num_classes=3, ignore_index=255,
                             channels=3)

@@ -125,7 +125,7 @@ def build_run(cfg: Config, overrides: dict[str, Any], plan: DataPlan | None = No
               metric=metric, train_set=train_set, sampler=sampler, tplan=tplan,
               loader=loader, device_data=device_data, batch_augment=batch_augment,
               schedule=ValidationSchedule(cfg.val_every, cfg.val_share, cfg.time_limit), autobatch=autobatch)
-    timed = fit_windows_to_time(run) if resume is None else 0.0
+    timed = fit_plan_to_time(run) if resume is None else 0.0
     if is_main():
         save_run_files(run)
     state = start_state(run, resume)
@@ -217,28 +217,36 @@ def training_plan(cfg: Config, train_ds: SegmentationDataset, run_dir: Path | No
     return cfg, TrainingPlan.from_dict(json.loads(path.read_text()), cfg) if path.exists() else None
 
 
-def fit_windows_to_time(run: Run) -> float:
-    """With time_limit, fit planned windows to what the measured step time allows: smaller windows when the budget
-    holds too few steps (``fit_crop_to_time``), shorter epochs so ten fit (``fit_to_time``); returns the seconds
-    the timing took.
+def fit_plan_to_time(run: Run) -> float:
+    """With time_limit, fit the plan to what the measured step time allows: whole images become windows and planned
+    windows shrink when the budget holds too few steps (``windows_to_time``, ``fit_crop_to_time``), and window
+    epochs shorten so ten fit (``fit_to_time``); returns the seconds the timing took.
 
     On a slow CPU the planned 32 steps can take most of a short budget; timed on the first batches (every rank
     agrees on the mean) the windows and epochs are cut before training starts, and config.yaml and plan.json keep
-    the cut for resume.
+    the cut for resume. The device path (a GPU's: fast steps) is left as planned.
     """
     tplan = run.tplan
-    if tplan is None or not tplan.windows or tplan.time_limit <= 0 or \
-            "plan" not in (tplan.sources["samples_per_epoch"], tplan.sources["crop"]):
+    if tplan is None or tplan.time_limit <= 0 or run.device_data is not None:
+        return 0.0
+    whole = tplan.can_window() and run.cfg.balance == 0  # (balance= draws whole images by coverage: TGS)
+    if not whole and not (tplan.windows and "plan" in (tplan.sources["samples_per_epoch"], tplan.sources["crop"])):
         return 0.0
     start = time.perf_counter()
     step = time_steps(run)
-    if note := tplan.budget_note(step):
+    changed = False
+    if whole:
+        windowed = tplan.windows_to_time(step)
+        if not windowed.windows:
+            return time.perf_counter() - start
+        use_windows(run, windowed)
+        step, changed = time_steps(run), True
+    if note := run.tplan.budget_note(step):
         log(note)
-    smaller = tplan.fit_crop_to_time(step)
-    changed = smaller.crop != tplan.crop and run.device_data is None  # (the device path is a GPU's: fast steps)
-    if changed:
+    smaller = run.tplan.fit_crop_to_time(step)
+    if smaller.crop != run.tplan.crop:
         use_windows(run, smaller)
-        step = time_steps(run)  # the epoch fit below uses the new window's pace
+        step, changed = time_steps(run), True  # the epoch fit below uses the new window's pace
     fitted = run.tplan.fit_to_time(step)
     if fitted.samples_per_epoch != run.tplan.samples_per_epoch:
         run.tplan, run.sampler, changed = fitted, resized(run.sampler, fitted.samples_per_epoch), True
@@ -250,13 +258,19 @@ def fit_windows_to_time(run: Run) -> float:
 
 
 def use_windows(run: Run, tplan: TrainingPlan) -> None:
-    """Train on ``tplan``'s windows (a budget-fitted crop): its config values, augmentation, windows and sampler."""
-    cfg = with_sources(run.cfg, {"crop": tplan.crop, "samples_per_epoch": tplan.samples_per_epoch}, "plan")
-    run.cfg, run.tplan = cfg, tplan
+    """Train on ``tplan``'s windows (whole images turned windows, or a budget-fitted crop): its config values,
+    augmentation, windows, sampler and validation rhythm."""
+    values = {"crop": tplan.crop, "samples_per_epoch": tplan.samples_per_epoch}
+    if tplan.sources["val_every"] == "plan":
+        values["val_every"] = tplan.val_every
+    cfg = with_sources(run.cfg, values, "plan")
+    run.cfg, run.tplan, run.weights = cfg, tplan, None
     run.transform = build_train_transform(cfg.augment, cfg.crop, cfg.pad_to, cfg.pad_mode,
                                           run.plan.codec.ignore_index, run.plan.in_channels, seed=cfg.seed)
+    run.train_ds.transform = None  # the WindowDataset applies the transform to each window
     run.train_set, run.sampler = window_training(tplan, run.train_ds, run.transform, seed=cfg.seed, rank=run.rank,
                                                  world=run.world)
+    run.schedule = ValidationSchedule(cfg.val_every, cfg.val_share, cfg.time_limit)
 
 
 def time_steps(run: Run, steps: int = TIMED_STEPS) -> float:
@@ -264,7 +278,9 @@ def time_steps(run: Run, steps: int = TIMED_STEPS) -> float:
     warm-up step; no optimiser step, and the BatchNorm statistics the passes touched are put back."""
     saved = {k: v.detach().clone() for k, v in run.model.state_dict().items()}
     run.train_model.train()
-    batches = iter(on_device(run, window_loader(run.train_set, run.sampler, run.cfg, run.workers, run.world, 0), 0))
+    loader = window_loader(run.train_set, run.sampler, run.cfg, run.workers, run.world, 0) if run.sampler is not None \
+        else make_loader(run.train_ds, run.cfg, True, run.workers, run.world, weights=run.weights)
+    batches = iter(on_device(run, loader, 0))
     times = []
     for _ in range(steps + 1):
         t0 = time.perf_counter()
