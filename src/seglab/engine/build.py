@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,7 +31,8 @@ from .gpu_batch import plan_gpu_batch, wants_gpu_batch
 from .loggers import build_loggers, logger_names
 from .optim import build_optimizer, build_scheduler, set_total_epochs
 from .state import TrainState
-from .training_plan import PLANNED, TrainingPlan, ValidationSchedule, plan_run, resized, window_training
+from .training_plan import (MIN_BUDGET_STEPS, PLANNED, TrainingPlan, ValidationSchedule, plan_run, resized,
+                            window_training)
 
 # Steps timed (after one untimed warm-up step) to fit planned window epochs to a time budget: each costs a step of
 # the budget (14 s for 8 windows of 512 px on two CPU cores), and one is enough for a rule of "about ten epochs".
@@ -233,7 +235,8 @@ def fit_plan_to_time(run: Run) -> float:
     if not whole and not (tplan.windows and "plan" in (tplan.sources["samples_per_epoch"], tplan.sources["crop"])):
         return 0.0
     start = time.perf_counter()
-    step = time_steps(run)
+    # a first step that alone shows the budget holding under half the steps it needs is slow enough to act on
+    step = time_steps(run, enough_after=tplan.time_limit * 60 / (MIN_BUDGET_STEPS / 2))
     changed = False
     if whole:
         windowed = tplan.windows_to_time(step)
@@ -273,16 +276,19 @@ def use_windows(run: Run, tplan: TrainingPlan) -> None:
     run.schedule = ValidationSchedule(cfg.val_every, cfg.val_share, cfg.time_limit)
 
 
-def time_steps(run: Run, steps: int = TIMED_STEPS) -> float:
+def time_steps(run: Run, steps: int = TIMED_STEPS, enough_after: float = math.inf) -> float:
     """Seconds per training step (loading, forward, backward) on the first window batches, after an untimed
-    warm-up step; no optimiser step, and the BatchNorm statistics the passes touched are put back."""
+    warm-up step; no optimiser step, and the BatchNorm statistics the passes touched are put back.
+
+    A warm-up step slower than ``enough_after`` seconds is answer enough (an upper bound: a slow CPU need not
+    spend another of its long steps on the timing)."""
     saved = {k: v.detach().clone() for k, v in run.model.state_dict().items()}
     run.train_model.train()
     loader = window_loader(run.train_set, run.sampler, run.cfg, run.workers, run.world, 0) if run.sampler is not None \
         else make_loader(run.train_ds, run.cfg, True, run.workers, run.world, weights=run.weights)
     batches = iter(on_device(run, loader, 0))
     times = []
-    for _ in range(steps + 1):
+    for i in range(steps + 1):
         t0 = time.perf_counter()
         batch = next(batches, None)
         if batch is None:
@@ -293,6 +299,12 @@ def time_steps(run: Run, steps: int = TIMED_STEPS) -> float:
         if run.precision.device.type == "cuda":
             torch.cuda.synchronize()
         times.append(time.perf_counter() - t0)
+        if i == 0 and enough_after < math.inf:
+            warm = times[0]
+            if run.world > 1:  # every rank must take the same number of (all-reducing) backward passes
+                warm = float(all_reduce_sum(torch.tensor([warm], device=run.precision.device))[0]) / run.world
+            if warm > enough_after:
+                break
     run.optimizer.zero_grad(set_to_none=True)
     run.model.load_state_dict(saved)
     mean = sum(times[1:]) / max(1, len(times) - 1) if len(times) > 1 else sum(times)
