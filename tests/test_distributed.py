@@ -61,3 +61,17 @@ def test_cpu_procs_trains_data_parallel_from_seglab_train_itself(grains_dir, tmp
 def test_cpu_procs_needs_a_divisible_batch(grains_dir, tmp_path, capsys):
     assert main(["train", f"data={grains_dir}", "batch=5", "cpu_procs=2", f"project={tmp_path}"]) == 2
     assert "batch=5 must be divisible by cpu_procs=2" in capsys.readouterr().err
+
+
+def test_cpu_procs_ranks_agree_on_the_budget_fit(tmp_path, capfd):
+    """Two DDP ranks time their first steps together (a warm-up step alone may decide) and turn whole 480x320
+    images into the same 256-px windows under a short time_limit, without waiting on each other forever."""
+    from test_patch_training import make_blobs
+
+    frames = make_blobs(tmp_path / "frames", n=5, h=320, w=480)
+    args = ["train", f"data={frames}", "model=unet_small", "batch=4", "workers=0", "precision=fp32", "split=3:1:1",
+            f"project={tmp_path}", "name=fit", "cpu_procs=2", "report=false", "time_limit=0.1"]
+    assert main(args) == 0
+    plan = json.loads((tmp_path / "fit" / "plan.json").read_text())
+    assert plan["windows"] and plan["crop"] == 256 and "whole 480x320 images" in plan["reasons"]["crop"]
+    assert capfd.readouterr().out.count("run folder:") == 1
