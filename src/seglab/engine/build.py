@@ -226,12 +226,13 @@ def fit_plan_to_time(run: Run) -> float:
 
     On a slow CPU the planned 32 steps can take most of a short budget; timed on the first batches (every rank
     agrees on the mean) the windows and epochs are cut before training starts, and config.yaml and plan.json keep
-    the cut for resume. The device path (a GPU's: fast steps) is left as planned.
+    the cut for resume. On the device path (a GPU's: fast steps) only the epochs are fitted.
     """
     tplan = run.tplan
-    if tplan is None or tplan.time_limit <= 0 or run.device_data is not None:
+    if tplan is None or tplan.time_limit <= 0:
         return 0.0
-    whole = tplan.can_window() and run.cfg.balance == 0  # (balance= draws whole images by coverage: TGS)
+    host = run.device_data is None  # windows change only on the CPU loader path (the device path is a GPU's)
+    whole = host and tplan.can_window() and run.cfg.balance == 0  # (balance= draws whole images by coverage: TGS)
     if not whole and not (tplan.windows and "plan" in (tplan.sources["samples_per_epoch"], tplan.sources["crop"])):
         return 0.0
     start = time.perf_counter()
@@ -246,7 +247,7 @@ def fit_plan_to_time(run: Run) -> float:
         step, changed = time_steps(run), True
     if note := run.tplan.budget_note(step):
         log(note)
-    smaller = run.tplan.fit_crop_to_time(step)
+    smaller = run.tplan.fit_crop_to_time(step) if host else run.tplan
     if smaller.crop != run.tplan.crop:
         use_windows(run, smaller)
         step, changed = time_steps(run), True  # the epoch fit below uses the new window's pace
