@@ -89,12 +89,28 @@ class TrainingPlan:
         """``cfg`` with the planned values for the keys the plan decided (recorded as set by ``plan``)."""
         return with_sources(cfg, {k: v for k, v in self.values().items() if self.sources[k] == "plan"}, "plan")
 
+    def _budget(self) -> float:
+        """Seconds of the time budget left for training steps (validation's share taken off)."""
+        return self.time_limit * 60 * (1 - min(self.val_share, 0.5))
+
+    def _crop_for(self, pixels: float, held: float) -> int:
+        """The square window (a multiple of 32, at least ``MIN_TIME_CROP``) whose steps, scaled from steps of
+        ``pixels`` per sample of which the budget holds ``held``, the budget holds ``MIN_BUDGET_STEPS`` of."""
+        return max(MIN_TIME_CROP, int(math.sqrt(pixels * held / MIN_BUDGET_STEPS)) // STRIDE * STRIDE)
+
+    def _cover(self, crop: int) -> tuple[int, int, str]:
+        """Windows and steps of an epoch of ``crop``-px windows covering the images once (at least MIN_STEPS)."""
+        cover = math.ceil(self.fingerprint.total_area / crop**2)
+        steps = max(MIN_STEPS, math.ceil(cover / self.batch))
+        raised = f"; raised to {MIN_STEPS} steps" if steps * self.batch > cover + self.batch else ""
+        return steps * self.batch, steps, f"{cover} windows of {crop} px cover the {self.fingerprint.images} " \
+                                          f"images once{raised}"
+
     def fit_to_time(self, step_seconds: float) -> "TrainingPlan":
         """With time_limit and a measured step time, shorten planned window epochs to a tenth of the budget."""
         if not (self.windows and self.time_limit > 0 and self.sources["samples_per_epoch"] == "plan"):
             return self
-        budget = self.time_limit * 60 * (1 - min(self.val_share, 0.5))
-        most = int(budget / (EPOCHS_IN_BUDGET * max(step_seconds, 1e-6)))
+        most = int(self._budget() / (EPOCHS_IN_BUDGET * max(step_seconds, 1e-6)))
         steps = max(MIN_FIT_STEPS, min(self.steps_per_epoch, most))
         if steps == self.steps_per_epoch:
             return self
@@ -113,25 +129,17 @@ class TrainingPlan:
         """
         if not (self.windows and self.time_limit > 0 and self.sources["crop"] == "plan" and self.crop > MIN_TIME_CROP):
             return self
-        budget = self.time_limit * 60 * (1 - min(self.val_share, 0.5))
-        held = budget / max(step_seconds, 1e-6)
-        if held >= MIN_BUDGET_STEPS:
+        held = self._budget() / max(step_seconds, 1e-6)
+        crop = self._crop_for(self.crop**2, held)
+        if held >= MIN_BUDGET_STEPS or crop >= self.crop:
             return self
-        crop = max(MIN_TIME_CROP, int(self.crop * math.sqrt(held / MIN_BUDGET_STEPS)) // STRIDE * STRIDE)
-        if crop >= self.crop:
-            return self
-        cover = math.ceil(self.fingerprint.total_area / crop**2)
-        steps = max(MIN_STEPS, math.ceil(cover / self.batch)) if self.sources["samples_per_epoch"] == "plan" \
-            else self.steps_per_epoch
-        samples = steps * self.batch if self.sources["samples_per_epoch"] == "plan" else self.samples_per_epoch
         reasons = {**self.reasons, "crop": (f"{self.reasons.get('crop', 'planned')}; cut to {crop} px: "
                                             f"time_limit={self.time_limit:g} min held {held:.0f} of the "
                                             f"{MIN_BUDGET_STEPS} steps it needs at {step_seconds:.2g} s per step "
                                             f"of {self.crop}-px windows (the batch stays {self.batch})")}
+        samples, steps = self.samples_per_epoch, self.steps_per_epoch
         if self.sources["samples_per_epoch"] == "plan":
-            reasons["samples_per_epoch"] = (f"{cover} windows of {crop} px cover the {self.fingerprint.images} images "
-                                            "once" + (f"; raised to {MIN_STEPS} steps" if samples > cover + self.batch
-                                                      else ""))
+            samples, steps, reasons["samples_per_epoch"] = self._cover(crop)
         return replace(self, crop=crop, samples_per_epoch=samples, steps_per_epoch=steps, reasons=reasons)
 
     def can_window(self) -> bool:
@@ -149,40 +157,33 @@ class TrainingPlan:
         0.320 on whole frames). The windows are the largest that hold ``MIN_BUDGET_STEPS`` steps, not below 256
         px and at most half the median image; the batch stays, and validation goes by time as for windows.
         """
-        if not self.can_window():
-            return self
-        budget = self.time_limit * 60 * (1 - min(self.val_share, 0.5))
-        held = budget / max(step_seconds, 1e-6)
-        if held >= MIN_BUDGET_STEPS:
+        held = self._budget() / max(step_seconds, 1e-6)
+        if not self.can_window() or held >= MIN_BUDGET_STEPS:
             return self
         area = self.fingerprint.median_area
-        fits = int(math.sqrt(area * held / MIN_BUDGET_STEPS)) // STRIDE * STRIDE
-        crop = max(MIN_TIME_CROP, min(fits, int(math.sqrt(area / WINDOW_RATIO)) // STRIDE * STRIDE))
-        cover = math.ceil(self.fingerprint.total_area / crop**2)
-        steps = max(MIN_STEPS, math.ceil(cover / self.batch))
+        crop = min(self._crop_for(area, held), max(MIN_TIME_CROP, int(math.sqrt(area / WINDOW_RATIO)) // STRIDE
+                                                   * STRIDE))
+        samples, steps, covered = self._cover(crop)
         size = f"{self.fingerprint.median_w}x{self.fingerprint.median_h}"
-        reasons = {**self.reasons,
+        reasons = {**self.reasons, "samples_per_epoch": covered,
                    "crop": (f"whole {size} images: time_limit={self.time_limit:g} min held {held:.0f} of the "
                             f"{MIN_BUDGET_STEPS} steps it needs at {step_seconds:.2g} s per step, so windows of "
-                            f"{crop} px (the batch stays {self.batch})"),
-                   "samples_per_epoch": (f"{cover} windows of {crop} px cover the {self.fingerprint.images} images "
-                                         "once" + (f"; raised to {MIN_STEPS} steps" if steps * self.batch > cover
-                                                   + self.batch else ""))}
+                            f"{crop} px (the batch stays {self.batch})")}
         val_every = self.val_every
         if self.sources["val_every"] == "plan":
             val_every = _time_text(max(30.0, self.time_limit * 60 / VALIDATIONS_IN_BUDGET))
             reasons["val_every"] = f"about {VALIDATIONS_IN_BUDGET} validations in time_limit={self.time_limit:g} min"
-        return replace(self, crop=crop, windows=True, samples_per_epoch=steps * self.batch, steps_per_epoch=steps,
+        return replace(self, crop=crop, windows=True, samples_per_epoch=samples, steps_per_epoch=steps,
                        val_every=val_every, reasons=reasons)
 
     def budget_note(self, step_seconds: float) -> str:
         """A hint when a crop the user or a recipe gave leaves the time budget too few steps ('' otherwise)."""
         if not (self.windows and self.time_limit > 0 and self.sources["crop"] != "plan" and self.crop > MIN_TIME_CROP):
             return ""
-        held = self.time_limit * 60 * (1 - min(self.val_share, 0.5)) / max(step_seconds, 1e-6)
+        held = self._budget() / max(step_seconds, 1e-6)
         if held >= MIN_BUDGET_STEPS:
             return ""
-        smaller = max(MIN_TIME_CROP, int(self.crop * math.sqrt(held / MIN_BUDGET_STEPS)) // STRIDE * STRIDE)
+        smaller = self._crop_for(self.crop**2, held)
         return (f"note: time_limit={self.time_limit:g} min holds about {held:.0f} optimiser steps of {self.crop}-px "
                 f"windows at {step_seconds:.2g} s per step, few to learn from; crop={smaller} would give about "
                 f"{MIN_BUDGET_STEPS} (the plan shrinks only windows it chose; crop was set by {self.sources['crop']})")
