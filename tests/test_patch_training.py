@@ -281,7 +281,7 @@ def test_slow_steps_cut_planned_window_epochs_to_the_budget_and_resume_keeps_the
                                                                                      monkeypatch):
     from seglab.engine import build
 
-    monkeypatch.setattr(build, "time_steps", lambda run: 5.0)  # 12 min x 0.9 / (10 epochs x 5 s) = 12.96 -> 12 steps
+    monkeypatch.setattr(build, "time_steps", lambda run, **_: 5.0)  # 12 min x 0.9 / (10 epochs x 5 s): 12.96 -> 12
     assert main(["train", f"data={blobs}", f"project={tmp_path}", "name=cut", "epochs=1", "time_limit=12", *TINY,
                  *WINDOWS]) == 0
     out = capsys.readouterr().out
@@ -291,7 +291,7 @@ def test_slow_steps_cut_planned_window_epochs_to_the_budget_and_resume_keeps_the
     assert (plan["samples_per_epoch"], plan["steps_per_epoch"]) == (48, 12) and "s/step" in \
         plan["reasons"]["samples_per_epoch"]
     assert yaml.safe_load((tmp_path / "cut" / "config.yaml").read_text())["samples_per_epoch"] == 48
-    monkeypatch.setattr(build, "time_steps", lambda run: pytest.fail("a resumed run does not re-plan"))
+    monkeypatch.setattr(build, "time_steps", lambda run, **_: pytest.fail("a resumed run does not re-plan"))
     assert main(["train", f"resume={tmp_path / 'cut'}", "epochs=2"]) == 0
     out = capsys.readouterr().out
     assert _steps(out) == 12 and "(plan.json of the run)" in out
