@@ -10,6 +10,7 @@ before bench_few_large recorded it (smp's).
 
 Usage:
     python benchmarks/few_large_seeds.py RUN_DIR [RUN_DIR@SEED ...] [--out table.md] [--json merged.json]
+    python benchmarks/few_large_seeds.py benchmarks/results/few_large_one_core_seeds.json   # a saved --json again
 """
 from __future__ import annotations
 
@@ -34,7 +35,13 @@ def load(arg: str) -> list[dict]:
         sys.exit(f"error: {file} not found (give bench_few_large.py's --workdir, or its results.json)")
     rows = []
     for key, variants in json.loads(file.read_text()).items():
+        if not isinstance(variants, dict):
+            continue  # a note such as "cpu"
         for variant, r in variants.items():
+            if r and all(k.isdigit() for k in r):  # this script's --json: variant -> seed -> result
+                rows += [{**x, "dataset": key, "variant": variant, "seed": int(k), "status": "ok",
+                          "source": f"{file} ({x.get('source', '')})"} for k, x in r.items()]
+                continue
             dataset = r.get("dataset", key)
             if r.get("status") != "ok":
                 print(f"note: {file}: {dataset}/{variant} failed, left out", file=sys.stderr)
