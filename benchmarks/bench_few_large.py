@@ -26,6 +26,11 @@ Variants (each a child process, ``RESULT {json}`` line):
 * ``seglab_before``: seglab as it was (one random crop per image per epoch, whole-image validation every epoch, the old
   defaults pinned), through the overrides in ``SEGLAB_OVERRIDES`` below; edit them there (or add/replace keys with
   ``--seglab-overrides``) when the config key names change.
+* ``seglab_e221bd1``: seglab's own code as it was on main before issue 28 (commit e221bd1: its loop, its defaults and
+  its model initialisation), extracted by ``git archive`` into the workdir and imported by the child instead of this
+  checkout; only ``epochs`` is set (the old default of 30 would have ended the budget after 30 steps). Where
+  ``seglab_before`` asks what the new loop and defaults add to today's model, this asks what a user gains over the
+  release they had.
 * ``smp``: segmentation_models_pytorch ``Unet("resnet34", encoder_weights=None)`` in a plain loop as a user writes it:
   random crops + horizontal flips, AdamW lr 1e-3, cosine over the steps the budget is estimated to hold, cross-entropy
   with ignore_index, bf16 autocast only on CPUs with native bf16, channels_last, stop at the budget.
@@ -56,7 +61,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from child_runs import print_result, result_or_failure, start_child
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
-VARIANTS = ("seglab", "seglab_before", "smp")
+VARIANTS = ("seglab", "seglab_before", "seglab_e221bd1", "smp")
+DEFAULT_VARIANTS = ("seglab", "seglab_before", "smp")
+OLD_COMMIT = "e221bd1"  # main before issue 28; the seglab_e221bd1 variant runs this commit's src/
 
 # ---- what the variants share and what each seglab variant sets (edit here when key names change) ----------------
 MODEL = {"model": "unet_encoder", "encoder": "resnet34"}  # seglab's timm-encoder U-Net; smp: Unet("resnet34")
@@ -79,6 +86,7 @@ SEGLAB_OVERRIDES: dict[str, dict] = {
         "scheduler": "cosine", "warmup_epochs": 0.0, "augment": "flips", "loss": "AS_BEFORE", "ema": 0.0,
         "balance": 0.0,
     },
+    "seglab_e221bd1": {"epochs": 100000},  # nothing else: that commit's defaults are the point
 }
 SMP_LR = 1e-3
 
@@ -199,6 +207,27 @@ def prepare(workdir: Path, name: str) -> Path:
     return out
 
 
+def old_src(workdir: Path) -> Path:
+    """Where the seglab_e221bd1 variant's source lives (``src/`` of that commit, extracted once)."""
+    return workdir / f"seglab_{OLD_COMMIT}" / "src"
+
+
+def extract_old_src(workdir: Path) -> Path:
+    """``git archive`` the old commit's src/ into the workdir (no worktree registered in the checkout)."""
+    import subprocess
+
+    dest = old_src(workdir)
+    if not (dest / "seglab" / "__init__.py").is_file():
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        repo = Path(__file__).resolve().parents[1]
+        archive = subprocess.run(["git", "-C", str(repo), "archive", OLD_COMMIT, "src"], capture_output=True, check=False)
+        if archive.returncode:
+            sys.exit(f"error: cannot extract seglab at {OLD_COMMIT} for the seglab_e221bd1 variant (needs this git "
+                     f"checkout with its history): {archive.stderr.decode().strip()}")
+        subprocess.run(["tar", "-x", "-C", str(dest.parent)], input=archive.stdout, check=True)
+    return dest
+
+
 def load_subsets(spec: Spec, ddir: Path) -> None:
     """A child reads the subsets the parent wrote (the membrane split comes from seglab's plan)."""
     if (ddir / "subsets.json").exists():
@@ -297,7 +326,10 @@ def run_seglab(variant: str, spec: Spec, ddir: Path, minutes: float, workdir: Pa
 
     from seglab.config import build_config, field_names
     from seglab.data.dataset import load_image
-    from seglab.engine.dispatch import train
+    try:
+        from seglab.engine.dispatch import train
+    except ImportError:  # seglab before the dispatch module (the seglab_e221bd1 variant)
+        from seglab.engine.trainer import train
     from seglab.inference.predict import predict_image
     from seglab.inference.predictor import load_predictor
     from seglab.runtime.checkpoint import load_checkpoint
@@ -360,6 +392,10 @@ def run_smp(spec: Spec, ddir: Path, minutes: float, max_test: int, seed: int = 0
 def child(args) -> None:
     """Run one dataset:variant and print its RESULT line."""
     name, variant = args.child.split(":")
+    if variant == "seglab_e221bd1":  # import that commit's seglab, not this checkout's
+        sys.path.insert(0, str(old_src(Path(args.workdir))))
+        import seglab
+        assert Path(seglab.__file__).is_relative_to(old_src(Path(args.workdir))), seglab.__file__
     spec, ddir, workdir = SPECS[name], data_dir(Path(args.workdir), name), Path(args.workdir)
     load_subsets(spec, ddir)
     t0 = time.time()
@@ -400,11 +436,12 @@ def table(spec: Spec, results: dict) -> list[str]:
                      f"{r['steps']} | {r['train_ips']:.1f} | {r['train_min']:.2f} | {r['val_min']:.2f} | "
                      f"{r['budget_min']:.2f} | {r.get('precision', '')} |")
     ok = {v: r for v, r in results.items() if r.get("status") == "ok"}
-    if "seglab" in ok and "seglab_before" in ok:
-        before = ok["seglab_before"][spec.headline]
-        ratio = ok["seglab"][spec.headline] / before if before > 0 else float("inf")
-        lines.append(f"\nseglab / seglab_before {head}: **{ratio:.2f}x** "
-                     f"({ok['seglab'][spec.headline]:.4f} / {before:.4f})")
+    for base in ("seglab_before", "seglab_e221bd1"):
+        if "seglab" in ok and base in ok:
+            before = ok[base][spec.headline]
+            ratio = ok["seglab"][spec.headline] / before if before > 0 else float("inf")
+            lines.append(f"\nseglab / {base} {head}: **{ratio:.2f}x** "
+                         f"({ok['seglab'][spec.headline]:.4f} / {before:.4f})")
     if spec.name == "membrane" and "seglab" in ok:
         acc = ok["seglab"]["pixel_acc"]
         lines.append(f"\nmembrane target pixel acc >= 0.92: seglab {acc:.4f} ({'met' if acc >= 0.92 else 'NOT met'})")
@@ -437,8 +474,9 @@ def report(all_results: dict, args, minutes: dict, start: float) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--datasets", default=",".join(SPECS), help="comma-separated subset of camvid,mosaic,membrane")
-    parser.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated subset of " + ",".join(VARIANTS)
-                        + " (default: all)")
+    parser.add_argument("--variants", default=",".join(DEFAULT_VARIANTS),
+                        help="comma-separated subset of " + ",".join(VARIANTS) + " (default: "
+                        + ",".join(DEFAULT_VARIANTS) + ")")
     parser.add_argument("--minutes-scale", type=float, default=1.0,
                         help="multiply every dataset's budget (15/12/10 min), e.g. 0.02 for a smoke run")
     parser.add_argument("--workdir", default="runs/bench_few_large")
@@ -468,12 +506,15 @@ def main() -> None:
         sys.exit(f"error: unknown datasets/variants {sorted(bad)}; datasets: {', '.join(SPECS)}; "
                  f"variants: {', '.join(VARIANTS)}")
     overrides = json.loads(args.seglab_overrides)
-    if bad := set(overrides) - {"seglab", "seglab_before"}:
-        sys.exit(f"error: --seglab-overrides is keyed by seglab variant (seglab, seglab_before), got {sorted(bad)}")
+    if bad := set(overrides) - set(SEGLAB_OVERRIDES):
+        sys.exit(f"error: --seglab-overrides is keyed by seglab variant ({', '.join(SEGLAB_OVERRIDES)}), "
+                 f"got {sorted(bad)}")
     if not (SHARED / "camvid").is_dir() or not (SHARED / "membrane").is_dir():
         sys.exit(f"error: shared data not found at {SHARED}")
     workdir = Path(args.workdir).resolve()
     workdir.mkdir(parents=True, exist_ok=True)
+    if "seglab_e221bd1" in variants:
+        print(f"seglab_e221bd1: seglab's code at {OLD_COMMIT} in {extract_old_src(workdir)}", flush=True)
     cores = sorted(os.sched_getaffinity(0))
     if not args.sequential and len(variants) > len(cores):
         print(f"warning: {len(variants)} variants in parallel on {len(cores)} cores: some share a core", flush=True)
