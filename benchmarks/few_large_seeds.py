@@ -33,8 +33,12 @@ def load(arg: str) -> list[dict]:
     file = Path(path) / "results.json" if Path(path).is_dir() else Path(path)
     if not file.is_file():
         sys.exit(f"error: {file} not found (give bench_few_large.py's --workdir, or its results.json)")
+    try:
+        results = json.loads(file.read_text())
+    except json.JSONDecodeError as e:
+        sys.exit(f"error: {file} is not a complete results file ({e}); is that run still going?")
     rows = []
-    for key, variants in json.loads(file.read_text()).items():
+    for key, variants in results.items():
         if not isinstance(variants, dict):
             continue  # a note such as "cpu"
         for variant, r in variants.items():
