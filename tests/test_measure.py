@@ -522,3 +522,77 @@ def test_measure_cli_takes_min_grain_and_keep_border(tmp_path: Path, capsys) -> 
     out = capsys.readouterr().out
     assert "5 grain(s) measured" in out and "left out 3 objects: 3 smaller than 3 px" in out
     assert "left-out table" in out
+
+
+# --- which classes are background -------------------------------------------------------------------------------
+
+def mineral_mask() -> np.ndarray:
+    """A thin section labelled mineral by mineral: quartz (0) everywhere, a feldspar (1) and a biotite (2) grain."""
+    mask = np.zeros((80, 80), dtype=np.uint8)
+    mask[10:30, 10:30] = 1
+    mask[40:70, 40:60] = 2
+    return mask
+
+
+def test_background_auto_measures_a_named_first_class_and_leaves_a_background_out() -> None:
+    from seglab.measure.background import resolve_background
+
+    minerals = ["quartz", "feldspar", "biotite"]
+    ids, note = resolve_background("auto", minerals)
+    assert ids == () and "'quartz' (class 0) included" in note and "background=quartz" in note
+    table = measure_grains(mineral_mask(), class_names=minerals, background=ids, keep_border=True)
+    by_class = {row["class_name"]: row for row in table.classes}
+    assert by_class["quartz"]["count"] == 1  # the matrix of quartz around both grains: one object
+    assert by_class["quartz"]["total_area_px"] == 80 * 80 - 400 - 600
+    assert sum(row["area_fraction"] for row in table.classes) == pytest.approx(1.0)
+    # class 0 named like a background, unnamed, generically named, or a binary task: class 0 is not measured
+    for names in (["background", "feldspar", "biotite"], ["Matrix", "a", "b"], None, ["class0", "class1", "class2"],
+                  ["sediment", "salt"]):
+        ids, note = resolve_background("auto", names)
+        assert ids == (0,) and "background, not measured" in note, names
+    table = measure_grains(mineral_mask(), class_names=["background", "feldspar", "biotite"], background=(0,))
+    assert [row["class_name"] for row in table.classes] == ["feldspar", "biotite"]
+
+
+def test_background_by_id_or_name_and_clear_errors() -> None:
+    from seglab.errors import ConfigError
+    from seglab.measure.background import resolve_background
+
+    minerals = ["quartz", "feldspar", "biotite", "pore"]
+    assert resolve_background("quartz,Pore", minerals)[0] == (0, 3)
+    assert resolve_background([1], minerals)[0] == (1,)
+    assert resolve_background("none", ["background", "grain"])[0] == ()
+    with pytest.raises(ConfigError, match="no class of that name; the class names are: quartz, feldspar"):
+        resolve_background("epoxy", minerals)
+    with pytest.raises(ConfigError, match="background=7: no such class"):
+        resolve_background("7", minerals)
+
+
+def test_ignored_pixels_never_join_a_measured_class_zero() -> None:
+    mask = mineral_mask()
+    mask[:, 75:] = 255  # an ignored strip along the right edge, touching the quartz
+    table = measure_grains(mask, class_names=["quartz", "feldspar", "biotite"], background=(), ignore_index=255,
+                           keep_border=True)
+    quartz = next(row for row in table.classes if row["class_name"] == "quartz")
+    assert quartz["total_area_px"] == 75 * 80 - 400 - 600
+
+
+def test_measure_cli_measures_every_mineral_and_draws_class_zero_in_its_colour(tmp_path: Path, capsys) -> None:
+    from seglab.measure.cli import measure_main
+    from seglab.measure.plots import class_colour
+
+    Image.fromarray(mineral_mask()).save(tmp_path / "mask.png")
+    assert measure_main([f"mask={tmp_path / 'mask.png'}", f"out={tmp_path / 'a'}", "classes=[quartz,feldspar,biotite]",
+                         "keep_border=true", "labels=false"]) == 0
+    out = capsys.readouterr().out
+    assert "every class is measured, 'quartz' (class 0) included" in out and "3 grain(s) measured" in out
+    classes = read_csv(tmp_path / "a" / "classes.csv")
+    assert [row["class_name"] for row in classes] == ["quartz", "feldspar", "biotite"]
+    outlined = np.asarray(Image.open(tmp_path / "a" / "outlined.png").convert("RGB")).astype(int)
+    cyan = np.array(class_colour(0)) * 255  # class 0's outline colour, not the white of "no grain"
+    top_half = outlined[: outlined.shape[0] // 2]  # the quartz outline around the feldspar; the legend is lower right
+    assert (np.abs(top_half - cyan).max(-1) <= 3).sum() > 50
+    assert measure_main([f"mask={tmp_path / 'mask.png'}", f"out={tmp_path / 'b'}", "classes=[quartz,feldspar,biotite]",
+                         "background=quartz", "keep_border=true"]) == 0
+    assert "background, not measured: class 0 (quartz)" in capsys.readouterr().out
+    assert [row["class_name"] for row in read_csv(tmp_path / "b" / "classes.csv")] == ["feldspar", "biotite"]

@@ -20,6 +20,9 @@ import numpy as np
 
 # Class names (case-insensitive, "_"/" " read as "-") that mean "no label here": ignored in loss and metrics.
 VOID_NAMES = ("unlabelled", "unlabeled", "void", "ignore", "ignored", "background-ignore", "dontcare", "don't-care")
+# Class names that mean "nothing of interest here": left unpainted in overlays, not measured as grains. A first class
+# named otherwise (quartz, Sky) is a class like the others.
+BACKGROUND_NAMES = ("background", "-background-", "bg", "backdrop", "none", "other", "matrix")
 # A value on fewer than this share of a mask's pixels is "minor" (a ramp or noise value, or a really rare class);
 # the others are the mask's main values, named in the messages.
 MINOR_SHARE = 0.005
@@ -126,6 +129,12 @@ def is_void_name(name: str) -> bool:
     """True for class names meaning "no label" (Unlabelled, unlabeled, void, ignore, background-ignore, ...)."""
     key = str(name).strip().lower().replace("_", "-").replace(" ", "-")
     return key in VOID_NAMES
+
+
+def is_background_name(name: str) -> bool:
+    """True for class names meaning "nothing of interest" (background, bg, matrix, none, ...) or void-like names."""
+    key = str(name).strip().lower().replace("_", "-").replace(" ", "-")
+    return key in BACKGROUND_NAMES or key in VOID_NAMES
 
 
 def void_class(names: Sequence[str]) -> int | None:

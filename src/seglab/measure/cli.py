@@ -13,6 +13,7 @@ from typing import TypedDict
 from ..config import parse_key_values
 from ..data.sources import BadFiles, check_on_error, default_on_error
 from ..errors import ConfigError
+from .background import resolve_background
 from .run import run_measure
 
 # How each output of ``write_measurements`` is counted in the closing line.
@@ -37,6 +38,7 @@ class MeasureOptions(TypedDict):
     min_area: int
     min_grain: int | str  # smallest grain counted: pixels (9) or an area with pixel_size, e.g. "5um2"
     keep_border: bool  # count objects touching the image border too
+    background: str  # auto | none | class ids or names not measured, e.g. 0 or matrix,pore
     ignore_index: int | None
     connectivity: int
     labels: bool
@@ -48,9 +50,36 @@ class MeasureOptions(TypedDict):
 
 OPTIONS: MeasureOptions = {"mask": "", "image": "", "weights": "", "out": "runs/measure", "exist_ok": False,
                            "on_error": "", "pixel_size": None, "unit": "px", "classes": None, "split_touching": False,
-                           "min_distance": 7, "min_area": 0, "min_grain": 9, "keep_border": False,
+                           "min_distance": 7, "min_area": 0, "min_grain": 9, "keep_border": False, "background": "auto",
                            "ignore_index": None, "connectivity": 8, "labels": True,
                            "device": "auto", "precision": "auto", "backend": "torch", "tta": "none"}
+
+# What each option does, for ``seglab measure --help``.
+OPTION_HELP = {
+    "mask": "a class-index mask to measure (PNG/TIFF); or give image= and weights= to predict it first",
+    "image": "image to predict and measure (with weights=): a file, a folder, a list file, or views a.jpg,b.jpg",
+    "weights": "run folder or checkpoint that predicts the mask of image=",
+    "out": "output folder (a new numbered one unless exist_ok=true)",
+    "exist_ok": "write into out= even when it holds files",
+    "on_error": "raise | skip: an unreadable file stops the run, or is skipped and listed (skip for folders)",
+    "pixel_size": "size of one pixel, e.g. 0.65um: adds areas and lengths in that unit",
+    "unit": "unit of a bare-number pixel_size (um, nm, mm)",
+    "classes": "class names in index order, e.g. [matrix,tourmaline] (default: the model's, else class_N)",
+    "background": "classes not measured: auto (class 0 when named like a background, unnamed or binary; a "
+                  "named first class such as quartz is measured), none, or ids/names, e.g. 0 or matrix,pore",
+    "split_touching": "separate touching grains of one class by a distance-transform watershed",
+    "min_distance": "split_touching: smallest distance in px between two grain centres it separates",
+    "min_area": "drop objects smaller than this many px before measuring (silently, as predict's cleanup)",
+    "min_grain": "leave out and list specks smaller than this: px (9), or an area with pixel_size, e.g. 5um2",
+    "keep_border": "also count objects touching the image border (cut by the field of view)",
+    "ignore_index": "mask value that is no class (neither grain nor part of the area fractions)",
+    "connectivity": "8 or 4: whether diagonal neighbours belong to one grain",
+    "labels": "number each grain in outlined.png with its row label in grains.csv",
+    "device": "auto | cpu | cuda (predicting the mask)",
+    "precision": "auto | fp32 | bf16 (predicting the mask)",
+    "backend": "torch | onnx (predicting the mask)",
+    "tta": "test-time augmentation of the prediction: none | hflip | flip | d4",
+}
 
 
 def measure_main(argv: list[str]) -> int:
@@ -84,6 +113,8 @@ def _measure_all(jobs: list[tuple[Path, Path | None, Path, str]], opts: dict, ou
     """Measure each (mask, image to draw on, output folder, name) job, skipping (or raising) bad files; returns the
     number of grains and counts the files written into ``written``."""
     grains = 0
+    background, note = resolve_background(opts["background"], opts["classes"])
+    print(f"note: {note}")
     for mask_path, image_path, folder, name in jobs:
         with bad.guard(image_path or mask_path) as guard:
             result = run_measure(mask_path, image_path, out_dir=folder, pixel_size=opts["pixel_size"],
@@ -91,7 +122,8 @@ def _measure_all(jobs: list[tuple[Path, Path | None, Path, str]], opts: dict, ou
                                  split_touching=bool(opts["split_touching"]), min_distance=int(opts["min_distance"]),
                                  min_area=int(opts["min_area"]), ignore_index=opts["ignore_index"],
                                  connectivity=int(opts["connectivity"]), draw_labels=bool(opts["labels"]),
-                                 min_grain=opts["min_grain"], keep_border=bool(opts["keep_border"]))
+                                 min_grain=opts["min_grain"], keep_border=bool(opts["keep_border"]),
+                                 background=background)
         if guard.failed:
             continue
         grains += len(result.table.rows)

@@ -20,7 +20,7 @@ from __future__ import annotations
 import csv
 import math
 import re
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -394,8 +394,9 @@ def measure_grains(
     min_distance: int = 7,
     min_grain: float | str = 9,
     keep_border: bool = False,
+    background: Collection[int] = (0,),
 ) -> GrainTable:
-    """Measure every connected grain of every class (> 0) in a class-index mask.
+    """Measure every connected grain of every class except ``background`` (class 0) in a class-index mask.
 
     pixel_size: "0.65um"-style text, or a number together with ``unit``; adds physical-unit columns.
     class_names: indexed by class id, background first. connectivity: 8 (default) or 4.
@@ -405,6 +406,8 @@ def measure_grains(
     min_grain: objects smaller than this are left out as specks and reported: pixels (9), or an area such as
     "5um2" with a pixel size. keep_border: keep objects touching the image border (left out by default).
     ignore_index: pixels with this value are neither grains nor part of the area-fraction denominator.
+    background: class ids not measured (their pixels still count in the area fractions); () measures every class,
+    e.g. a thin section labelled mineral by mineral (``resolve_background`` picks them from the class names).
     """
     class_mask = _as_class_mask(mask, ignore_index)
     skimage_connectivity(connectivity)  # validate now, even if the mask turns out to hold no grains
@@ -415,10 +418,10 @@ def measure_grains(
     size, unit = _resolve_pixel_size(pixel_size, unit)
     ignored = class_mask == ignore_index if ignore_index is not None else np.zeros(class_mask.shape, dtype=bool)
     present = {int(value) for value in np.unique(class_mask[~ignored])}
-    named = set(range(1, len(class_names))) if class_names is not None else set()
-    class_ids = sorted((present | named) - {0, ignore_index})
+    named = set(range(len(class_names))) if class_names is not None else set()
+    class_ids = sorted((present | named) - set(background) - {ignore_index})
     names = _resolve_class_names(class_ids, class_names)
-    measurable = np.where(ignored, 0, class_mask)
+    measurable = np.where(ignored, -1, class_mask)  # -1: no class, so ignored pixels never join a measured class
     labels, grain_class = label_grains(
         measurable,
         class_ids,

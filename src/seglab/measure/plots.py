@@ -8,6 +8,7 @@ import matplotlib
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.patches import Patch
 from skimage.segmentation import find_boundaries
 
 from ..errors import DataError
@@ -76,12 +77,13 @@ def _counted_note(table: GrainTable) -> str:
 def outline_overlay(table: GrainTable, image: np.ndarray | None = None) -> np.ndarray:
     """Return an RGB float image (the micrograph, or pale class fills) with grain outlines in class colours."""
     labels = table.labels
+    # Palette index = class id + 1: index 0 (white) is "no grain", so a measured class 0 keeps a colour of its own.
     grain_class = np.zeros(int(labels.max()) + 1, dtype=np.int64)
     for row in table.rows:
-        grain_class[int(row["label"])] = int(row["class_id"])
+        grain_class[int(row["label"])] = int(row["class_id"]) + 1
     pixel_class = grain_class[labels]
     palette = np.array(
-        [(1.0, 1.0, 1.0)] + [class_colour(class_id) for class_id in range(1, int(grain_class.max()) + 2)]
+        [(1.0, 1.0, 1.0)] + [class_colour(class_id) for class_id in range(int(grain_class.max()) + 1)]
     )
     if image is None:
         # Pale fills keep the outlines readable while still showing which class each grain is.
@@ -127,6 +129,12 @@ def plot_outlines(
                 color="black",
                 bbox={"boxstyle": "round,pad=0.1", "facecolor": "white", "alpha": 0.6, "linewidth": 0},
             )
+    measured = sorted({int(row["class_id"]) for row in table.rows})
+    if measured:  # which outline colour is which class
+        handles = [Patch(facecolor=(1, 1, 1, 0.6), edgecolor=class_colour(class_id), linewidth=2,
+                         label=str(table.class_names.get(class_id, class_id))) for class_id in measured]
+        axes.legend(handles=handles, loc="lower right", fontsize=8, framealpha=0.8, title="outline colour",
+                    title_fontsize=8)
     if table.left_out:
         axes.text(0.01, 0.99, f"grey: {table.left_out_note().split(' (to keep')[0]}", transform=axes.transAxes,
                   fontsize=9, ha="left", va="top", color="black",

@@ -36,10 +36,11 @@ def run_measure(
     min_grain: float | str = 9,
     keep_border: bool = False,
     verbose: bool = True,
+    background: Sequence[int] = (0,),
 ) -> MeasureRun:
     """Measure the grains of a mask file and write grains.csv, classes.csv and the PNGs into out_dir.
 
-    min_grain and keep_border: see ``measure_grains`` (specks and border objects are left out by default).
+    min_grain, keep_border, background: see ``measure_grains`` (specks and border objects are left out by default).
     verbose: print the line saying how many objects were left out and why, when any were.
     """
     mask = read_mask(mask_path, ignore_index=ignore_index)
@@ -61,6 +62,7 @@ def run_measure(
         min_distance=min_distance,
         min_grain=min_grain,
         keep_border=keep_border,
+        background=background,
     )
     if verbose and table.left_out:
         print(f"{mask_path}: {table.left_out_note()}")
