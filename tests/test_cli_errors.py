@@ -107,3 +107,20 @@ def test_user_errors_are_seglab_errors_and_still_value_errors():
         assert issubclass(cls, SeglabError) and issubclass(cls, ValueError)
     with pytest.raises(ConfigError, match="device='gpu0'"):
         resolve_device("gpu0")
+
+
+@pytest.mark.parametrize("command", ["measure", "explain", "export", "bench"])
+def test_delegated_command_help_says_what_each_key_means(command: str, capsys) -> None:
+    import importlib
+
+    from seglab.cli.main import OPTION_TABLES, main
+
+    assert main([command, "--help"]) == 0
+    out = capsys.readouterr().out
+    module, options_attr, help_attr = OPTION_TABLES[command]
+    options = getattr(importlib.import_module(f"seglab.{module}"), options_attr)
+    meanings = getattr(importlib.import_module(f"seglab.{module}"), help_attr)
+    assert set(meanings) == set(options), "every option needs a meaning, and every meaning an option"
+    for key in options:  # each key's line carries its meaning
+        line = next(row for row in out.splitlines() if row.strip().startswith(f"{key}="))
+        assert meanings[key] in line

@@ -294,6 +294,8 @@ def test_measure_and_explain_read_multi_view_sources(runs, sections, tmp_path, c
                  "exist_ok=true"]) == 0  # into the same folder (without exist_ok: cam2)
     assert "s3_02: class 2" in capsys.readouterr().out
     assert {p.name.split("_cam_")[0] for p in (tmp_path / "cam").glob("*.png")} == {"s3_02", *ids}
+    panel = next(p for p in (tmp_path / "cam").glob("s3_02_cam_*.png") if not p.stem.endswith(("heatmap", "overlay")))
+    assert Image.open(panel).width >= 1600  # view 1 | view 2 | Grad-CAM | overlay on each view (one view: 1000 px)
 
 
 def test_export_checks_and_calibrates_on_a_multi_view_list(runs, sections, tmp_path, capsys):

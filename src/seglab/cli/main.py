@@ -287,9 +287,11 @@ COMMAND_HELP: dict[str, tuple[str, Callable[[], list[str]], str]] = {
              "out     folder of the demo's dataset and runs\nimages  synthetic images to generate\n"
              "epochs  training epochs (default: the demo's); other train keys (see seglab train --help) pass on"),
 }
-# Delegated commands without a help of their own: their options table (module, attribute) and usage line.
-OPTION_TABLES = {"measure": ("measure.cli", "OPTIONS"), "explain": ("explain.cli", "OPTIONS"),
-                 "export": ("export.cli", "EXPORT_OPTIONS"), "bench": ("export.cli", "BENCH_OPTIONS")}
+# Delegated commands without a help of their own: module, options table and meanings table (usage: USAGE).
+OPTION_TABLES = {"measure": ("measure.cli", "OPTIONS", "OPTION_HELP"),
+                 "explain": ("explain.cli", "OPTIONS", "OPTION_HELP"),
+                 "export": ("export.cli", "EXPORT_OPTIONS", "EXPORT_HELP"),
+                 "bench": ("export.cli", "BENCH_OPTIONS", "BENCH_HELP")}
 
 
 def command_help(cmd: str, args: list[str]) -> int:
@@ -306,12 +308,16 @@ def command_help(cmd: str, args: list[str]) -> int:
     if cmd in OPTION_TABLES:
         import importlib
 
-        module, attr = OPTION_TABLES[cmd]
+        module, attr, help_attr = OPTION_TABLES[cmd]
         options = getattr(importlib.import_module(f"seglab.{module}"), attr)
+        meanings = getattr(importlib.import_module(f"seglab.{module}"), help_attr)
         line = next((u for u in USAGE.splitlines() if u.strip().startswith(cmd + " ")), "")
-        print(f"usage: {line.split(':', 1)[-1].strip() if ':' in line else 'seglab ' + cmd}\n\noptions (defaults):")
-        for key, value in options.items():
-            print(f"  {key}={'' if value is None else value}")
+        print(f"usage: {line.split(':', 1)[-1].strip() if ':' in line else 'seglab ' + cmd}\n\n"
+              "options (default, meaning):")
+        shown = {key: f"{key}={'' if value is None else value}" for key, value in options.items()}
+        width = min(24, max(map(len, shown.values())))  # a long default (bench backends) does not push every line
+        for key, text in shown.items():
+            print(f"  {text:<{width}}  {meanings.get(key, '')}".rstrip())
         return 0
     print_command_help(cmd)
     return 0

@@ -24,6 +24,19 @@ ExplainOptions = TypedDict("ExplainOptions", {"weights": str, "source": str, "cl
                                               "on_error": str, "device": str})
 OPTIONS: ExplainOptions = {"weights": "", "source": "", "class": 1, "layer": "", "sweep": False, "layers": "",
                            "out": "runs/explain", "exist_ok": False, "on_error": "", "device": "auto"}
+# What each option does, for ``seglab explain --help``.
+OPTION_HELP = {
+    "weights": "run folder or checkpoint to explain",
+    "source": "an image, a folder, a list file, or views a.jpg,b.jpg of one sample",
+    "class": "class to explain, by index or name (binary models: 1, the object)",
+    "layer": "one layer to explain by its dotted name (default: the deepest encoder stage)",
+    "sweep": "explain every encoder stage (or the layers= list) and write a grid",
+    "layers": "layers of a sweep: comma-separated dotted names, or all_conv (every encoder convolution)",
+    "out": "output folder (a new numbered one unless exist_ok=true)",
+    "exist_ok": "write into out= even when it holds files",
+    "on_error": "raise | skip: an unreadable file stops the run, or is skipped and listed (skip for folders)",
+    "device": "auto | cpu | cuda",
+}
 # How each picture of ``Explainer.explain`` is counted in the closing line.
 EXPLAIN_NOUNS = {"heatmap": "heatmap", "overlay": "overlay", "panel": "panel", "grid": "sweep grid"}
 

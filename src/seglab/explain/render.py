@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -60,10 +61,12 @@ def _tile(ax: object, picture: np.ndarray, title: str, caption: str = "") -> Non
 
 
 def save_layer_images(image: np.ndarray, cam: np.ndarray, out_dir: Path, prefix: str, layer: str,
-                      label: str | None = None) -> dict[str, Path]:
+                      label: str | None = None, views: Sequence[tuple[str, np.ndarray]] = ()) -> dict[str, Path]:
     """Write ``{prefix}_{layer}`` heatmap, overlay and image | heatmap | overlay panel PNGs; returns their paths.
 
     ``label`` is the layer's readable name ("encoder stage 5"); the panel shows it with the module path below.
+    ``views``: (title, display image) of every view of a multi-view sample, ``image`` being the first; the panel
+    then shows each view and the overlay on each (a class may show in one view only, as feldspar in crossed polars).
     """
     out_dir.mkdir(parents=True, exist_ok=True)
     base = f"{prefix}_{file_safe(layer)}"
@@ -72,12 +75,16 @@ def save_layer_images(image: np.ndarray, cam: np.ndarray, out_dir: Path, prefix:
              "panel": out_dir / f"{base}.png"}
     Image.fromarray(heat).save(files["heatmap"])
     Image.fromarray(over).save(files["overlay"])
-    fig = Figure(figsize=(10, 3.6), layout="constrained")
     name = label or layer
-    captions = ("", f"layer {layer}" if name != layer else "", "")
-    titles = ("image", f"Grad-CAM, {name}", "overlay")
-    axes = fig.subplots(1, 3)
-    for ax, picture, title, caption in zip(axes, (image, heat, over), titles, captions, strict=True):
+    shown = list(views) or [("image", image)]
+    overlays = [("overlay" if len(shown) == 1 else f"overlay on {title}", cam_overlay(view, cam))
+                for title, view in shown]
+    tiles = [*shown, (f"Grad-CAM, {name}", heat), *overlays]
+    captions = [""] * len(tiles)
+    captions[len(shown)] = f"layer {layer}" if name != layer else ""
+    fig = Figure(figsize=(10 * len(tiles) / 3, 3.6), layout="constrained")
+    axes = np.atleast_1d(fig.subplots(1, len(tiles)))
+    for ax, (title, picture), caption in zip(axes, tiles, captions, strict=True):
         _tile(ax, picture, title, caption)
     add_cam_colorbar(fig, list(axes))
     fig.savefig(files["panel"], dpi=100)

@@ -114,9 +114,14 @@ class Explainer:
         if out_dir is not None:
             out = Path(out_dir)
             display = to_display_rgb(image[..., : view_channels[0]])  # the first view: the others share its pixels
+            views = []
+            if len(view_channels) > 1:  # show every view: a class may be visible in one of them only
+                starts = np.cumsum([0, *view_channels])
+                views = [(f"view {k + 1}: {view.parent.name}/{view.name}",
+                          to_display_rgb(image[..., starts[k]:starts[k + 1]])) for k, view in enumerate(sample.views)]
             prefix = f"{sample.id}_cam_{file_safe(self.class_names[index])}"  # one class never overwrites another
             for name, cam in cams.items():
-                result["files"][name] = save_layer_images(display, cam, out, prefix, name, names[name])
+                result["files"][name] = save_layer_images(display, cam, out, prefix, name, names[name], views)
             if len(cams) > 1:
                 title = f"{path.name}: Grad-CAM of class {index} ({self.class_names[index]}), shallow to deep"
                 result["files"]["grid"] = save_sweep_grid(display, cams, mask, out / f"{prefix}_sweep.png", title,

@@ -54,6 +54,37 @@ BENCH_OPTIONS: BenchOptions = {"model": "unet_encoder", "encoder": "", "weights"
                                "backends": "torch_fp32,torch_bf16,onnxruntime,onnxruntime_int8", "device": "cpu",
                                "threads": 0, "in_channels": 3, "num_classes": 1, "out": ""}
 
+# What each option does, for ``seglab export --help`` and ``seglab bench --help``.
+EXPORT_HELP = {
+    "weights": "run folder or checkpoint to export (a run folder: its best.pt)",
+    "out": "the .onnx file to write (default: best.onnx beside the checkpoint)",
+    "exist_ok": "replace an existing .onnx",
+    "opset": "ONNX opset version",
+    "imgsz": "side of the example input the graph is traced with",
+    "dynamic": "accept any batch and image size (false: fixed to imgsz)",
+    "dynamo": "export with torch.onnx's dynamo exporter instead of the TorchScript one",
+    "verify": "compare onnxruntime's output with PyTorch's on a random input",
+    "check": "images (folder or list file) to compare onnxruntime with PyTorch on",
+    "quantize": "int8: also write an int8 model (best.int8.onnx), calibrated on calib=",
+    "calib": "images (folder or list file) to calibrate int8 quantisation on: a few dozen training images",
+    "calib_images": "at most this many calibration images",
+}
+BENCH_HELP = {
+    "model": "model to time (any name from seglab models), when no weights= are given",
+    "encoder": "timm encoder of an encoder model",
+    "weights": "a run folder or checkpoint to time instead of a fresh model",
+    "imgsz": "input sides to time, e.g. 128,512",
+    "batch": "images per call",
+    "warmup": "untimed calls before timing",
+    "iters": "timed calls per backend and size",
+    "backends": "comma list of torch_fp32, torch_bf16, onnxruntime, onnxruntime_int8",
+    "device": "cpu | cuda",
+    "threads": "CPU threads (0: torch's default)",
+    "in_channels": "input channels of a fresh model",
+    "num_classes": "classes of a fresh model (1: binary)",
+    "out": "also write the table to this Markdown file",
+}
+
 
 def _int_list(value: Any, key: str) -> list[int]:
     """``128,512`` / ``[128, 512]`` / ``128`` -> [128, 512] / [128]."""
