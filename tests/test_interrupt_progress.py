@@ -179,8 +179,9 @@ def test_the_log_says_how_time_limit_set_the_epochs(grains_dir, tmp_path, monkey
     monkeypatch.setenv("SEGLAB_HEARTBEAT", "1e-9")  # a progress line after every batch
     clock = iter(range(0, 10**6, 10))  # every clock read of the trainer advances 10 s: one epoch = 20 s of wall time
     monkeypatch.setattr(trainer_module, "time", types.SimpleNamespace(perf_counter=lambda: float(next(clock))))
+    # val_share=1: every epoch validates (10 s after its 10 s of training), so the pace is 20 s an epoch
     assert main(["train", f"data={grains_dir}", "epochs=50", "time_limit=1", f"project={tmp_path}", "name=budget",
-                 "batch=4", *TINY]) == 0
+                 "batch=4", "val_share=1", *TINY]) == 0
     out = capsys.readouterr().out
     steps = int(re.search(r"(\d+) steps/epoch", out)[1])
     lines = [ln for ln in out.splitlines() if ln.startswith("time_limit=")]

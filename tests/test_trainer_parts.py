@@ -86,3 +86,26 @@ def test_the_epoch_line_shows_the_tgs_score_on_tgs_runs_only(capsys, metric, fmt
     trainer.log_epoch(run, types.SimpleNamespace(epoch=0, total_epochs=2), row, 1.0)
     line = capsys.readouterr().out
     assert "val_fg_iou=0.7000" in line and ("val_tgs" in line) == shows_tgs
+
+
+def test_budget_pace_caps_validation_at_its_share_and_keeps_one_for_the_end():
+    # a 23-s first validation of whole large images after a 17-s epoch, refitted after the second epoch's training
+    per_epoch, reserve = trainer.budget_pace(spent=57.0, after_training=23.0, validating=23.0, epochs_timed=2,
+                                             val_share=0.1, validation_seconds=23.0)
+    assert per_epoch == pytest.approx(17.0 / 0.9) and reserve == 23.0  # validations held to a tenth from here on
+    # in a 4-minute budget a tenth (24 s) holds no second 23-s validation: the epochs left pay for training only
+    per_epoch, reserve = trainer.budget_pace(57.0, 23.0, 23.0, 2, 0.1, 23.0, left=240 - 57.0, budget=240.0,
+                                             validated_total=23.0)
+    assert per_epoch == pytest.approx((240 - 57 - 23) / ((240 - 57 - 23 - 1) / 17.0))
+    cfg = types.SimpleNamespace(time_limit=4, epochs=30)
+    scheduler = types.SimpleNamespace(lr_lambdas=[types.SimpleNamespace(steps_per_epoch=8, total_steps=240)])
+    fitted = trainer.fit_epochs_to_budget(cfg, 2, 57.0, 30, scheduler, 0.0, 1, 8, per_epoch=per_epoch,
+                                          reserve=reserve)
+    assert fitted == (12, 2)  # 9.35 epochs of 17 s after the first 2, the last one 2 of 8 steps, then 23 s validating
+    # the refit before budget_pace: the mean epoch so far, plus one more validation as long as the first
+    assert trainer.fit_epochs_to_budget(cfg, 2, 57.0 + 23.0, 30, scheduler, 0.0, 1, 8)[0] == 6
+    # without a share (val_share=1) every epoch pays what the first validation cost
+    assert trainer.budget_pace(57.0, 23.0, 23.0, 2, 1.0, 23.0)[0] == pytest.approx(40.0)
+    # time after training that is not validation (a slow disk saving best.pt) counts in full
+    assert trainer.budget_pace(64.0, 30.0, 23.0, 2, 0.1, 23.0)[0] == pytest.approx(17.0 / 0.9 + 7.0)
+    assert trainer.budget_pace(17.0, 0.0, 0.0, 1, 0.1, 0.0) == (17.0, 0.0)  # after one epoch nothing is known yet

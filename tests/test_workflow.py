@@ -145,8 +145,9 @@ def test_time_limit_fits_the_lr_schedule_to_the_budget(grains_dir, tmp_path, mon
 
     clock = iter(range(0, 10**6, 10))  # every clock read advances 10 s: one epoch = 20 s of wall time
     monkeypatch.setattr(trainer, "time", types.SimpleNamespace(perf_counter=lambda: float(next(clock))))
+    # val_share=1: every epoch validates, 10 s after its 10 s of training (with 0.1, validations would wait)
     assert main(["train", f"data={grains_dir}", "epochs=50", "time_limit=1", "lr=0.01", f"project={tmp_path}",
-                 "name=budget", *[a for a in TINY if not a.startswith("lr=")]]) == 0
+                 "name=budget", "val_share=1", *[a for a in TINY if not a.startswith("lr=")]]) == 0
     rows = _rows(tmp_path / "budget")
     assert len(rows) == 3  # 60 s budget / 20 s per epoch
     lrs = [float(r["lr"]) for r in rows]

@@ -31,7 +31,8 @@ class TrainState:
     last_epoch_steps: int = 0  # a time budget's last epoch shortened to this many steps to fill it (0: full)
     start_epoch: int = 0  # the first epoch this process trains
     resumed_wall: float = 0.0  # wall_time already spent before this process (the budget refit's origin)
-    val_time: float = 0.0  # validation seconds in this process: the refit amortises them over its epochs
+    val_time: float = 0.0  # seconds after training in this process (validation and the rest): the refit counts them
+    validating_time: float = 0.0  # of val_time, the seconds of validations (the refit caps their rate at val_share)
     partial_epoch: bool = False  # a stop signal cut the current epoch short (its steps are not saved)
     stopped: int = 0  # the signal (SIGINT 2, SIGTERM 15) that stopped the run early; 0: it was not stopped
     budget_told: bool = False  # the log has said how time_limit set the number of epochs

@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import json
+import math
 import signal
 import time
 from pathlib import Path
@@ -192,16 +193,20 @@ def refit_to_budget(run: Run, state: TrainState) -> None:
     """Refit the run's length (and LR schedule) to ``time_limit`` at the pace measured so far."""
     if state.last_epoch_steps and state.epoch == state.total_epochs - 1:
         return  # the shortened epoch that fills the budget has run: the schedule has ended, nothing is left to fit
-    timed = state.epoch + 1 - state.start_epoch  # epochs timed in this process; validation cost amortised over them
-    expected_val = state.val_time / (timed - 1) if timed > 1 else 0.0
+    timed = state.epoch + 1 - state.start_epoch  # epochs timed in this process
+    schedule = run.schedule
+    budget = run.cfg.time_limit * 60
+    per_epoch, reserve = budget_pace(state.wall_time - state.resumed_wall, state.val_time, state.validating_time,
+                                     timed, schedule.share, schedule.spent / schedule.runs if schedule.runs else 0.0,
+                                     budget - state.wall_time, budget, schedule.spent)
     state.total_epochs, state.last_epoch_steps = fit_epochs_to_budget(
-        run.cfg, timed, state.wall_time + expected_val, state.total_epochs, run.scheduler, state.resumed_wall,
-        state.epoch, run.steps_per_epoch)
+        run.cfg, timed, state.wall_time, state.total_epochs, run.scheduler, state.resumed_wall,
+        state.epoch, run.steps_per_epoch, per_epoch=per_epoch, reserve=reserve)
     # Once, how the budget set the run's length: as soon as the pace includes the time after training (validation),
     # which the first epoch cannot know, or when the budget ends the run here; the epoch lines show later refits.
     if not state.budget_told and (timed > 1 or state.total_epochs == state.epoch + 1):
         state.budget_told = True
-        step = (state.wall_time + expected_val - state.resumed_wall) / max(1, timed * run.steps_per_epoch)
+        step = per_epoch / max(1, run.steps_per_epoch)
         log(budget_line(run.cfg.time_limit, step, state.total_epochs, run.cfg.epochs, state.last_epoch_steps,
                         run.steps_per_epoch))
 
@@ -218,8 +223,40 @@ def budget_line(minutes: float, step_seconds: float, fitted: int, epochs: int, l
     return f"{pace} fits {fitted} of the {epochs} epochs{last} (schedule refitted)"
 
 
+def budget_pace(spent: float, after_training: float, validating: float, epochs_timed: int, val_share: float,
+                validation_seconds: float, left: float = math.inf, budget: float = math.inf,
+                validated_total: float = 0.0) -> tuple[float, float]:
+    """Seconds per epoch from here on, and the seconds to keep for the validation after the last epoch, from what
+    this process has spent: ``spent`` in all, ``after_training`` of it after the epochs' training, ``validating``
+    of that in validations; ``left`` of the ``budget`` seconds remain, ``validated_total`` went to validations.
+
+    Validation going forward costs what it has cost per second of training, but never more than ``val_share`` of
+    the budget (the schedule holds validations back beyond it): one slow first validation of whole large images
+    (23 s against 17-s epochs) otherwise counted as if every epoch would pay it, fitting half the epochs that
+    fit, and the cosine schedule decayed early and was stretched again epoch after epoch. Other time after training
+    counts in full. The last epoch always validates, so one validation is kept in reserve. The refit runs between
+    an epoch's training and its validation, so the time after training belongs to the epochs before the last.
+    """
+    per_train = max(spent - after_training, 0.0) / max(1, epochs_timed)
+    before = max(1, epochs_timed - 1)  # epochs whose time after training is known
+    rate = validating / max(per_train * before, 1e-9) if epochs_timed > 1 else 0.0
+    other = (after_training - validating) / before if epochs_timed > 1 else 0.0
+    cost = per_train + other  # an epoch without its validation
+    if val_share < 1.0:
+        rate = min(rate, val_share / (1.0 - val_share))
+    paced = cost + rate * per_train
+    room = max(0.0, left - validation_seconds)
+    if val_share >= 1.0 or not math.isfinite(room) or room <= 0 or cost <= 0:
+        return paced, validation_seconds
+    # Validations stop once they have had their share of the budget: beyond it, epochs pay only for training.
+    share_left = max(0.0, val_share * budget - validated_total)
+    epochs = max(room / paced, (room - share_left) / cost)
+    return room / epochs, validation_seconds
+
+
 def fit_epochs_to_budget(cfg: Config, epochs_timed: int, wall_time: float, total_epochs: int, scheduler,
-                         resumed_wall: float, epoch: int, steps_per_epoch: int = 0) -> tuple[int, int]:
+                         resumed_wall: float, epoch: int, steps_per_epoch: int = 0, per_epoch: float | None = None,
+                         reserve: float = 0.0) -> tuple[int, int]:
     """Epochs that fit ``time_limit`` at the mean epoch time so far, and the steps of a shortened last epoch that
     fills the rest of it (0: none); the LR schedule is refitted to end there.
 
@@ -227,10 +264,13 @@ def fit_epochs_to_budget(cfg: Config, epochs_timed: int, wall_time: float, total
     epochs alone left up to an epoch of the budget unused (a tenth of it with the plan's short window epochs); the
     remainder now becomes a last epoch of the steps it holds, when that is at least ``MIN_LAST_STEPS``.
     ``resumed_wall`` is the wall time spent before this process, which ``epochs_timed`` does not cover.
+    ``per_epoch``: the pace from ``budget_pace`` (default: the mean epoch so far); ``reserve``: seconds kept for the
+    last validation.
     """
     done = epoch + 1
-    per_epoch = (wall_time - resumed_wall) / max(1, epochs_timed)
-    room = max(0.0, (cfg.time_limit * 60 - wall_time) / max(per_epoch, 1e-9))
+    if per_epoch is None:
+        per_epoch = (wall_time - resumed_wall) / max(1, epochs_timed)
+    room = max(0.0, (cfg.time_limit * 60 - wall_time - reserve) / max(per_epoch, 1e-9))
     new_total, last_steps = max(done, min(cfg.epochs, done + int(room))), 0
     spare = int((room - int(room)) * steps_per_epoch)
     if new_total == done + int(room) < cfg.epochs and MIN_LAST_STEPS <= spare < steps_per_epoch:
@@ -264,6 +304,7 @@ def count_validation(run: Run, state: TrainState, seconds: float, validated: boo
     """Count the time after training (validation) in the budget and, for a validation, in its schedule."""
     if validated:
         run.schedule.record(state.wall_time, seconds)
+        state.validating_time += seconds
     state.val_time += seconds
     state.wall_time += seconds  # validation spends the budget too
 
