@@ -596,3 +596,6 @@ def test_measure_cli_measures_every_mineral_and_draws_class_zero_in_its_colour(t
                          "background=quartz", "keep_border=true"]) == 0
     assert "background, not measured: class 0 (quartz)" in capsys.readouterr().out
     assert [row["class_name"] for row in read_csv(tmp_path / "b" / "classes.csv")] == ["feldspar", "biotite"]
+    assert measure_main([f"mask={tmp_path / 'mask.png'}", f"out={tmp_path / 'c'}", "classes=[quartz,feldspar,biotite]",
+                         "background=[0, 2]", "keep_border=true"]) == 0  # a list, as YAML writes it
+    assert [row["class_name"] for row in read_csv(tmp_path / "c" / "classes.csv")] == ["feldspar"]

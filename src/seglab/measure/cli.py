@@ -38,7 +38,7 @@ class MeasureOptions(TypedDict):
     min_area: int
     min_grain: int | str  # smallest grain counted: pixels (9) or an area with pixel_size, e.g. "5um2"
     keep_border: bool  # count objects touching the image border too
-    background: str  # auto | none | class ids or names not measured, e.g. 0 or matrix,pore
+    background: str | list  # auto | none | class ids or names not measured: 0, matrix,pore or [0, 4]
     ignore_index: int | None
     connectivity: int
     labels: bool
