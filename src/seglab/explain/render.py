@@ -70,15 +70,15 @@ def save_layer_images(image: np.ndarray, cam: np.ndarray, out_dir: Path, prefix:
     """
     out_dir.mkdir(parents=True, exist_ok=True)
     base = f"{prefix}_{file_safe(layer)}"
-    heat, over = heatmap_rgb(cam), cam_overlay(image, cam)
+    shown = list(views) or [("image", image)]
+    overlays = [("overlay" if len(shown) == 1 else f"overlay on {title}", cam_overlay(view, cam))
+                for title, view in shown]
+    heat, over = heatmap_rgb(cam), overlays[0][1]  # the overlay file shows the first view
     files = {"heatmap": out_dir / f"{base}_heatmap.png", "overlay": out_dir / f"{base}_overlay.png",
              "panel": out_dir / f"{base}.png"}
     Image.fromarray(heat).save(files["heatmap"])
     Image.fromarray(over).save(files["overlay"])
     name = label or layer
-    shown = list(views) or [("image", image)]
-    overlays = [("overlay" if len(shown) == 1 else f"overlay on {title}", cam_overlay(view, cam))
-                for title, view in shown]
     tiles = [*shown, (f"Grad-CAM, {name}", heat), *overlays]
     captions = [""] * len(tiles)
     captions[len(shown)] = f"layer {layer}" if name != layer else ""

@@ -113,12 +113,13 @@ class Explainer:
                   "notes": explain_notes(cams, int(mask.sum()), self.class_names[index], names)}
         if out_dir is not None:
             out = Path(out_dir)
-            display = to_display_rgb(image[..., : view_channels[0]])  # the first view: the others share its pixels
             views = []
             if len(view_channels) > 1:  # show every view: a class may be visible in one of them only
                 starts = np.cumsum([0, *view_channels])
                 views = [(f"view {k + 1}: {view.parent.name}/{view.name}",
                           to_display_rgb(image[..., starts[k]:starts[k + 1]])) for k, view in enumerate(sample.views)]
+            # the first view (the others share its pixels) for the overlay file and the sweep grid
+            display = views[0][1] if views else to_display_rgb(image[..., : view_channels[0]])
             prefix = f"{sample.id}_cam_{file_safe(self.class_names[index])}"  # one class never overwrites another
             for name, cam in cams.items():
                 result["files"][name] = save_layer_images(display, cam, out, prefix, name, names[name], views)
