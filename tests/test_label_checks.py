@@ -231,6 +231,22 @@ def test_built_in_palette_is_distinct_per_class():
         assert origin == "built-in" and len({tuple(c) for c in colors}) == n
 
 
+def test_a_named_class_0_gets_a_colour_of_its_own_and_is_painted():
+    """Thin sections labelled quartz(0)/feldspar/...: quartz is a mineral, not a black background left unpainted."""
+    from seglab.report.overlays import transparent_classes
+
+    minerals = ["quartz", "feldspar", "biotite", "opaque", "pore"]
+    colors, origin = resolve_class_colors(5, names=minerals)
+    assert origin == "built-in" and any(colors[0]) and len({tuple(c) for c in colors}) == 5
+    assert colors[1:] == resolve_class_colors(5)[0][1:]  # the other classes keep their usual colours
+    assert transparent_classes(minerals, np.array(colors, np.uint8)) == set()
+    for names in (["background", "grain", "pore"], ["class0", "class1", "class2"], ["a", "b"]):
+        colors, _ = resolve_class_colors(len(names), names=names)
+        assert colors[0] == [0, 0, 0] and transparent_classes(names, np.array(colors, np.uint8)) == {0}
+    assert resolve_class_colors(3, table=[[9, 9, 9], [1, 2, 3], [4, 5, 6]], names=["quartz", "b", "c"])[0][0] == \
+        [9, 9, 9]  # a class table's colours are the user's
+
+
 def test_thin_objects_with_void_outlines_in_palette_pngs_are_not_taken_for_interpolation():
     """VOC-style palette masks: thin objects of several classes, 255 outlines between them and the background."""
     mask = np.zeros((60, 60), np.uint8)

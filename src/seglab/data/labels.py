@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import csv
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -20,6 +21,7 @@ import numpy as np
 
 # Class names (case-insensitive, "_"/" " read as "-") that mean "no label here": ignored in loss and metrics.
 VOID_NAMES = ("unlabelled", "unlabeled", "void", "ignore", "ignored", "background-ignore", "dontcare", "don't-care")
+_GENERIC_NAME = re.compile(r"^class[ _-]?\d+$", re.IGNORECASE)  # the names seglab gives classes nobody named
 # Class names that mean "nothing of interest here": left unpainted in overlays, not measured as grains. A first class
 # named otherwise (quartz, Sky) is a class like the others.
 BACKGROUND_NAMES = ("background", "-background-", "bg", "backdrop", "none", "other", "matrix")
@@ -135,6 +137,16 @@ def is_background_name(name: str) -> bool:
     """True for class names meaning "nothing of interest" (background, bg, matrix, none, ...) or void-like names."""
     key = str(name).strip().lower().replace("_", "-").replace(" ", "-")
     return key in BACKGROUND_NAMES or key in VOID_NAMES
+
+
+def is_generic_name(name: str) -> bool:
+    """True for the names seglab gives classes nobody named (class0, class_3)."""
+    return bool(_GENERIC_NAME.match(str(name).strip()))
+
+
+def class0_is_a_phase(names: Sequence[str]) -> bool:
+    """True when class 0 is one of several named things (quartz of five minerals), not a background."""
+    return len(names) > 2 and not is_generic_name(names[0]) and not is_background_name(names[0])
 
 
 def void_class(names: Sequence[str]) -> int | None:
@@ -283,10 +295,14 @@ def format_findings(findings: Sequence[LabelFinding], total_files: int = 0, limi
 # ---- class colours -----------------------------------------------------------------------------------------------
 
 def resolve_class_colors(num_classes: int, palette: Sequence[Any] = (), table: Sequence[Sequence[int]] = (),
-                         mask_colors: Sequence[Any] = (), png_palette: Sequence[Sequence[int]] = ()
-                         ) -> tuple[list[list[int]], str]:
-    """One [r, g, b] per class and where they came from: palette=, class table, mask colours, PNG palette, built-in."""
-    from .colors import palette as builtin
+                         mask_colors: Sequence[Any] = (), png_palette: Sequence[Sequence[int]] = (),
+                         names: Sequence[str] = ()) -> tuple[list[list[int]], str]:
+    """One [r, g, b] per class and where they came from: palette=, class table, mask colours, PNG palette, built-in.
+
+    The built-in (VOC) colours make class 0 black, a background's colour; when ``names`` make class 0 a phase of
+    its own (quartz of five minerals) it takes the next unused VOC colour instead, so overlays paint it.
+    """
+    from .colors import palette as builtin, voc_palette
 
     if palette:
         return builtin(num_classes, list(palette)).tolist(), "palette="
@@ -294,7 +310,10 @@ def resolve_class_colors(num_classes: int, palette: Sequence[Any] = (), table: S
         rgb = [list(c) for c in colors if isinstance(c, (list, tuple)) and len(c) == 3]
         if len(rgb) == len(colors) and len(rgb) >= num_classes > 0:
             return [[int(v) for v in c] for c in rgb[:num_classes]], origin
-    return builtin(num_classes).tolist(), "built-in"
+    colors = builtin(num_classes).tolist()
+    if len(names) >= num_classes > 2 and class0_is_a_phase(names):
+        colors[0] = voc_palette(num_classes + 1)[num_classes].tolist()
+    return colors, "built-in"
 
 
 def png_palette(path: Path, num_classes: int) -> list[list[int]]:

@@ -164,7 +164,7 @@ def plan_data(cfg: Config, need_masks: bool = True, problems: list[str] | None =
     class_colors, origin = resolve_class_colors(
         codec.num_classes, cfg.palette, table_colors if not cfg.classes or len(cfg.classes) == len(table_colors)
         else [], codec.colors if codec.mode == "rgb" else [],
-        png_palette(palette_file, codec.num_classes) if palette_file else [])
+        png_palette(palette_file, codec.num_classes) if palette_file else [], names)
     if origin not in ("built-in", "mask colours"):  # mask colours were announced with the colour table
         notes.append(f"class colours from the {origin}: " + ", ".join(
             f"{n}={c}" for n, c in list(zip(names, class_colors))[:12]) + (" ..." if len(names) > 12 else ""))

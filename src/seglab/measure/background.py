@@ -6,13 +6,10 @@ the section from the tables without a word. ``auto`` decides by the class names 
 """
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 
-from ..data.labels import is_background_name
+from ..data.labels import is_background_name, is_generic_name
 from ..errors import ConfigError
-
-_GENERIC_NAME = re.compile(r"^class[ _-]?\d+$", re.IGNORECASE)  # the names seglab gives classes nobody named
 
 
 def resolve_background(spec: object, class_names: Sequence[str] | None) -> tuple[tuple[int, ...], str]:
@@ -27,7 +24,7 @@ def resolve_background(spec: object, class_names: Sequence[str] | None) -> tuple
     names = [str(n) for n in class_names] if class_names else []
     text = ",".join(str(x) for x in spec) if isinstance(spec, (list, tuple)) else str(spec).strip()
     if text.lower() == "auto":
-        if not names or len(names) <= 2 or _GENERIC_NAME.match(names[0]) or is_background_name(names[0]):
+        if not names or len(names) <= 2 or is_generic_name(names[0]) or is_background_name(names[0]):
             label = f"class 0 ({names[0]})" if names else "class 0"
             return (0,), f"{label} is background, not measured (background=none measures every class)"
         return (), (f"every class is measured, {names[0]!r} (class 0) included: it is not named like a background "
