@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from seglab.cli.main import command_overrides, main
@@ -104,6 +105,31 @@ def test_data_check_eval_predict_and_report_take_their_path_bare(trained, monkey
 
     assert main(["report", "runs/tiny"]) == 0
     assert last_line(capsys.readouterr().out) == f"report written to {Path('runs/tiny/report.html')}"
+
+
+def test_a_large_tiff_gets_its_label_tiff_colour_mask_and_overlay(trained, monkeypatch, capsys):
+    """Past 2048 px a TIFF is predicted window by window into a label TIFF; its colour mask and overlay are still
+    written (a 2560x1920 SEM micrograph used to get the label TIFF alone, without a word)."""
+    import tifffile
+    from PIL import Image
+
+    run, _ = trained
+    monkeypatch.chdir(run.parent.parent)
+    tile = np.asarray(Image.open(sorted(Path("data/images").iterdir())[0]).convert("RGB"))
+    Path("big").mkdir(exist_ok=True)
+    tifffile.imwrite("big/wide.tif", np.tile(tile, (2, 2100 // tile.shape[1] + 1, 1))[:, :2100])
+    assert main(["predict", "big", "weights=runs/tiny", "name=big_pred"]) == 0
+    out = Path("runs/big_pred")
+    assert "1 label TIFF, 1 colour mask, 1 overlay" in last_line(capsys.readouterr().out)
+    labels = tifffile.imread(out / "wide_mask.tif")
+    color = np.asarray(Image.open(out / "wide_color.png"))
+    assert labels.shape == (2 * tile.shape[0], 2100) and color.shape == labels.shape + (3,)
+    classes = np.unique(labels)
+    shades = [np.unique(color[labels == k], axis=0) for k in classes]  # one colour per class, none shared
+    assert all(len(c) == 1 for c in shades) and len(np.unique(np.concatenate(shades), axis=0)) == len(classes)
+    shown = np.asarray(Image.open(out / "wide_overlay.png"))
+    image = tifffile.imread("big/wide.tif")
+    assert shown.shape == image.shape and not np.array_equal(shown[labels == 1], image[labels == 1])  # grains painted
 
 
 def test_train_ends_by_saying_where_its_weights_are(trained):

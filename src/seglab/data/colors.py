@@ -107,6 +107,16 @@ def display_colors(num_classes: int, class_colors: Sequence[Any] | None = None) 
     return colors
 
 
+def transparent_classes(names: Sequence[str], colors: np.ndarray) -> set[int]:
+    """Classes an overlay leaves unpainted: a binary task's background, and class 0 when it is black or named so."""
+    from .labels import is_background_name
+
+    if len(colors) == 2:
+        return {0}
+    named = bool(names) and is_background_name(names[0])
+    return {0} if len(colors) and (named or not np.any(colors[0])) else set()
+
+
 def overlay_classes(image: np.ndarray, mask: np.ndarray, colors: np.ndarray, skip: set[int] = frozenset(),
                     alpha: float = OVERLAY_ALPHA) -> np.ndarray:
     """The image with each painted class blended in its colour; ``skip`` classes and ignore labels left as they are."""

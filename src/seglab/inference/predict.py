@@ -20,7 +20,7 @@ from PIL import Image
 
 from ..choices import SAVE_OUTPUTS
 from ..config import Config, config_sources
-from ..data.colors import colorize, display_colors, overlay, overlay_classes, write_legend
+from ..data.colors import colorize, display_colors, overlay_classes, transparent_classes, write_legend
 from ..data.dataset import load_sample_image, meta_view_channels
 from ..data.formats import Sample
 from ..data.io import image_size
@@ -32,6 +32,7 @@ from ..runtime.run_dir import output_dir, saved_line
 from .predictor import Predictor, load_predictor
 
 WHOLE_IMAGE_LIMIT = 2048
+PICTURE_PIXELS = 80e6  # a large TIFF's colour mask and overlay are drawn in memory up to this size (~1 GB at peak)
 OUTPUTS = SAVE_OUTPUTS
 # What each saved output is called in the closing line ("13 masks, 13 overlays"); large TIFFs add "label TIFF".
 OUTPUT_NOUNS = {"index": "mask", "color": "colour mask", "overlay": "overlay", "probs": "probability map"}
@@ -206,8 +207,8 @@ def _predict_all(predictor: Predictor, samples: list[Sample], out: Path, cfg: Co
         raise DataError(f"none of the {len(samples)} image(s) of {cfg.source} could be predicted (reasons above)")
     if result.done and {"color", "overlay"} & set(wanted):  # the key to the colours, once per folder
         names = list(meta.get("class_names") or [f"class {i}" for i in range(len(class_colors))])
-        if len(class_colors) == 2 and names:  # binary overlays paint the object only
-            names[0] = f"{names[0]} (unpainted in overlays)"
+        for c in transparent_classes(list(meta.get("class_names") or []), class_colors):
+            names[c] = f"{names[c]} (unpainted in overlays)"
         write_legend(out / "legend.png", names, class_colors)
         result.written["legend"] += 1
     if cfg.submission:
@@ -235,9 +236,20 @@ def _predict_one(predictor: Predictor, sample: Sample, out: Path, cfg: Config, w
     path = sample.image
     # Window-by-window reading is for one file; several views are read whole and tiled in memory.
     if not sample.extra_views and path.suffix.lower() in (".tif", ".tiff") \
-            and max(image_size(path)) > WHOLE_IMAGE_LIMIT:
-        print(f"{path.name}: large image, predicted window by window -> {predict_huge(predictor, path, out, cfg)}")
+            and max(size := image_size(path)) > WHOLE_IMAGE_LIMIT:
+        label_tif = predict_huge(predictor, path, out, cfg)
         result.written["label TIFF"] += 1
+        pictures = [k for k in ("color", "overlay") if k in wanted]
+        if pictures and size[0] * size[1] > PICTURE_PIXELS:
+            print(f"{path.name}: large image ({size[0]}x{size[1]}), predicted window by window -> {label_tif}; no "
+                  f"{' or '.join(pictures)} PNG above {PICTURE_PIXELS / 1e6:g} Mpx (open the label TIFF in a GIS)")
+        elif pictures:
+            import tifffile
+
+            pred = tifffile.imread(label_tif)
+            image = load_sample_image(sample, meta_view_channels(predictor.meta))
+            result.written.update(OUTPUT_NOUNS[k] for k in _write_pictures(pred, image, sample.id, out, pictures,
+                                                                           predictor.meta, class_colors, cfg.alpha))
         return None
     image = load_sample_image(sample, meta_view_channels(predictor.meta))
     pred, probs = predict_image(predictor, image, threshold, run_tile(cfg, predictor.meta), cfg.overlap)
@@ -247,22 +259,28 @@ def _predict_one(predictor: Predictor, sample: Sample, out: Path, cfg: Config, w
     if "index" in wanted:
         Image.fromarray(pred).save(out / f"{stem}_mask.png")
         written.append("index")
-    color = colorize(pred, class_colors)
-    if "color" in wanted:
-        Image.fromarray(color).save(out / f"{stem}_color.png")
-        written.append("color")
-    if "overlay" in wanted:
-        shown = display_rgb(first_view(image, predictor.meta))
-        # binary: only the object is painted, in a colour that shows on grey images; classes: every class blended
-        blend = overlay_classes(shown, pred, class_colors, {0}, cfg.alpha) if predictor.num_classes == 2 \
-            else overlay(shown, color, cfg.alpha)
-        Image.fromarray(blend).save(out / f"{stem}_overlay.png")
-        written.append("overlay")
+    written += _write_pictures(pred, image, stem, out, wanted, predictor.meta, class_colors, cfg.alpha)
     if "probs" in wanted and probs is not None:
         np.save(out / f"{stem}_probs.npy", probs.astype(np.float16))
         written.append("probs")
     result.written.update(OUTPUT_NOUNS[kind] for kind in written)
     return pred
+
+
+def _write_pictures(pred: np.ndarray, image: np.ndarray, stem: str, out: Path, wanted: list[str], meta: dict,
+                    class_colors: np.ndarray, alpha: float) -> list[str]:
+    """The colour mask and the overlay of one prediction, as ``wanted``; returns the kinds written."""
+    written = []
+    if "color" in wanted:
+        Image.fromarray(colorize(pred, class_colors)).save(out / f"{stem}_color.png")
+        written.append("color")
+    if "overlay" in wanted:
+        shown = display_rgb(first_view(image, meta))
+        # a background (binary task's class 0, a class 0 named or coloured so) stays as the image is
+        skip = transparent_classes(list(meta.get("class_names") or []), class_colors)
+        Image.fromarray(overlay_classes(shown, pred, class_colors, skip, alpha)).save(out / f"{stem}_overlay.png")
+        written.append("overlay")
+    return written
 
 
 def run_predict(cfg: Config) -> Path:

@@ -6,15 +6,14 @@ when it is black or named like a background) are left as the image is, so the ov
 """
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Sequence
 
 import numpy as np
 from matplotlib.patches import Patch
 
 from ..data.colors import (FOREGROUND, IGNORED_COLOR, OVERLAY_ALPHA, chroma, overlay_classes,  # noqa: F401
-                           palette)
+                           palette, transparent_classes)
 from ..data.colors import display_colors as report_colors  # noqa: F401  (the report's name for them)
-from ..data.labels import is_background_name
 
 # Error colours kept apart from the foreground's (data.colors.FOREGROUND, amber).
 FALSE_POSITIVE = (230, 25, 75)  # red: predicted where the label has none
@@ -22,14 +21,6 @@ FALSE_NEGATIVE = (0, 120, 255)  # blue: in the label, missed by the prediction
 WRONG_CLASS = (255, 0, 255)  # magenta: both have a class, not the same one (multi-class tasks)
 ERROR_LABELS = {FALSE_POSITIVE: "false positive (predicted, not in label)",
                 FALSE_NEGATIVE: "false negative (in label, missed)", WRONG_CLASS: "wrong class"}
-
-
-def transparent_classes(names: Sequence[str], colors: np.ndarray) -> set[int]:
-    """Classes an overlay leaves unpainted: a binary task's background, and class 0 when it is black or named so."""
-    if len(colors) == 2:
-        return {0}
-    named = bool(names) and is_background_name(names[0])
-    return {0} if len(colors) and (named or not np.any(colors[0])) else set()
 
 
 def error_map(image: np.ndarray, label: np.ndarray, pred: np.ndarray, num_classes: int,
