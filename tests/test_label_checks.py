@@ -177,6 +177,11 @@ def test_camvid_like_folder_trains_with_unlabelled_ignored_and_the_csv_colours(t
     colours = {tuple(c) for m in out_dir.glob("*_color.png") for c in np.array(Image.open(m)).reshape(-1, 3)}
     assert colours and colours <= {tuple(c) for c in CSV_COLORS}
     assert (out_dir / "legend.png").exists() and "1 legend" in capsys.readouterr().out.strip().splitlines()[-1]
+    # `seglab report` after `seglab eval` decodes the labels as the run did: the galleries stay (colour masks too)
+    assert main(["eval", str(project / "cv"), "report=false"]) == 0
+    assert main(["report", str(project / "cv")]) == 0
+    page = (project / "cv" / "report.html").read_text()
+    assert "Could not draw" not in page and "Best and worst" in page
 
 
 def test_explicit_ignore_index_keeps_the_void_class_and_palette_overrides_colours(tmp_path):

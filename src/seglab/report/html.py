@@ -318,6 +318,15 @@ def _add_colors(page: _Page, opts: _Options, name: str) -> None:
     page.legend([(label, color) for color, label in errors], f"error-colors-{name}", "Error map:")
 
 
+def _run_mask_reader(codec: dict) -> MaskLoader:
+    """Labels read as the run decoded them (data.json's codec): colour masks, 0/255 masks and class tables alike."""
+    from ..data.io import read_mask_raw
+    from ..data.masks import MaskCodec
+
+    decoder = MaskCodec.from_dict(codec)
+    return lambda path: decoder.decode(read_mask_raw(Path(path))[0], Path(path))
+
+
 def write_report(
     run_dir: str | Path,
     out: str | Path | None = None,
@@ -337,6 +346,8 @@ def write_report(
     config, summary = load_config(run_dir), load_summary(run_dir)
     results = [load_eval(d) for d in find_eval_dirs(run_dir)]
     data_meta = load_data_meta(run_dir)
+    if load_mask is None and isinstance(data_meta.get("codec"), dict):
+        load_mask = _run_mask_reader(data_meta["codec"])
     names = class_names(config, results[0] if results else None)
     if not (config or {}).get("classes") and data_meta.get("class_names"):
         names = [str(n) for n in data_meta["class_names"]]
