@@ -165,6 +165,29 @@ def test_export_cli_with_parity_check(run, grains_dir, tmp_path, capsys):
     assert out.is_file() and "parity of model.onnx on 1 image(s)" in printed and "mask agreement 100.000%" in printed
 
 
+def test_export_check_on_a_folder_of_images_beside_their_masks_and_a_failed_check_leaves_nothing(
+        run, grains_dir, tmp_path, capsys):
+    """check= on a farmland-style folder (x.png beside x_mask.png) compares on the images, not on the masks; a check
+    that fails half-way removes the .onnx it wrote, so the same command can run again."""
+    import shutil
+
+    side = tmp_path / "side"
+    side.mkdir()
+    for i in (1, 2):
+        shutil.copy(grains_dir / "images" / f"grain_00{i}.png", side / f"g{i}.png")
+        shutil.copy(grains_dir / "masks" / f"grain_00{i}.png", side / f"g{i}_mask.png")
+    out = tmp_path / "model.onnx"
+    assert export_main([f"weights={run}", f"out={out}", "imgsz=64", f"check={side}"]) == 0
+    assert "parity of model.onnx on 2 image(s)" in capsys.readouterr().out
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "broken.png").write_bytes(b"not a png")
+    again = tmp_path / "again.onnx"
+    with pytest.raises(Exception):
+        export_main([f"weights={run}", f"out={again}", "imgsz=64", f"check={bad}"])
+    assert not again.exists() and "(the export did not finish)" in capsys.readouterr().out
+
+
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")
 def test_int8_export_is_calibrated_quantised_and_agrees_with_fp32(run, grains_dir, tmp_path, capsys):
     out = tmp_path / "model.onnx"

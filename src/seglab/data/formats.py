@@ -16,6 +16,7 @@ The views are stacked as channels when read (``dataset.load_sample_image``).
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -157,6 +158,17 @@ def _choose_suffix(image_stems: list[str], mask_stems: set[str], suffix: str) ->
         return suffix
     best = max(MASK_SUFFIXES, key=lambda s: sum(st + s in mask_stems for st in image_stems))
     return best
+
+
+def masks_beside_images(files: Sequence[Path]) -> set[Path]:
+    """The files of one folder that are the masks of others beside them (``x.tif`` + ``x_mask.png``): the suffix
+    pairing the most files, if it pairs any."""
+    stems = {file_stem(f): f for f in files}
+    counts = {s: sum(1 for st in stems if st.endswith(s) and st[: -len(s)] in stems) for s in MASK_SUFFIXES[1:]}
+    best = max(counts, key=counts.get) if counts else ""
+    if not best or counts[best] == 0:
+        return set()
+    return {f for st, f in stems.items() if st.endswith(best) and st[: -len(best)] in stems}
 
 
 def pair_folders(image_dir: Path, mask_dir: Path | None, suffix: str = "auto",

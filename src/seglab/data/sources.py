@@ -19,7 +19,8 @@ from typing import Sequence
 
 from ..choices import ON_ERROR
 from ..errors import ConfigError, DataError
-from .formats import LIST_EXTS, Sample, check_pair_by, file_stem, list_images, pair_views, read_list_file
+from .formats import (LIST_EXTS, Sample, check_pair_by, file_stem, list_images, masks_beside_images, pair_views,
+                      read_list_file)
 from .io import IMAGE_EXTS, OTHER_IMAGE_EXTS
 
 ON_ERROR_RAISE, ON_ERROR_SKIP = ON_ERROR
@@ -162,7 +163,8 @@ def _folder_source(folder: Path, views: int, view_dirs: Sequence[str], pair_by: 
                                     and not p.name.startswith(".") and p.is_file()])
         if not files:
             raise DataError(f"{folder}: no image files ({', '.join(IMAGE_EXTS)})")
-        return [Sample(p, None, file_stem(p)) for p in files]
+        masks = masks_beside_images(files)  # a farmland-style folder: x.tif beside x_mask.png; the masks are no input
+        return [Sample(p, None, file_stem(p)) for p in files if p not in masks]
     if len(view_dirs) != views or not all((folder / d).is_dir() for d in view_dirs):
         expected = f"the folders {', '.join(view_dirs)}" if len(view_dirs) == views else "one folder per view"
         raise DataError(f"{folder}: the model takes {views} view(s) per sample; expected {expected} inside it. "

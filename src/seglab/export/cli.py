@@ -120,25 +120,32 @@ def export_main(argv: list[str]) -> int:
     target = Path(opts["out"]) if opts["out"] else default_onnx_path(opts["weights"])
     targets = [target] + ([int8_path(target)] if opts["quantize"] == "int8" else [])
     refuse_existing(targets, bool(opts["exist_ok"]), fix="out=OTHER.onnx to write a new file")
+    # the image sources are read before anything is written: a bad check= or calib= leaves no half-done export
+    calib = export_source(opts["weights"], str(opts["calib"])) if opts["quantize"] == "int8" else []
+    check = export_source(opts["weights"], str(opts["check"])) if opts["check"] else []
     path = export_onnx(opts["weights"], target, opset=int(opts["opset"]), dynamic=bool(opts["dynamic"]),
                        imgsz=int(opts["imgsz"]), dynamo=bool(opts["dynamo"]), verify=bool(opts["verify"]))
-    print(f"ONNX model written to {path} (input: raw pixels as float32, normalisation inside)")
     paths = [path]
-    if opts["quantize"] == "int8":
-        from .quantize import quantize_int8
+    try:
+        print(f"ONNX model written to {path} (input: raw pixels as float32, normalisation inside)")
+        if opts["quantize"] == "int8":
+            from .quantize import quantize_int8
 
-        calib = export_source(opts["weights"], str(opts["calib"]))
-        paths.append(quantize_int8(path, calib, max_images=int(opts["calib_images"])))
-        print(f"int8 model written to {paths[-1]} (calibrated on {min(len(calib), int(opts['calib_images']))} "
-              f"image(s)); predict with backend=onnx weights={paths[-1]}")
-    if opts["check"]:
-        from .parity import check_parity
+            paths.append(quantize_int8(path, calib, max_images=int(opts["calib_images"])))
+            print(f"int8 model written to {paths[-1]} (calibrated on {min(len(calib), int(opts['calib_images']))} "
+                  f"image(s)); predict with backend=onnx weights={paths[-1]}")
+        if check:
+            from .parity import check_parity
 
-        check = export_source(opts["weights"], str(opts["check"]))
-        for onnx_path in paths:
-            parity = check_parity(opts["weights"], onnx_path, check)
-            print(f"parity of {onnx_path.name} on {parity['images']} image(s): max |logit difference| "
-                  f"{parity['max_abs_logit_diff']:.2e}, mask agreement {100 * parity['mask_agreement']:.3f}%")
+            for onnx_path in paths:
+                parity = check_parity(opts["weights"], onnx_path, check)
+                print(f"parity of {onnx_path.name} on {parity['images']} image(s): max |logit difference| "
+                      f"{parity['max_abs_logit_diff']:.2e}, mask agreement {100 * parity['mask_agreement']:.3f}%")
+    except BaseException:  # an export that failed (or was interrupted) half-way is removed, so a rerun can write it
+        for written in paths:
+            written.unlink(missing_ok=True)
+        print(f"removed {', '.join(str(p) for p in paths)} (the export did not finish)")
+        raise
     precisions = " and ".join(["fp32", "int8"][:len(paths)])
     models = f"ONNX model{'s' if len(paths) > 1 else ''} {' and '.join(p.name for p in paths)}"
     print(saved_line(path.parent, {}, f"backend onnx, precision {precisions}, exported from the torch fp32 model",
