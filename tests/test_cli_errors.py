@@ -102,6 +102,21 @@ def test_report_and_compare_print_a_mistake_and_raise_a_bug(tmp_path, monkeypatc
         report_main([str(tmp_path)])
 
 
+def test_seglab_warnings_print_as_one_warning_line_without_python_source_echo():
+    prelude = """
+        import os, warnings
+        import seglab.cli.main as cli
+        def warn(rest):
+            warnings.warn_explicit("on_error=skip: leaving out 1 image(s) without a mask: a.tif", UserWarning,
+                                   filename=os.path.join("x", "seglab", "data", "plan.py"), lineno=125)
+            return 0
+        cli.COMMANDS["models"] = warn
+    """
+    result = seglab("models", prelude=prelude)
+    assert result.returncode == 0 and result.stderr == \
+        "warning: on_error=skip: leaving out 1 image(s) without a mask: a.tif\n", result.stderr
+
+
 def test_user_errors_are_seglab_errors_and_still_value_errors():
     for cls in (ConfigError, DataError):
         assert issubclass(cls, SeglabError) and issubclass(cls, ValueError)

@@ -127,7 +127,12 @@ def test_fit_to_time_shortens_window_epochs_to_the_budget():
     assert (fitted.steps_per_epoch, fitted.samples_per_epoch) == (12, 96) and "s/step" in fitted.reasons[
         "samples_per_epoch"]
     assert plan.fit_to_time(0.1) is plan  # fast steps: 32 steps fit easily
-    assert plan.fit_to_time(100.0).steps_per_epoch == 8  # never below 8 steps
+    floored = plan.fit_to_time(100.0)
+    assert floored.steps_per_epoch == 8  # never below 8 steps, and the reason says what the budget holds instead
+    assert "so 10 epochs fit" not in floored.reasons["samples_per_epoch"]
+    assert "cut to 8 steps, the fewest an epoch takes: 12 min hold about 6 steps at 1e+02 s/step, less than one " \
+           "epoch" in floored.reasons["samples_per_epoch"]
+    assert "hold about 32 steps at 20 s/step, about 4 epochs" in plan.fit_to_time(20.0).reasons["samples_per_epoch"]
     given = plan_training(THIN_SECTIONS, build_config({"time_limit": 12, "samples_per_epoch": 512}))
     assert given.fit_to_time(5.0) is given  # a number the user gave is kept
 
@@ -137,6 +142,7 @@ def test_fit_crop_to_time_shrinks_planned_windows_until_the_budget_holds_enough_
     # 12 min x 0.9 = 648 s at 16 s per step of 512-px windows: 40 steps; 150 need windows of 512 x sqrt(40/150)
     fitted = plan.fit_crop_to_time(step_seconds=16.0)
     assert fitted.crop == 256 and fitted.batch == plan.batch and fitted.sources["crop"] == "plan"
+    assert fitted.reasons["batch"].endswith("(the 512-px windows'; kept at 256 px)")
     assert ("cut to 256 px: time_limit=12 min held 40 of the 150 steps it needs at 16 s per step of 512-px windows"
             in fitted.reasons["crop"])
     # the epoch covers the images once with the smaller windows: 14 x 1600 x 1200 / 256^2 = 411 windows

@@ -367,6 +367,24 @@ COMMANDS: dict[str, Callable[[list[str]], int]] = {
 }
 
 
+def _plain_warnings() -> None:
+    """seglab's own warnings print as ``warning: ...`` lines, without Python's file:line and source echo
+    (SEGLAB_DEBUG=1 keeps Python's format)."""
+    import warnings
+
+    if getattr(warnings.showwarning, "seglab", False):
+        return
+    shown = warnings.showwarning
+
+    def show(message, category, filename, lineno, file=None, line=None):  # noqa: ANN001 (the stdlib's signature)
+        if f"{os.sep}seglab{os.sep}" not in str(filename) or os.environ.get("SEGLAB_DEBUG"):
+            return shown(message, category, filename, lineno, file, line)
+        print(f"warning: {message}", file=file or sys.stderr)
+
+    show.seglab = True  # type: ignore[attr-defined]
+    warnings.showwarning = show
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``seglab`` command."""
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -386,6 +404,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if cmd != "help" and any(a in _HELP for a in rest):
         return command_help(cmd, rest)
+    _plain_warnings()
     try:
         return COMMANDS[cmd](rest)
     except (SeglabError, FileNotFoundError) as e:

@@ -114,8 +114,15 @@ class TrainingPlan:
         steps = max(MIN_FIT_STEPS, min(self.steps_per_epoch, most))
         if steps == self.steps_per_epoch:
             return self
-        reason = (f"{self.reasons['samples_per_epoch']}; cut to {steps} steps so {EPOCHS_IN_BUDGET} epochs fit "
-                  f"{self.time_limit:g} min at {step_seconds:.2g} s/step")
+        if most >= MIN_FIT_STEPS:
+            cut = f"so {EPOCHS_IN_BUDGET} epochs fit {self.time_limit:g} min at {step_seconds:.2g} s/step"
+        else:  # the budget holds fewer than ten epochs of the shortest epoch: say so, not "10 epochs fit"
+            held = int(self._budget() / max(step_seconds, 1e-6))
+            epochs = held // steps
+            cut = (f"the fewest an epoch takes: {self.time_limit:g} min hold about {held} steps at "
+                   f"{step_seconds:.2g} s/step, " + (f"about {epochs} epoch{'s' if epochs > 1 else ''}" if epochs
+                                                     else "less than one epoch"))
+        reason = f"{self.reasons['samples_per_epoch']}; cut to {steps} steps, {cut}"
         return replace(self, samples_per_epoch=steps * self.batch, steps_per_epoch=steps,
                        reasons={**self.reasons, "samples_per_epoch": reason})
 
@@ -137,6 +144,8 @@ class TrainingPlan:
                                             f"time_limit={self.time_limit:g} min held {held:.0f} of the "
                                             f"{MIN_BUDGET_STEPS} steps it needs at {step_seconds:.2g} s per step "
                                             f"of {self.crop}-px windows (the batch stays {self.batch})")}
+        if self.sources["batch"] == "plan":
+            reasons["batch"] = f"{reasons.get('batch', 'planned')} (the {self.crop}-px windows'; kept at {crop} px)"
         samples, steps = self.samples_per_epoch, self.steps_per_epoch
         if self.sources["samples_per_epoch"] == "plan":
             samples, steps, reasons["samples_per_epoch"] = self._cover(crop)
