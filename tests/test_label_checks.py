@@ -219,6 +219,25 @@ def test_voc_palette_pngs_give_their_colours(tmp_path):
     assert plan.class_colors == voc_palette(4).tolist()
 
 
+def test_classes_must_name_every_class_of_colour_and_binary_masks(tmp_path):
+    """classes=[matrix,pore] on three-colour masks used to call the third class 'class2'; a name too many vanished."""
+    from seglab.data.synthetic import make_grains_dataset
+
+    root = _camvid_like(tmp_path / "camvid", colour_masks=True)
+    for names in (["a", "b"], ["a", "b", "c", "d", "e"]):
+        with pytest.raises(DataError, match=rf"classes= names {len(names)} class\(es\).*the masks hold 4: 4 colours"):
+            plan_data(build_config({"data": str(root), "classes": names}))
+    problems: list[str] = []
+    plan_data(build_config({"data": str(root), "classes": ["a", "b"]}), problems=problems)
+    assert any("classes= names 2 class(es)" in p for p in problems)  # data check lists it with the rest
+    grains = tmp_path / "grains"
+    make_grains_dataset(grains, n=4, size=32, seed=0)
+    with pytest.raises(DataError, match=r"names 3 class\(es\).*the masks hold 2"):
+        plan_data(build_config({"data": str(grains), "classes": ["matrix", "pore", "crack"]}))
+    assert plan_data(build_config({"data": str(grains), "classes": ["matrix", "pore"]})).class_names == \
+        ["matrix", "pore"]
+
+
 def test_class_tables_with_and_without_header(tmp_path):
     (tmp_path / "classes.csv").write_text("Sky,128,128,128\nRoad,128,64,128\nvoid,0,0,0\n")
     names, colors = read_class_table(tmp_path)

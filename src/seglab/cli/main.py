@@ -369,20 +369,20 @@ COMMANDS: dict[str, Callable[[list[str]], int]] = {
 
 def _plain_warnings() -> None:
     """seglab's own warnings print as ``warning: ...`` lines, without Python's file:line and source echo
-    (SEGLAB_DEBUG=1 keeps Python's format)."""
+    (SEGLAB_DEBUG=1 keeps Python's format). Only the format changes: recorded warnings stay recorded."""
     import warnings
 
-    if getattr(warnings.showwarning, "seglab", False):
+    if getattr(warnings.formatwarning, "seglab", False):
         return
-    shown = warnings.showwarning
+    python_format = warnings.formatwarning
 
-    def show(message, category, filename, lineno, file=None, line=None):  # noqa: ANN001 (the stdlib's signature)
+    def plain(message, category, filename, lineno, line=None):  # noqa: ANN001 (the stdlib's signature)
         if f"{os.sep}seglab{os.sep}" not in str(filename) or os.environ.get("SEGLAB_DEBUG"):
-            return shown(message, category, filename, lineno, file, line)
-        print(f"warning: {message}", file=file or sys.stderr)
+            return python_format(message, category, filename, lineno, line)
+        return f"warning: {message}\n"
 
-    show.seglab = True  # type: ignore[attr-defined]
-    warnings.showwarning = show
+    plain.seglab = True  # type: ignore[attr-defined]
+    warnings.formatwarning = plain
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -153,6 +153,7 @@ def plan_data(cfg: Config, need_masks: bool = True, problems: list[str] | None =
         if codec.mode == "rgb" and codec.ignore_index == len(codec.colors) - 1 and codec.num_classes > 2:
             codec.num_classes -= 1  # the table's last colour is void: decoded to ignore_index, no class of its own
         _check_declared_classes(cfg, codec, names, survey, ignore_index, problems)
+    _check_named_classes(cfg, codec, ignore_index, problems)
     if codec.binary and not names:
         names = ["background", "object"]
     names = (names + [f"class{i}" for i in range(len(names), codec.num_classes)])[:codec.num_classes]
@@ -196,6 +197,23 @@ def _check_declared_classes(cfg: Config, codec: MaskCodec, names: list[str], sur
     raise DataError(f"{where} declares {target} classes (0..{target - 1}, ignore_index={ignore_index}), but "
                     f"masks hold values outside them:\n  {shown}\nFix these masks, add the missing classes to "
                     f"{where}, or set num_classes= (and ignore_index=) to say what the values mean")
+
+
+def _check_named_classes(cfg: Config, codec: MaskCodec, ignore_index: int, problems: list[str] | None) -> None:
+    """``classes=`` on colour or binary masks names exactly their classes: a name too few or too many is an error,
+    not a class silently called ``class2`` or a name silently dropped (index masks: ``_check_declared_classes``)."""
+    if not cfg.classes or codec.mode in ("index", "palette"):
+        return
+    given = len(cfg.classes) - (1 if ignore_index == len(cfg.classes) - 1 and len(cfg.classes) > 2 else 0)
+    if given == codec.num_classes:
+        return
+    what = (f"{len(codec.colors)} colours {codec.colors[:8]}" if codec.mode == "rgb" and codec.colors
+            else "background and object (binary masks)" if codec.binary else f"{codec.num_classes} classes")
+    message = (f"classes= names {given} class(es) {list(cfg.classes)}, but the masks hold {codec.num_classes}: "
+               f"{what}; give one name per class, in that order")
+    if problems is None:
+        raise DataError(message)
+    problems.append(message)
 
 
 def resolve_view_channels(in_channels: int, splits: dict[str, list[Sample]]) -> list[int]:
