@@ -520,7 +520,7 @@ def test_measure_cli_takes_min_grain_and_keep_border(tmp_path: Path, capsys) -> 
     assert measure_main([f"mask={tmp_path / 'mask.png'}", f"out={tmp_path / 'a'}", "keep_border=true",
                          "min_grain=3"]) == 0
     out = capsys.readouterr().out
-    assert "5 grain(s) measured" in out and "left out 3 objects: 3 smaller than 3 px" in out
+    assert "5 objects measured" in out and "left out 3 objects: 3 smaller than 3 px" in out
     assert "left-out table" in out
 
 
@@ -585,7 +585,8 @@ def test_measure_cli_measures_every_mineral_and_draws_class_zero_in_its_colour(t
     assert measure_main([f"mask={tmp_path / 'mask.png'}", f"out={tmp_path / 'a'}", "classes=[quartz,feldspar,biotite]",
                          "keep_border=true", "labels=false"]) == 0
     out = capsys.readouterr().out
-    assert "every class is measured, 'quartz' (class 0) included" in out and "3 grain(s) measured" in out
+    assert "every class is measured, 'quartz' (class 0) included" in out
+    assert "3 objects measured (quartz 1, feldspar 1, biotite 1)" in out  # the classes' own words, not "grains"
     classes = read_csv(tmp_path / "a" / "classes.csv")
     assert [row["class_name"] for row in classes] == ["quartz", "feldspar", "biotite"]
     outlined = np.asarray(Image.open(tmp_path / "a" / "outlined.png").convert("RGB")).astype(int)
@@ -599,3 +600,15 @@ def test_measure_cli_measures_every_mineral_and_draws_class_zero_in_its_colour(t
     assert measure_main([f"mask={tmp_path / 'mask.png'}", f"out={tmp_path / 'c'}", "classes=[quartz,feldspar,biotite]",
                          "background=[0, 2]", "keep_border=true"]) == 0  # a list, as YAML writes it
     assert [row["class_name"] for row in read_csv(tmp_path / "c" / "classes.csv")] == ["feldspar"]
+
+
+def test_measure_names_a_class_it_did_not_find(tmp_path: Path, capsys) -> None:
+    """A pore model that finds no pores says so, instead of a table that simply lacks them."""
+    from seglab.measure.cli import measure_main
+
+    mask = np.zeros((60, 60), np.uint8)
+    mask[10:20, 10:20] = 2  # one crack-class object, no pore
+    Image.fromarray(mask).save(tmp_path / "mask.png")
+    assert measure_main([f"mask={tmp_path / 'mask.png'}", f"out={tmp_path / 'a'}", "classes=[matrix,pore,crack]"]) == 0
+    out = capsys.readouterr().out
+    assert "1 object measured (pore 0, crack 1)" in out and "note: no 'pore' found in mask.png" in out

@@ -14,6 +14,7 @@ from ..config import parse_key_values
 from ..data.sources import BadFiles, check_on_error, default_on_error
 from ..errors import ConfigError
 from .background import resolve_background
+from .grains import GrainTable
 from .run import run_measure
 
 # How each output of ``write_measurements`` is counted in the closing line.
@@ -104,8 +105,17 @@ def measure_main(argv: list[str]) -> int:
             opts["classes"] = class_names
         grains = _measure_all(jobs, opts, out, bad, written)
     bad.print()
-    print(saved_line(out, written, backend, [f"{count_text(grains, 'grain')} measured", *bad.note()]))
+    print(saved_line(out, written, backend, [f"{count_text(grains, 'object')} measured", *bad.note()]))
     return 0
+
+
+def measured_text(table: GrainTable) -> str:
+    """``132 objects measured (pore 94, crack 38)``: the words of the mask's own classes, not "grains" of pores."""
+    from ..runtime.run_dir import count_text
+
+    counts = Counter(int(r["class_id"]) for r in table.rows)
+    per_class = ", ".join(f"{n} {counts[c]}" for c, n in table.class_names.items())
+    return f"{count_text(len(table.rows), 'object')} measured" + (f" ({per_class})" if per_class else "")
 
 
 def _measure_all(jobs: list[tuple[Path, Path | None, Path, str]], opts: dict, out: Path, bad: BadFiles,
@@ -128,7 +138,11 @@ def _measure_all(jobs: list[tuple[Path, Path | None, Path, str]], opts: dict, ou
             continue
         grains += len(result.table.rows)
         written.update(MEASURE_NOUNS.get(kind, kind) for kind in result.files)
-        print(f"{name}: {len(result.table.rows)} grain(s) measured" + (f" -> {folder}" if folder != out else ""))
+        print(f"{name}: {measured_text(result.table)}" + (f" -> {folder}" if folder != out else ""))
+        missing = [n for c, n in result.table.class_names.items()
+                   if not any(int(r["class_id"]) == c for r in result.table.rows)]
+        if missing and result.table.rows:
+            print(f"note: no {', '.join(repr(n) for n in missing)} found in {name}")
     return grains
 
 

@@ -58,10 +58,12 @@ def plot_size_distribution(table: GrainTable, path: str | Path) -> Path:
         )
         axes.legend()
     else:
-        axes.text(0.5, 0.5, "no grains found", ha="center", va="center", transform=axes.transAxes)
+        axes.text(0.5, 0.5, "no objects found", ha="center", va="center", transform=axes.transAxes)
     axes.set_xlabel(f"Equivalent diameter ({display_unit(table.unit)})")
-    axes.set_ylabel("Grain count")
-    axes.set_title(f"Grain size distribution ({len(table.rows)} grain{'s' if len(table.rows) != 1 else ''})")
+    axes.set_ylabel("Count")
+    # the classes' own names (grains, pores, cells), not "grains" for every task
+    what = " and ".join(table.class_names.values()) if 0 < len(table.class_names) <= 3 else "object"
+    axes.set_title(f"Size distribution of {what} ({len(table.rows)} object{'s' if len(table.rows) != 1 else ''})")
     figure.text(0.01, 0.01, _counted_note(table), fontsize=8, color="0.3", ha="left", va="bottom", wrap=True)
     figure.tight_layout(rect=(0, 0.06, 1, 1))
     return _save(figure, Path(path))
@@ -70,7 +72,7 @@ def plot_size_distribution(table: GrainTable, path: str | Path) -> Path:
 def _counted_note(table: GrainTable) -> str:
     """What the statistics count: the rule, and what it left out."""
     border = "border objects kept" if table.keep_border else "objects touching the border left out"
-    rule = f"grains of at least {table.min_grain_text()}; {border}"
+    rule = f"objects of at least {table.min_grain_text()}; {border}"
     return f"{rule}\n{table.left_out_note()}" if table.left_out else f"{rule}; nothing left out"
 
 

@@ -55,7 +55,7 @@ def parse_pixel_size(text: str | float, unit: str | None = None) -> tuple[float,
     if isinstance(text, (int, float)):
         if unit is None or unit.strip().lower() in ("", "px", "pixel", "pixels"):
             raise ConfigError(
-                f"pixel_size {text!r} has no physical unit; pass unit='um' (or similar) or a string like '{text}um'"
+                f"pixel_size={text} has no physical unit: write pixel_size={text}um (or nm, mm), or add unit=um"
             )
         value, canonical = float(text), normalize_unit(unit)
     elif isinstance(text, str):
