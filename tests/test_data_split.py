@@ -35,3 +35,16 @@ def test_kfold_is_stratified_by_coverage():
     assert sorted(np.concatenate(folds).tolist()) == list(range(100))
     assert [int((coverage[f] == 0).sum()) for f in folds] == [8, 8, 8, 8, 8]
     assert all(len(f) == 20 for f in folds)
+
+
+def test_a_split_of_few_held_out_images_is_said_to_be_one(tmp_path):
+    """12 large tiles split 8:1:1 score one val and one test image: the log says so instead of reporting it as the
+    data's score."""
+    from seglab.data.synthetic import make_grains_dataset
+
+    make_grains_dataset(tmp_path / "d", n=12, size=32, seed=0)
+    notes = plan_data(build_config({"data": str(tmp_path / "d")})).notes
+    assert any(n.startswith("few held-out images (val 1, test 1)") and
+               "split=2:1:1 holds out 3 val and 3 test images of 12" in n for n in notes), notes
+    notes = plan_data(build_config({"data": str(tmp_path / "d"), "split": "2:1:1"})).notes
+    assert not any("few held-out" in n for n in notes)  # 3 val, 3 test: nothing to say

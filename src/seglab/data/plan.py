@@ -34,6 +34,9 @@ class DataPlan:
                 "pair_by": self.source.pair_by}
 
 
+FEW_HELD_OUT = 3  # a val or test split of fewer images scores images, not the data: said once in the log
+
+
 def resolve_splits(source: DataSource, cfg: Config) -> tuple[dict[str, list[Sample]], list[str]]:
     """train/val/test samples: explicit lists win, then the layout's own splits, then a seeded ratio split."""
     notes: list[str] = []
@@ -58,7 +61,24 @@ def resolve_splits(source: DataSource, cfg: Config) -> tuple[dict[str, list[Samp
         raise DataError(f"{source.root}: no training split found (splits: {sorted(splits)})")
     splits.setdefault("val", [])
     splits.setdefault("test", [])
+    few = [f"{k} {len(splits[k])}" for k in ("val", "test") if 0 < len(splits[k]) < FEW_HELD_OUT]
+    if few:
+        notes.append(f"few held-out images ({', '.join(few)}): their scores are those of one or two images, not of "
+                     f"the data; {_more_held_out(splits, cfg, bool(any(lists.values())))} before trusting or "
+                     "comparing them")
     return splits, notes
+
+
+def _more_held_out(splits: dict[str, list[Sample]], cfg: Config, listed: bool) -> str:
+    """How to hold out at least FEW_HELD_OUT images each: a ratio that does, else more images or list files."""
+    every = [x for v in splits.values() for x in v]
+    if not listed:
+        for ratio in ("6:2:2", "2:1:1", "1:1:1"):
+            parts = split_samples(every, ratio, cfg.seed)
+            if min(len(parts["val"]), len(parts["test"])) >= FEW_HELD_OUT and ratio != cfg.split:
+                return f"split={ratio} holds out {len(parts['val'])} val and {len(parts['test'])} test images of " \
+                       f"{len(every)}"
+    return "add images (or larger val_list=/test_list= files)"
 
 
 def class_names_beside_lists(cfg: Config, source: DataSource) -> list[str]:
