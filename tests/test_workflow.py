@@ -77,6 +77,10 @@ def test_eval_writes_metrics_tables_predictions_and_report(trained_run, capsys):
             "eval_gallery_best", "eval_gallery_worst", "eval_samples", "eval_class_pixels"} <= plots
     assert all((trained_run / "report_files" / f"{p}.png").stat().st_size > 2000 for p in plots)
     assert "object" in (trained_run / "report_files" / "eval_confusion_raw.svg").read_text()  # class names drawn
+    # a second eval of the run says it replaces the first and keeps the first's scores
+    assert main(["eval", f"weights={trained_run}", "eval_split=test", "report=false"]) == 0
+    assert f"note: {out} held an earlier evaluation: replaced" in capsys.readouterr().out
+    assert json.loads((out / "metrics_previous.json").read_text())["miou"] == metrics["miou"]
 
 
 def test_predict_outputs_have_input_size_even_for_odd_sizes(trained_run, tmp_path):

@@ -84,6 +84,9 @@ def run_eval(cfg: Config, overrides: dict | None = None, out_dir: Path | None = 
     run = _run_folder(cfg.weights)
     out = Path(out_dir) if out_dir else (run / (f"eval_{split}" if split != "test" else "eval") if run else
                                           Path(cfg.project) / "eval")
+    if (out / "metrics.json").exists():  # an earlier eval of this run: say so, and keep its scores
+        (out / "metrics.json").replace(out / "metrics_previous.json")
+        print(f"note: {out} held an earlier evaluation: replaced, its scores kept as {out / 'metrics_previous.json'}")
     (out / "pred").mkdir(parents=True, exist_ok=True)
     pred_paths: list[str] = []
 
@@ -122,7 +125,9 @@ def run_eval(cfg: Config, overrides: dict | None = None, out_dir: Path | None = 
     for row in metrics["per_class"]:
         row["class"] = names[row["class"]] if row["class"] < len(names) else str(row["class"])
     np.save(out / "confusion.npy", confusion.astype(np.int64))
-    metrics.update({"split": split, "images": len(ds), "weights": cfg.weights, "tta": cfg.tta, "threshold": threshold})
+    metrics.update({"split": split, "images": len(ds), "weights": cfg.weights, "tta": cfg.tta})
+    if len(names) == 2:  # a binary model's probability cut; a multi-class argmax has none
+        metrics["threshold"] = threshold
     write_json(out / "metrics.json", metrics)
     with (out / "per_class.csv").open("w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=["class", "iou", "acc", "precision", "recall", "f1", "pixels"])
