@@ -250,6 +250,13 @@ def test_val_every_takes_epochs_or_a_time(value, parsed):
     assert isinstance(cfg.val_every, int) == (parsed[0] == "epochs")
 
 
+def test_time_limit_takes_minutes_or_a_time_as_val_every_does():
+    for value, minutes in (("12", 12.0), (12, 12.0), ("3min", 3.0), ("90s", 1.5), ("1.5h", 90.0), (" 2 m ", 2.0)):
+        assert build_config(parse_overrides([f"time_limit={value}"])).time_limit == minutes, value
+    with pytest.raises(ConfigError, match="time_limit"):
+        build_config({"time_limit": "soon"})
+
+
 @pytest.mark.parametrize("value", [0, -2, 1.5, True, "2x", "m", "fast", [2], "0s"])
 def test_bad_val_every_is_a_config_error(value):
     with pytest.raises(ConfigError, match="val_every"):
