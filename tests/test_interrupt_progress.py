@@ -28,6 +28,7 @@ from seglab.classify.engine import train_one_epoch as classify_epoch
 from seglab.classify.data import ImageSplit
 from seglab.cli.main import main
 from seglab.engine import build as build_module
+from seglab.engine import build as build_module
 from seglab.engine import trainer as trainer_module
 from seglab.engine.collapse import CollapseWatch, collapsed_class, collapse_warning
 from seglab.engine.loop import images_per_pass, train_one_epoch
@@ -179,6 +180,7 @@ def test_the_log_says_how_time_limit_set_the_epochs(grains_dir, tmp_path, monkey
     monkeypatch.setenv("SEGLAB_HEARTBEAT", "1e-9")  # a progress line after every batch
     clock = iter(range(0, 10**6, 10))  # every clock read of the trainer advances 10 s: one epoch = 20 s of wall time
     monkeypatch.setattr(trainer_module, "time", types.SimpleNamespace(perf_counter=lambda: float(next(clock))))
+    monkeypatch.setattr(build_module, "time", types.SimpleNamespace(perf_counter=lambda: 0.0))  # setup: no time
     # val_share=1: every epoch validates (10 s after its 10 s of training), so the pace is 20 s an epoch
     assert main(["train", f"data={grains_dir}", "epochs=50", "time_limit=1", f"project={tmp_path}", "name=budget",
                  "batch=4", "val_share=1", *TINY]) == 0
@@ -191,6 +193,19 @@ def test_the_log_says_how_time_limit_set_the_epochs(grains_dir, tmp_path, monkey
     # cost); after it, the fitted count
     names = {ln.split(":")[0] for ln in out.splitlines() if ln.startswith("train ")}
     assert names == {"train 1/<=50", "train 2/<=6", "train 3/3"}
+
+
+def test_reading_the_data_counts_in_time_limit(grains_dir, tmp_path, monkeypatch, capsys):
+    """time_limit is the command's wall clock: 30 s of reading 12 large TIFFs leave 30 s of a 1-minute budget."""
+    clock = iter(range(0, 10**6, 10))
+    monkeypatch.setattr(trainer_module, "time", types.SimpleNamespace(perf_counter=lambda: float(next(clock))))
+    setup = iter([0.0, 30.0])  # build_run's clock: started, then 30 s later once the data and model are ready
+    monkeypatch.setattr(build_module, "time", types.SimpleNamespace(perf_counter=lambda: next(setup, 30.0)))
+    assert main(["train", f"data={grains_dir}", "epochs=50", "time_limit=1", f"project={tmp_path}", "name=setup",
+                 "batch=4", "val_share=1", *TINY]) == 0
+    out = capsys.readouterr().out
+    assert "time_limit: 30 s of it went to reading the data and building the model" in out
+    assert len(_rows(tmp_path / "setup")) == 2  # 30 s left at 20 s an epoch: one, and a shortened last; not three
 
 
 def test_budget_line_when_every_epoch_fits():

@@ -192,6 +192,9 @@ class FakeClock:
         monkeypatch.setattr(trainer, "train_epoch", train_epoch)
         monkeypatch.setattr(trainer, "validate", validate)
         monkeypatch.setattr(trainer, "time", types.SimpleNamespace(perf_counter=lambda: self.now))
+        from seglab.engine import build
+
+        monkeypatch.setattr(build, "time", types.SimpleNamespace(perf_counter=lambda: 0.0))  # setup: no time
 
 
 @pytest.mark.parametrize("val_seconds, validated", [(10, [2, 5, 8, 11]), (30, [2, 10])])  # epochs, 0-based
@@ -199,7 +202,7 @@ def test_validation_by_time_follows_val_every_and_stays_within_val_share(blobs, 
                                                                         val_seconds, validated):
     """time_limit=12 on windows plans validation every 2 min; 50-s epochs validate every third epoch unless
     validating would take more than val_share (10%) of the time spent; the last epoch always validates."""
-    from seglab.engine import trainer
+    from seglab.engine import build, trainer
 
     clock = FakeClock(trainer, monkeypatch, epoch=50.0, val=val_seconds)
     assert main(["train", f"data={blobs}", f"project={tmp_path}", "name=timed", "epochs=100", "time_limit=12",
@@ -286,7 +289,7 @@ def test_slow_steps_cut_planned_window_epochs_to_the_budget_and_resume_keeps_the
                  *WINDOWS]) == 0
     out = capsys.readouterr().out
     assert "48 windows (12 steps) per epoch" in out and _steps(out) == 12
-    assert "cut to 12 steps so 10 epochs fit 12 min at 5 s/step" in out
+    assert "cut to 12 steps, so 10 epochs fit 12 min at 5 s/step" in out
     plan = json.loads((tmp_path / "cut" / "plan.json").read_text())
     assert (plan["samples_per_epoch"], plan["steps_per_epoch"]) == (48, 12) and "s/step" in \
         plan["reasons"]["samples_per_epoch"]
@@ -309,7 +312,7 @@ def test_two_cpu_ranks_train_on_disjoint_windows(blobs, tmp_path):
 def test_a_time_budget_ends_with_a_shortened_epoch_that_fills_it(blobs, tmp_path, capsys, monkeypatch):
     """5-step epochs of 11 s in a 60-s budget: 5 whole epochs and a last one of the 2 steps the 5 s left hold,
     on a schedule that anneals to its end there (before, the last 5 s went unused)."""
-    from seglab.engine import trainer
+    from seglab.engine import build, trainer
 
     now = [0.0]
     real_epoch = trainer.train_epoch
@@ -322,6 +325,7 @@ def test_a_time_budget_ends_with_a_shortened_epoch_that_fills_it(blobs, tmp_path
 
     monkeypatch.setattr(trainer, "train_epoch", train_epoch)
     monkeypatch.setattr(trainer, "time", types.SimpleNamespace(perf_counter=lambda: now[0]))
+    monkeypatch.setattr(build, "time", types.SimpleNamespace(perf_counter=lambda: 0.0))  # setup: no simulated time
     assert main(["train", f"data={blobs}", f"project={tmp_path}", "name=fill", "epochs=100", "time_limit=1",
                  "samples_per_epoch=20", "val_every=100", "lr=0.001", *TINY, *WINDOWS]) == 0
     out = capsys.readouterr().out

@@ -145,10 +145,11 @@ def test_time_limit_fits_the_lr_schedule_to_the_budget(grains_dir, tmp_path, mon
     """With time_limit, the run stops at the budget and its cosine schedule has annealed by then (not cut mid-way)."""
     import types
 
-    from seglab.engine import trainer
+    from seglab.engine import build, trainer
 
     clock = iter(range(0, 10**6, 10))  # every clock read advances 10 s: one epoch = 20 s of wall time
     monkeypatch.setattr(trainer, "time", types.SimpleNamespace(perf_counter=lambda: float(next(clock))))
+    monkeypatch.setattr(build, "time", types.SimpleNamespace(perf_counter=lambda: 0.0))  # setup: no simulated time
     # val_share=1: every epoch validates, 10 s after its 10 s of training (with 0.1, validations would wait)
     assert main(["train", f"data={grains_dir}", "epochs=50", "time_limit=1", "lr=0.01", f"project={tmp_path}",
                  "name=budget", "val_share=1", *[a for a in TINY if not a.startswith("lr=")]]) == 0

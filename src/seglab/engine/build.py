@@ -82,6 +82,7 @@ class Run:
 def build_run(cfg: Config, overrides: dict[str, Any], plan: DataPlan | None = None,
               run_dir: Path | None = None) -> tuple[Run, TrainState]:
     """The run and its starting counters: fresh, in a given folder (a k-fold run's foldK), or resumed."""
+    began = time.perf_counter()
     rank, _, world = init_distributed()
     resume = None
     if cfg.resume:  # the run's own folder and config; a fresh run's folder is made once all below has worked
@@ -131,8 +132,13 @@ def build_run(cfg: Config, overrides: dict[str, Any], plan: DataPlan | None = No
     if is_main():
         save_run_files(run)
     state = start_state(run, resume)
-    state.wall_time += timed  # the timing steps spent the budget too, but are not an epoch's pace
-    state.resumed_wall += timed
+    # reading the data, building the model and timing steps spent the budget too (time_limit is the command's wall
+    # clock: 12 large TIFFs took a minute to read), but are not an epoch's pace
+    setup = rank_mean(run, time.perf_counter() - began) if resume is None and cfg.time_limit else timed
+    state.wall_time += setup
+    state.resumed_wall += setup
+    if setup - timed > 0.05 * cfg.time_limit * 60 > 0:
+        log(f"time_limit: {setup - timed:.0f} s of it went to reading the data and building the model")
     run.loggers = build_loggers(run_dir, cfg.logger.split(","), start_epoch=state.start_epoch) if is_main() else None
     log_start(run)
     return run, state
@@ -217,6 +223,15 @@ def training_plan(cfg: Config, train_ds: SegmentationDataset, run_dir: Path | No
         return plan_run(cfg, train_ds, views=len(train_ds.view_channels or [1]))
     path = run_dir / "plan.json"
     return cfg, TrainingPlan.from_dict(json.loads(path.read_text()), cfg) if path.exists() else None
+
+
+def rank_mean(run: Run, seconds: float) -> float:
+    """``seconds`` averaged over the ranks, so every rank counts the same time and decides alike (the budget,
+    validation by time); the time itself on one process."""
+    if run.world == 1:
+        return seconds
+    return float(all_reduce_sum(torch.tensor([seconds], dtype=torch.float64, device=run.precision.device))[0]) \
+        / run.world
 
 
 def fit_plan_to_time(run: Run) -> float:

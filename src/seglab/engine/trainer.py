@@ -22,9 +22,9 @@ from ..inference.tiled import tiled_batch_probs
 from ..models import encoder_name
 from ..runtime.checkpoint import save_checkpoint
 from ..runtime.cpu_ranks import check_cpu_ranks, launch_cpu_ranks, wants_cpu_ranks
-from ..runtime.distributed import all_reduce_sum, barrier, cleanup, is_main
+from ..runtime.distributed import barrier, cleanup, is_main
 from ..runtime.run_dir import new_run_dir, resume_run_dir, write_json
-from .build import Run, build_run
+from .build import Run, build_run, rank_mean
 from .components import gflops, head_channels, log, make_loader, seed_everything, set_encoder_frozen, window_loader
 from .data_path import on_device
 from .loop import NonFiniteLoss, StopFlag, TrainingStopped, evaluate, probs_to_logits, stop_agreed, train_one_epoch
@@ -147,15 +147,6 @@ def write_shard(run: Run, loader: DataLoader) -> None:
              for k in loader.sampler]
     (run.run_dir / "ranks").mkdir(exist_ok=True)
     (run.run_dir / "ranks" / f"rank{run.rank}.txt").write_text("".join(f"{line}\n" for line in lines))
-
-
-def rank_mean(run: Run, seconds: float) -> float:
-    """``seconds`` averaged over the ranks, so every rank counts the same time and decides alike (the budget,
-    validation by time); the time itself on one process."""
-    if run.world == 1:
-        return seconds
-    return float(all_reduce_sum(torch.tensor([seconds], dtype=torch.float64, device=run.precision.device))[0]) \
-        / run.world
 
 
 def train_epoch(run: Run, loader: DataLoader, epoch: int, stop: StopFlag, total: int | str,
