@@ -34,9 +34,9 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from ..errors import ConfigError
+from ..runtime.progress import Progress
 from .largeio import (
     WindowReader,
     as_window_reader,
@@ -262,8 +262,8 @@ def predict_tiled(forward: Forward, image: np.ndarray | WindowReader, *, num_cla
                               torch.from_numpy(blend_weight_sums(width, tile, col_starts)))
     band_x0 = col_starts[0] - margin
     written = 0
-    with tqdm(total=len(row_starts) * len(col_starts), disable=not progress, unit="tile",
-              desc="tiled prediction") as bar:
+    # a bar on a terminal, a heartbeat line every 30 s in a log file (tqdm's bar would fill it with \r updates)
+    with Progress(len(row_starts) * len(col_starts), "tiled prediction", unit="tile", enabled=progress) as bar:
         for index, top in enumerate(row_starts):
             strip.move_to(top)
             # One read per strip: chunked files decode each chunk once per strip, not per tile.
