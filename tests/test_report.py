@@ -677,6 +677,25 @@ def test_cli_compare(binary_run: Path, multi_run: Path, tmp_path: Path, capsys: 
     assert (out / "comparison.md").read_text() == to_markdown(compare_runs([binary_run, multi_run]))
     assert compare_main([]) == 2
     assert compare_main([str(binary_run), "split=test"]) == 0  # no eval_test/: metrics columns simply empty
+    assert capsys.readouterr().out.strip().splitlines()[-1].startswith("compared 1 runs")  # the closing line
+
+
+def test_compare_keeps_counts_as_counts_and_run_names_whole(tmp_path: Path) -> None:
+    from rich.console import Console
+
+    from seglab.report.compare import _cell, _header, rich_table
+
+    rows = [{"run": "unet_small-tiles-20261206-061944", "model": "unet_small", "encoder": None, "params": 1,
+             "gflops": 1.0, "train_time_s": 1.0, "train_images_per_s": 1.0, "images_per_s": 1.0, "miou": 0.5,
+             "images_with_object": 1, "empty_images": 0},
+            {"run": "unet-tiles-20261206-063157", "model": "unet", "encoder": None, "params": 2, "gflops": 2.0,
+             "train_time_s": 2.0, "train_images_per_s": 2.0, "images_per_s": 2.0, "miou": 0.25,
+             "images_with_object": 1, "empty_images": 0}]
+    assert _header(rows, "miou").endswith("(%)") and _cell(rows, rows[0], "miou") == "50.00"
+    assert not _header(rows, "images_with_object").endswith("(%)") and _cell(rows, rows[0], "empty_images") == "0"
+    console = Console(width=100, record=True)
+    console.print(rich_table(rows))
+    assert "unet_small-tiles-20261206-061944" in console.export_text()  # whole, in a narrow window
 
 
 # ----------------------------------------------------------------------------------------------

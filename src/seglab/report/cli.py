@@ -91,7 +91,9 @@ def compare_main(argv: list[str]) -> int:
                 written += plot_compare_curves(run_dirs, out / "comparison_curves")
             except SeglabError as exc:  # runs without metrics.csv still get their tables
                 print(f"seglab compare: no curves plot: {exc}", file=sys.stderr)
-            print("wrote " + ", ".join(str(p) for p in written))
+            print(f"compared {len(rows)} runs; wrote " + ", ".join(str(p) for p in written))
+        else:
+            print(f"compared {len(rows)} runs (out=DIR writes the table as Markdown and CSV, and the curves)")
     except (SeglabError, FileNotFoundError) as exc:
         print(f"seglab compare: error: {exc}", file=sys.stderr)
         return 2

@@ -83,6 +83,8 @@ def _metric_columns(rows: list[dict[str, Any]]) -> list[str]:
 def _is_fraction_column(rows: list[dict[str, Any]], key: str) -> bool:
     """True when every value of the column lies in 0..1, so it reads better as a percentage."""
     values = [r[key] for r in rows if isinstance(r.get(key), (int, float))]
+    if values and all(isinstance(v, int) for v in values):  # counts (images with an object: 1), not fractions
+        return False
     return bool(values) and all(0.0 <= v <= 1.0 for v in values)
 
 
@@ -155,7 +157,10 @@ def rich_table(rows: list[dict[str, Any]]) -> Table:
         raise ValueError("no runs to tabulate")
     table = Table(title="Run comparison")
     for key in rows[0]:
-        table.add_column(_header(rows, key), justify="left" if key in ("run", "model", "encoder") else "right")
+        # run names are never cut (they tell the rows apart); the numbers wrap their headers instead
+        widest = max(len(str(r.get(key) or "")) for r in rows) if key == "run" else None
+        table.add_column(_header(rows, key), justify="left" if key in ("run", "model", "encoder") else "right",
+                         min_width=widest, no_wrap=key == "run")
     best = {k: _best_rows(rows, k) for k in _metric_columns(rows)}
     for i, row in enumerate(rows):
         table.add_row(*[f"[bold green]{_cell(rows, row, k)}[/]" if i in best.get(k, ()) else _cell(rows, row, k) for k in row])
