@@ -69,7 +69,8 @@ def check_data(cfg: Config, max_problems: int = 0) -> CheckReport:
     for message in plan.source.incomplete:
         report.add_problem(message)
     for p in plan.source.unpaired_images:
-        report.add_problem(f"{p}: image has no mask (looked for the same stem in the mask folder; set mask_suffix?)")
+        where = "beside it (x.tif + x_mask.png)" if plan.source.format == "suffix" else "in the mask folder"
+        report.add_problem(f"{p}: image has no mask (looked for the same stem {where}; set mask_suffix?)")
     for p in plan.source.unpaired_masks:
         report.add_problem(f"{p}: mask has no image")
     if plan.codec.mode == "rgb":

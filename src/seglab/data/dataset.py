@@ -102,7 +102,8 @@ class SegmentationDataset(Dataset):
     def __init__(self, samples: Sequence[Sample], codec: MaskCodec, in_channels: int,
                  transform: Callable | None = None, pad_to: int = 0, pad_mode: str = "reflect",
                  cache: bool = False, rle: dict[str, str] | None = None, on_error: str = "raise",
-                 workers: int = 4, view_channels: Sequence[int] | None = None):
+                 workers: int = 4, view_channels: Sequence[int] | None = None, split: str = ""):
+        self.split = split  # "train", "val", "test": named in errors ("1 of the 1 val samples cannot be used")
         self.codec, self.in_channels, self.transform = codec, in_channels, transform
         self.view_channels = list(view_channels) if view_channels else None
         self.pad_to, self.pad_mode, self.rle = pad_to, pad_mode, rle
@@ -128,7 +129,8 @@ class SegmentationDataset(Dataset):
         if bad and on_error != "skip":
             shown = "\n  ".join(str(e) for _, e in bad[:10])
             more = f"\n  ... and {len(bad) - 10} more" if len(bad) > 10 else ""
-            raise DataError(f"{len(bad)} of {len(self.samples)} samples cannot be used:\n  {shown}{more}\n"
+            which = f"the {len(self.samples)} {self.split}" if self.split else str(len(self.samples))
+            raise DataError(f"{len(bad)} of {which} samples cannot be used:\n  {shown}{more}\n"
                             "Fix or remove them, or pass on_error=skip to leave them out")
         for _, err in bad:
             warnings.warn(f"skipped: {err}", stacklevel=2)

@@ -204,13 +204,13 @@ def build_datasets(cfg: Config, plan: DataPlan, run_dir: Path | None, resumed: b
     workers = cfg.workers if cfg.workers >= 0 else auto_workers(cache)
     common = dict(codec=plan.codec, in_channels=plan.in_channels, pad_mode=cfg.pad_mode, rle=plan.rle,
                   on_error=cfg.on_error, view_channels=plan.view_channels)
-    train_ds = SegmentationDataset(plan.splits["train"], cache=cache, **common)
+    train_ds = SegmentationDataset(plan.splits["train"], cache=cache, split="train", **common)
     cfg, tplan = training_plan(cfg, train_ds, run_dir, resumed)
     transform = build_train_transform(cfg.augment, cfg.crop, cfg.pad_to, cfg.pad_mode, plan.codec.ignore_index,
                                       plan.in_channels, seed=cfg.seed)
     if tplan is None or not tplan.windows:
         train_ds.transform = transform  # one sample (a crop or the whole image) per image per epoch
-    val_ds = SegmentationDataset(plan.splits["val"], pad_to=cfg.pad_to, cache=cache, **common) \
+    val_ds = SegmentationDataset(plan.splits["val"], pad_to=cfg.pad_to, cache=cache, split="val", **common) \
         if plan.splits["val"] else None
     return cfg, tplan, transform, train_ds, val_ds, workers
 

@@ -10,6 +10,7 @@ import torch.nn as nn
 
 from ..metrics import ConfusionMatrix, per_image_iou
 from ..runtime.distributed import all_reduce_sum, is_main
+from ..runtime.normalize import Normalizer
 from ..runtime.precision import Precision
 from ..runtime.progress import Progress
 from .step import (NonFiniteLoss, StopFlag, TrainingStopped, epoch_images, images_per_pass,  # noqa: F401 (re-exported)

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import csv
 import functools
-import json
 from pathlib import Path
 
 import numpy as np
@@ -73,7 +72,8 @@ def run_eval(cfg: Config, overrides: dict | None = None, out_dir: Path | None = 
         raise ConfigError(f"eval_split={split}: no samples in that split")
     threshold = (meta.get("tuned") or {}).get("threshold", cfg.threshold)
     ds = SegmentationDataset(samples, codec=codec, in_channels=meta["in_channels"], pad_to=meta["pad_to"],
-                             pad_mode=meta["pad_mode"], rle=plan.rle, view_channels=meta_view_channels(meta))
+                             pad_mode=meta["pad_mode"], rle=plan.rle, view_channels=meta_view_channels(meta),
+                             split=split)
     # the run's validation tile, unless tile= is given here (tile=0: whole images) or in the run's config
     tile = run_tile(cfg, meta, given="tile" in (overrides or {}))
     loader = DataLoader(ds, batch_size=1 if tile else max(batch_or(cfg.batch, 8), 8),
