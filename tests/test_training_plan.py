@@ -162,6 +162,10 @@ def test_fit_crop_to_time_shrinks_planned_windows_until_the_budget_holds_enough_
         "note: time_limit=12 min holds about 40 optimiser steps of 512-px windows at 16 s per step, few to learn "
         "from; crop=256 would give about 150 (the plan shrinks only windows it chose; crop was set by recipe)")
     assert recipe.budget_note(4.0) == ""
+    # even 256-px windows of a heavy model (recipe=farmland's classic U-Net: 20 s a step on a busy CPU) hold too few
+    few = plan.fit_crop_to_time(60.0).few_steps_note(20.0, "unet")
+    assert few.startswith("note: time_limit=12 min holds about 32 optimiser steps of model=unet at 20 s per step")
+    assert "model=unet_small" in few and plan.few_steps_note(4.0, "unet") == ""
 
 
 def test_windows_to_time_turns_whole_images_into_windows_when_the_budget_holds_too_few_steps():

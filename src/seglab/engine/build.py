@@ -260,12 +260,15 @@ def fit_plan_to_time(run: Run) -> float:
             return time.perf_counter() - start
         use_windows(run, windowed)
         step, changed = time_steps(run), True
-    if note := run.tplan.budget_note(step):
+    note = run.tplan.budget_note(step)
+    if note:
         log(note)
     smaller = run.tplan.fit_crop_to_time(step) if host else run.tplan
     if smaller.crop != run.tplan.crop:
         use_windows(run, smaller)
         step, changed = time_steps(run), True  # the epoch fit below uses the new window's pace
+    if not note and (few := run.tplan.few_steps_note(step, run.cfg.model)):
+        log(few)
     fitted = run.tplan.fit_to_time(step)
     if fitted.samples_per_epoch != run.tplan.samples_per_epoch:
         run.tplan, run.sampler, changed = fitted, resized(run.sampler, fitted.samples_per_epoch), True

@@ -53,6 +53,7 @@ SMALL_SIDE = 256  # images up to this size are padded to a stride multiple (TGS:
 MIN_STEPS = 32  # a window epoch has at least this many steps (nnU-Net: 250), so an epoch is never one step
 MIN_FIT_STEPS = 8  # fitting a time budget never cuts an epoch below this
 MIN_BUDGET_STEPS = 150  # a time budget holds at least this many steps, planned windows shrinking down to MIN_TIME_CROP
+FEW_STEPS = 50  # a time budget holding fewer steps than this, even after every fit, is said to be too short
 MIN_TIME_CROP = 256  # the smallest window the budget rule takes: a 256-px view still holds a grain or a car
 EPOCHS_IN_BUDGET = 10  # with a time budget, epochs are short enough for at least this many
 VALIDATIONS_IN_BUDGET = 6  # time-limited window training validates about this often
@@ -184,6 +185,16 @@ class TrainingPlan:
             reasons["val_every"] = f"about {VALIDATIONS_IN_BUDGET} validations in time_limit={self.time_limit:g} min"
         return replace(self, crop=crop, windows=True, samples_per_epoch=samples, steps_per_epoch=steps,
                        val_every=val_every, reasons=reasons)
+
+    def few_steps_note(self, step_seconds: float, model: str) -> str:
+        """A hint when even the fitted plan leaves the budget too few steps to learn from ('' otherwise)."""
+        held = self._budget() / max(step_seconds, 1e-6)
+        if not (self.time_limit > 0 and held < FEW_STEPS):
+            return ""
+        return (f"note: time_limit={self.time_limit:g} min holds about {held:.0f} optimiser steps of model={model} at "
+                f"{step_seconds:.2g} s per step on this machine, too few to learn from (a model from random weights "
+                f"needs a few hundred): give more time, or a lighter model (model=unet_small, the default, or "
+                f"recipe=scenes-cpu / tgs-salt-cpu for their data)")
 
     def budget_note(self, step_seconds: float) -> str:
         """A hint when a crop the user or a recipe gave leaves the time budget too few steps ('' otherwise)."""
