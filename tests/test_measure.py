@@ -612,3 +612,13 @@ def test_measure_names_a_class_it_did_not_find(tmp_path: Path, capsys) -> None:
     assert measure_main([f"mask={tmp_path / 'mask.png'}", f"out={tmp_path / 'a'}", "classes=[matrix,pore,crack]"]) == 0
     out = capsys.readouterr().out
     assert "1 object measured (pore 0, crack 1)" in out and "note: no 'pore' found in mask.png" in out
+
+
+def test_figures_use_the_runs_class_colours_when_they_show_on_an_image() -> None:
+    """Outlines and histograms in the colours of legend.png and the overlays (pore red, crack blue), not tab10's;
+    black, white and grey class colours, which vanish on micrographs, keep tab10's."""
+    from seglab.measure.plots import class_colour
+
+    run = {0: [0, 0, 0], 1: [255, 0, 0], 2: [0, 0, 255], 3: [200, 200, 200]}
+    assert class_colour(1, run) == (1.0, 0.0, 0.0) and class_colour(2, run) == (0.0, 0.0, 1.0)
+    assert class_colour(0, run) == class_colour(0) and class_colour(3, run) == class_colour(3)

@@ -99,10 +99,11 @@ def measure_main(argv: list[str]) -> int:
     else:
         if not (opts["weights"] and image):
             raise ConfigError("measure needs mask=MASK.png, or image=IMAGE with weights=RUN_DIR to predict the mask")
-        out, jobs, bad, backend, class_names = _predict_masks(opts)
+        out, jobs, bad, backend, class_names, colors = _predict_masks(opts)
         written["predicted mask"] = len(jobs)
         if opts["classes"] is None:
             opts["classes"] = class_names
+        opts["class_colors"] = colors
         grains = _measure_all(jobs, opts, out, bad, written)
     bad.print()
     print(saved_line(out, written, backend, [f"{count_text(grains, 'object')} measured", *bad.note()]))
@@ -133,7 +134,7 @@ def _measure_all(jobs: list[tuple[Path, Path | None, Path, str]], opts: dict, ou
                                  min_area=int(opts["min_area"]), ignore_index=opts["ignore_index"],
                                  connectivity=int(opts["connectivity"]), draw_labels=bool(opts["labels"]),
                                  min_grain=opts["min_grain"], keep_border=bool(opts["keep_border"]),
-                                 background=background)
+                                 background=background, class_colors=opts.get("class_colors"))
         if guard.failed:
             continue
         grains += len(result.table.rows)
@@ -146,7 +147,8 @@ def _measure_all(jobs: list[tuple[Path, Path | None, Path, str]], opts: dict, ou
     return grains
 
 
-def _predict_masks(opts: dict) -> tuple[Path, list[tuple[Path, Path, Path, str]], BadFiles, str, list | None]:
+def _predict_masks(opts: dict) -> tuple[Path, list[tuple[Path, Path, Path, str]], BadFiles, str, list | None,
+                                        list | None]:
     """Predict the class-index masks of the ``image`` source with ``weights`` into a new output folder.
 
     Returns (folder, jobs, skipped files, backend text, class names); a job is (mask, first view, folder to write
@@ -172,5 +174,9 @@ def _predict_masks(opts: dict) -> tuple[Path, list[tuple[Path, Path, Path, str]]
         jobs.append((mask, s.image, result.out if single else result.out / s.id, s.id))
     bad = BadFiles(opts["on_error"] or default_on_error(str(opts["image"]), result.done))
     bad.extend(result.skipped)
-    return result.out, jobs, bad, result.backend, (list(result.meta.get("class_names") or []) or None)
+    from ..inference.predict import run_colors
+
+    colors = run_colors(result.meta, len(result.meta.get("class_names") or [])).tolist() \
+        if result.meta.get("class_names") else None
+    return result.out, jobs, bad, result.backend, (list(result.meta.get("class_names") or []) or None), colors
 

@@ -73,6 +73,7 @@ class GrainTable:
     left_out: list[dict[str, object]] = field(default_factory=list)  # grain-like rows plus "reason"
     left_out_labels: np.ndarray | None = None  # label image of the left-out objects (their row "label"s)
     min_grain_px: float = 0.0
+    colors: dict[int, list[int]] = field(default_factory=dict)  # the run's class colours, for the figures
     keep_border: bool = True
 
     def min_grain_text(self) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import matplotlib
@@ -21,8 +22,12 @@ _DPI = 100
 _LEFT_OUT_GREY = (0.5, 0.5, 0.5)
 
 
-def class_colour(class_id: int) -> tuple[float, float, float]:
-    """Return a stable RGB colour for a class id (tab10, class 1 gets the first colour)."""
+def class_colour(class_id: int, run_colors: dict[int, Sequence[int]] | None = None) -> tuple[float, float, float]:
+    """A class's colour: the run's own (classes.csv, the masks' colours; as in legend.png and the overlays) when it
+    is saturated enough to read on an image, else a stable tab10 colour (class 1 gets the first)."""
+    own = (run_colors or {}).get(class_id)
+    if own is not None and max(own) - min(own) >= 80:  # black, white and greys vanish on micrographs
+        return own[0] / 255, own[1] / 255, own[2] / 255
     red, green, blue, _ = matplotlib.colormaps["tab10"]((class_id - 1) % 10)
     return red, green, blue
 
@@ -51,7 +56,7 @@ def plot_size_distribution(table: GrainTable, path: str | Path) -> Path:
             bins=edges,
             histtype="stepfilled",
             alpha=0.55,
-            color=[class_colour(class_id) for class_id in class_ids],
+            color=[class_colour(class_id, table.colors) for class_id in class_ids],
             edgecolor="black",
             linewidth=0.6,
             label=[f"{table.class_names[class_id]} (n={len(sample)})" for class_id, sample in zip(class_ids, samples)],
@@ -85,7 +90,7 @@ def outline_overlay(table: GrainTable, image: np.ndarray | None = None) -> np.nd
         grain_class[int(row["label"])] = int(row["class_id"]) + 1
     pixel_class = grain_class[labels]
     palette = np.array(
-        [(1.0, 1.0, 1.0)] + [class_colour(class_id) for class_id in range(int(grain_class.max()) + 1)]
+        [(1.0, 1.0, 1.0)] + [class_colour(class_id, table.colors) for class_id in range(int(grain_class.max()) + 1)]
     )
     if image is None:
         # Pale fills keep the outlines readable while still showing which class each grain is.
@@ -133,7 +138,7 @@ def plot_outlines(
             )
     measured = sorted({int(row["class_id"]) for row in table.rows})
     if measured:  # which outline colour is which class
-        handles = [Patch(facecolor=(1, 1, 1, 0.6), edgecolor=class_colour(class_id), linewidth=2,
+        handles = [Patch(facecolor=(1, 1, 1, 0.6), edgecolor=class_colour(class_id, table.colors), linewidth=2,
                          label=str(table.class_names.get(class_id, class_id))) for class_id in measured]
         axes.legend(handles=handles, loc="lower right", fontsize=8, framealpha=0.8, title="outline colour",
                     title_fontsize=8)

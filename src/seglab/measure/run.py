@@ -37,6 +37,7 @@ def run_measure(
     keep_border: bool = False,
     verbose: bool = True,
     background: Sequence[int] = (0,),
+    class_colors: Sequence[Sequence[int]] | None = None,
 ) -> MeasureRun:
     """Measure the grains of a mask file and write grains.csv, classes.csv and the PNGs into out_dir.
 
@@ -64,6 +65,7 @@ def run_measure(
         keep_border=keep_border,
         background=background,
     )
+    table.colors = {i: [int(v) for v in c] for i, c in enumerate(class_colors or [])}  # the run's, for the figures
     if verbose and table.left_out:
         print(f"{mask_path}: {table.left_out_note()}")
     return MeasureRun(table=table, files=write_measurements(table, out_dir, image=image, draw_labels=draw_labels))
