@@ -56,6 +56,23 @@ def palette(num_classes: int, colors: Sequence[Any] | None = None) -> np.ndarray
     return voc_palette(num_classes)
 
 
+def to_display_rgb(pixels: np.ndarray) -> np.ndarray:
+    """Any image array (H, W), (H, W, C) in any dtype -> (H, W, 3) uint8 for display."""
+    if pixels.ndim == 3 and pixels.shape[0] <= 4 and pixels.shape[-1] > 4:
+        pixels = np.moveaxis(pixels, 0, -1)  # channels-first TIFF stacks
+    if pixels.ndim == 3:
+        pixels = pixels[..., :3] if pixels.shape[-1] >= 3 else pixels[..., 0]
+    if pixels.dtype != np.uint8:
+        # Stretch 16-bit / float data between robust percentiles so dim images stay visible.
+        data = pixels.astype(np.float64)
+        low, high = np.percentile(data, [0.5, 99.5])
+        scale = (high - low) or 1.0
+        pixels = (np.clip((data - low) / scale, 0.0, 1.0) * 255).round().astype(np.uint8)
+    if pixels.ndim == 2:
+        pixels = np.repeat(pixels[..., None], 3, axis=-1)
+    return np.ascontiguousarray(pixels)
+
+
 def colorize(mask: np.ndarray, colors: np.ndarray) -> np.ndarray:
     """Class-index mask (H, W) -> RGB (H, W, 3) uint8; out-of-range labels become grey."""
     if mask.ndim != 2:
@@ -105,16 +122,6 @@ def display_colors(num_classes: int, class_colors: Sequence[Any] | None = None) 
     if num_classes == 2 and chroma(colors[1]) < 80:
         colors[1] = FOREGROUND
     return colors
-
-
-def transparent_classes(names: Sequence[str], colors: np.ndarray) -> set[int]:
-    """Classes an overlay leaves unpainted: a binary task's background, and class 0 when it is black or named so."""
-    from .labels import is_background_name
-
-    if len(colors) == 2:
-        return {0}
-    named = bool(names) and is_background_name(names[0])
-    return {0} if len(colors) and (named or not np.any(colors[0])) else set()
 
 
 def overlay_classes(image: np.ndarray, mask: np.ndarray, colors: np.ndarray, skip: set[int] = frozenset(),

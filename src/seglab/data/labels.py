@@ -149,6 +149,14 @@ def class0_is_a_phase(names: Sequence[str]) -> bool:
     return len(names) > 2 and not is_generic_name(names[0]) and not is_background_name(names[0])
 
 
+def transparent_classes(names: Sequence[str], colors: np.ndarray) -> set[int]:
+    """Classes an overlay leaves unpainted: a binary task's background, and class 0 when it is black or named so."""
+    if len(colors) == 2:
+        return {0}
+    named = bool(names) and is_background_name(names[0])
+    return {0} if len(colors) and (named or not np.any(colors[0])) else set()
+
+
 def void_class(names: Sequence[str]) -> int | None:
     """Index of the first void-like class name, or None."""
     return next((i for i, n in enumerate(names) if is_void_name(n)), None)

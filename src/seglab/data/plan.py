@@ -4,6 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..choices import DATA_SPLITS
 from ..config import Config
 from ..errors import DataError
 from .formats import DataSource, Sample, _read_classes_file, discover, read_list_file
@@ -61,7 +62,7 @@ def resolve_splits(source: DataSource, cfg: Config) -> tuple[dict[str, list[Samp
         raise DataError(f"{source.root}: no training split found (splits: {sorted(splits)})")
     splits.setdefault("val", [])
     splits.setdefault("test", [])
-    few = [f"{k} {len(splits[k])}" for k in ("val", "test") if 0 < len(splits[k]) < FEW_HELD_OUT]
+    few = [f"{k} {len(splits[k])}" for k in DATA_SPLITS[1:] if 0 < len(splits[k]) < FEW_HELD_OUT]  # val, test
     if few:
         notes.append(f"few held-out images ({', '.join(few)}): their scores are those of one or two images, not of "
                      f"the data; {_more_held_out(splits, cfg, bool(any(lists.values())))} before trusting or "

@@ -81,7 +81,7 @@ def save_layer_images(image: np.ndarray, cam: np.ndarray, out_dir: Path, prefix:
     name = label or layer
     tiles = [*shown, (f"Grad-CAM, {name}", heat), *overlays]
     captions = [""] * len(tiles)
-    captions[len(shown)] = f"layer {layer}" if name != layer else ""
+    captions[len(shown)] = f"module {layer} of the model" if name != layer else ""  # the title's layer, by path
     fig = Figure(figsize=(10 * len(tiles) / 3, 3.6), layout="constrained")
     axes = np.atleast_1d(fig.subplots(1, len(tiles)))
     for ax, (title, picture), caption in zip(axes, tiles, captions, strict=True):

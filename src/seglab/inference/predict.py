@@ -20,10 +20,11 @@ from PIL import Image
 
 from ..choices import SAVE_OUTPUTS
 from ..config import Config, config_sources
-from ..data.colors import colorize, display_colors, overlay_classes, transparent_classes, write_legend
+from ..data.colors import colorize, display_colors, overlay_classes, to_display_rgb, write_legend
 from ..data.dataset import load_sample_image, meta_view_channels
 from ..data.formats import Sample
 from ..data.io import image_size
+from ..data.labels import transparent_classes
 from ..data.sources import BadFiles, default_on_error, model_source, read_source
 from ..data.transforms import pad_for_eval
 from ..errors import ConfigError, DataError
@@ -129,10 +130,9 @@ def predict_huge(predictor: Predictor, path: Path, out: Path, cfg: Config) -> Pa
 
 
 def display_rgb(image: np.ndarray) -> np.ndarray:
-    """An (H, W, 3) uint8 view of any image for overlays: gray repeated, 16-bit scaled, extra channels dropped."""
-    if image.dtype != np.uint8:
-        image = (image.astype(np.float32) / max(float(image.max()), 1.0) * 255).astype(np.uint8)
-    return np.repeat(image, 3, axis=2) if image.shape[2] == 1 else np.ascontiguousarray(image[..., :3])
+    """An (H, W, 3) uint8 view of any image for overlays, as the report shows it: gray repeated, 16-bit and float
+    stretched between robust percentiles, the first three channels of more."""
+    return to_display_rgb(image)
 
 
 @dataclass

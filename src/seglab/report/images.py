@@ -6,6 +6,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from ..data.colors import to_display_rgb  # noqa: F401  (re-exported: the report's readers use it)
 from ..errors import DataError
 
 
@@ -25,23 +26,6 @@ def _read_array(path: Path) -> np.ndarray:
             return tifffile.imread(path)
         except (OSError, ValueError) as tiff_exc:  # tifffile.TiffFileError is a ValueError
             raise DataError(f"cannot read image {str(path)!r}: {tiff_exc}") from tiff_exc
-
-
-def to_display_rgb(pixels: np.ndarray) -> np.ndarray:
-    """Any image array (H, W), (H, W, C) in any dtype -> (H, W, 3) uint8 for display."""
-    if pixels.ndim == 3 and pixels.shape[0] <= 4 and pixels.shape[-1] > 4:
-        pixels = np.moveaxis(pixels, 0, -1)  # channels-first TIFF stacks
-    if pixels.ndim == 3:
-        pixels = pixels[..., :3] if pixels.shape[-1] >= 3 else pixels[..., 0]
-    if pixels.dtype != np.uint8:
-        # Stretch 16-bit / float data between robust percentiles so dim images stay visible.
-        data = pixels.astype(np.float64)
-        low, high = np.percentile(data, [0.5, 99.5])
-        scale = (high - low) or 1.0
-        pixels = (np.clip((data - low) / scale, 0.0, 1.0) * 255).round().astype(np.uint8)
-    if pixels.ndim == 2:
-        pixels = np.repeat(pixels[..., None], 3, axis=-1)
-    return np.ascontiguousarray(pixels)
 
 
 def load_display_image(path: str | Path) -> np.ndarray:
