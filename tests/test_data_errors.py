@@ -98,7 +98,7 @@ def test_empty_folder_and_missing_folder(tmp_path):
 def test_missing_masks_are_named_not_silently_dropped(tmp_path):
     root = _dataset(tmp_path)
     (root / "masks" / "4.png").unlink()
-    with pytest.raises(DataError, match=r"1 image\(s\) have no mask: .*4\.png"):
+    with pytest.raises(DataError, match=r"1 image\(s\) have no mask: .*4\.png.*`seglab data check .*` lists every"):
         plan_data(build_config({"data": str(root)}))
     with pytest.warns(UserWarning, match="4.png"):
         plan = plan_data(build_config({"data": str(root), "on_error": "skip"}))

@@ -131,7 +131,8 @@ class SegmentationDataset(Dataset):
             more = f"\n  ... and {len(bad) - 10} more" if len(bad) > 10 else ""
             which = f"the {len(self.samples)} {self.split}" if self.split else str(len(self.samples))
             raise DataError(f"{len(bad)} of {which} samples cannot be used:\n  {shown}{more}\n"
-                            "Fix or remove them, or pass on_error=skip to leave them out")
+                            "Fix or remove them, or pass on_error=skip to leave them out (`seglab data check` lists "
+                            "every problem of the data at once)")
         for _, err in bad:
             warnings.warn(f"skipped: {err}", stacklevel=2)
         good = [(s, r) for s, r in zip(self.samples, results) if not isinstance(r, DataError)]

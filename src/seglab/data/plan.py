@@ -140,7 +140,8 @@ def plan_data(cfg: Config, need_masks: bool = True, problems: list[str] | None =
         more = f" and {len(source.unpaired_images) - 5} more" if len(source.unpaired_images) > 5 else ""
         if cfg.on_error == "raise":
             raise DataError(f"{len(source.unpaired_images)} image(s) have no mask: {shown}{more}. Check mask_dir / "
-                            f"mask_suffix, or pass on_error=skip to use only the {len(source.all_samples())} pairs")
+                            f"mask_suffix, or pass on_error=skip to use only the {len(source.all_samples())} pairs "
+                            f"(`seglab data check {cfg.data}` lists every problem of the data at once)")
         import warnings
 
         warnings.warn(f"on_error=skip: leaving out {len(source.unpaired_images)} image(s) without a mask: {shown}{more}")
