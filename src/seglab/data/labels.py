@@ -268,6 +268,7 @@ def inspect_mask(path: Path, raw: np.ndarray, declared: bool = False, ignore_ind
             error=not declared))
     if is_jpeg(path):
         noisy = bool(ramps) or bool(candidates.any())
+        findings = [f for f in findings if f.kind != "interpolated"]  # one finding per file: JPEG is the cause
         findings.append(LabelFinding(
             path, "jpeg",
             "mask stored as JPEG, whose lossy compression changes label values along edges" +
