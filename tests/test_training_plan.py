@@ -304,6 +304,25 @@ def test_validation_schedule_by_epochs_time_and_share():
     assert ValidationSchedule(1, val_share=0.1).due(5, 1.0)  # no time budget: no bound
 
 
+def test_the_first_validation_of_large_images_is_estimated_and_held_to_its_share():
+    """One 2560x1920 micrograph took 33 s of a 3-minute budget at 7 s per training step: estimated from the timed
+    steps, the first validation now waits for its share like the later ones (the last epoch still validates)."""
+    import types
+
+    from seglab.engine.build import VAL_COST, validation_estimate
+
+    val = types.SimpleNamespace(samples=[object()], cached_arrays=lambda: [(np.zeros((1920, 2560, 1)), None)])
+    run = types.SimpleNamespace(val_ds=val, cfg=build_config({"crop": 256, "batch": 8, "val_tile": 512}))
+    seconds = validation_estimate(run, 7.0)
+    assert seconds == pytest.approx(VAL_COST * 7.0 * 2560 * 1920 / 0.75**2 / (8 * 256**2))  # ~60 s
+    schedule = ValidationSchedule("30s", val_share=0.1, time_limit=3)
+    assert schedule.due(0, 35)  # unknown cost: validates, as before
+    schedule.estimate = seconds
+    assert schedule.expected() == seconds and not schedule.due(0, 35) and schedule.held_back == 1
+    assert schedule.due(0, 35, last=True)
+    assert validation_estimate(types.SimpleNamespace(val_ds=None, cfg=run.cfg), 7.0) == 0.0
+
+
 def test_mask_mode_index_on_the_command_line_overrides_a_recipes_colors(tmp_path):
     cfg = build_config(parse_overrides(["recipe=tourmaline-bisenet", "mask_mode=index"]))
     assert cfg.colors == [] and cfg.mask_mode == "index" and config_sources(cfg)["colors"] == "command line"

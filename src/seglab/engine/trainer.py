@@ -188,7 +188,7 @@ def refit_to_budget(run: Run, state: TrainState) -> None:
     schedule = run.schedule
     budget = run.cfg.time_limit * 60
     per_epoch, reserve = budget_pace(state.wall_time - state.resumed_wall, state.val_time, state.validating_time,
-                                     timed, schedule.share, schedule.spent / schedule.runs if schedule.runs else 0.0,
+                                     timed, schedule.share, schedule.expected(),
                                      budget - state.wall_time, budget, schedule.spent)
     state.total_epochs, state.last_epoch_steps = fit_epochs_to_budget(
         run.cfg, timed, state.wall_time, state.total_epochs, run.scheduler, state.resumed_wall,

@@ -398,6 +398,7 @@ class ValidationSchedule:
         self.share = val_share if time_limit > 0 else 1.0
         self.last_at, self.spent, self.runs = 0.0, 0.0, 0
         self.held_back = 0  # due validations skipped to keep within val_share (this process; not checkpointed)
+        self.estimate = 0.0  # seconds the first validation is expected to take (from the timed steps), 0: unknown
 
     def due(self, epoch: int, elapsed: float, last: bool = False) -> bool:
         """True when epoch ``epoch`` (0-based), ending ``elapsed`` seconds into the run, should validate."""
@@ -408,8 +409,8 @@ class ValidationSchedule:
                 return False
         elif elapsed - self.last_at < self.amount:
             return False
-        if self.share < 1.0 and self.runs:
-            expected = self.spent / self.runs
+        expected = self.expected()
+        if self.share < 1.0 and expected > 0:
             if self.spent + expected > self.share * (elapsed + expected):
                 self.held_back += 1
                 return False
@@ -422,6 +423,10 @@ class ValidationSchedule:
             line += (f"; its time counts in time_limit and is kept under val_share={self.share:g} of the time spent "
                      "(a due validation waits while it would exceed that); the last epoch always validates")
         return line
+
+    def expected(self) -> float:
+        """Seconds a validation is expected to take: what they took so far, else the estimate (0: unknown)."""
+        return self.spent / self.runs if self.runs else self.estimate
 
     def record(self, elapsed: float, seconds: float) -> None:
         """A validation started ``elapsed`` seconds into the run and took ``seconds``."""
