@@ -405,8 +405,7 @@ def build_config(overrides: dict[str, Any] | None = None, cfg_file: str | Path |
         if key not in _FIELDS:
             raise unknown_key_error(str(key))  # YAML keys may be numbers or null
         _check_acyclic(key, value)
-        if key == "time_limit" and isinstance(value, str) and _TIME_RE.match(value):  # 3min, 90s, 1.5h -> minutes
-            match = _TIME_RE.match(value)
+        if key == "time_limit" and isinstance(value, str) and (match := _TIME_RE.match(value)):  # 3min -> 3.0
             value = float(match.group(1)) * _TIME_UNITS[match.group(2)] / 60.0
         values[key] = _coerce(key, value)
     for key, normalise in _NORMALISE.items():

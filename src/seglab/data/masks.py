@@ -97,9 +97,9 @@ class MaskCodec:
             unknown = Counter(map(int, keys[~found].ravel()[:100000])).most_common(5)
             shown = ", ".join(_fmt(_unpack(k) if rgb_table else k) + f" ({n} px)" for k, n in unknown)
             raise DataError(f"{path}: unknown mask colour(s) {shown}; known: "
-                            f"{', '.join(_fmt(c) for c in self.colors)}. Make each a class (a row name,r,g,b of classes.csv, or "
-                            "an entry of colors=[...]), or repaint those pixels; `seglab data check` lists every "
-                            "file")
+                            f"{', '.join(_fmt(c) for c in self.colors)}. Make each a class (a row name,r,g,b of "
+                            "classes.csv, or an entry of colors=[...]), or repaint those pixels; `seglab data check` "
+                            "lists every file")
         return order[pos].astype(np.int64)
 
 

@@ -129,12 +129,6 @@ def predict_huge(predictor: Predictor, path: Path, out: Path, cfg: Config) -> Pa
                               preprocess=preprocess, progress=True)
 
 
-def display_rgb(image: np.ndarray) -> np.ndarray:
-    """An (H, W, 3) uint8 view of any image for overlays, as the report shows it: gray repeated, 16-bit and float
-    stretched between robust percentiles, the first three channels of more."""
-    return to_display_rgb(image)
-
-
 @dataclass
 class PredictResult:
     """What a predict run did: the folder, the samples predicted, files written by kind and the files skipped."""
@@ -241,7 +235,7 @@ def _predict_one(predictor: Predictor, sample: Sample, out: Path, cfg: Config, w
         result.written["label TIFF"] += 1
         pictures = [k for k in ("color", "overlay") if k in wanted]
         if pictures and size[0] * size[1] > PICTURE_PIXELS:
-            print(f"{path.name}: large image ({size[0]}x{size[1]}), predicted window by window -> {label_tif}; no "
+            print(f"{path.name}: large image ({size[1]}x{size[0]}), predicted window by window -> {label_tif}; no "
                   f"{' or '.join(pictures)} PNG above {PICTURE_PIXELS / 1e6:g} Mpx (open the label TIFF in a GIS)")
         elif pictures:
             import tifffile
@@ -275,7 +269,7 @@ def _write_pictures(pred: np.ndarray, image: np.ndarray, stem: str, out: Path, w
         Image.fromarray(colorize(pred, class_colors)).save(out / f"{stem}_color.png")
         written.append("color")
     if "overlay" in wanted:
-        shown = display_rgb(first_view(image, meta))
+        shown = to_display_rgb(first_view(image, meta))  # shown as the report shows it (16-bit stretched)
         # a background (binary task's class 0, a class 0 named or coloured so) stays as the image is
         skip = transparent_classes(list(meta.get("class_names") or []), class_colors)
         Image.fromarray(overlay_classes(shown, pred, class_colors, skip, alpha)).save(out / f"{stem}_overlay.png")

@@ -110,11 +110,11 @@ def measure_main(argv: list[str]) -> int:
     return 0
 
 
-def measured_text(table: GrainTable) -> str:
-    """``132 objects measured (pore 94, crack 38)``: the words of the mask's own classes, not "grains" of pores."""
+def measured_text(table: GrainTable, counts: Counter) -> str:
+    """``132 objects measured (pore 94, crack 38)``: the words of the mask's own classes, not "grains" of pores;
+    ``counts``: objects per class id."""
     from ..runtime.run_dir import count_text
 
-    counts = Counter(int(r["class_id"]) for r in table.rows)
     per_class = ", ".join(f"{n} {counts[c]}" for c, n in table.class_names.items())
     return f"{count_text(len(table.rows), 'object')} measured" + (f" ({per_class})" if per_class else "")
 
@@ -139,9 +139,9 @@ def _measure_all(jobs: list[tuple[Path, Path | None, Path, str]], opts: dict, ou
             continue
         grains += len(result.table.rows)
         written.update(MEASURE_NOUNS.get(kind, kind) for kind in result.files)
-        print(f"{name}: {measured_text(result.table)}" + (f" -> {folder}" if folder != out else ""))
-        missing = [n for c, n in result.table.class_names.items()
-                   if not any(int(r["class_id"]) == c for r in result.table.rows)]
+        counts = Counter(int(r["class_id"]) for r in result.table.rows)
+        print(f"{name}: {measured_text(result.table, counts)}" + (f" -> {folder}" if folder != out else ""))
+        missing = [n for c, n in result.table.class_names.items() if not counts[c]]
         if missing and result.table.rows:
             print(f"note: no {', '.join(repr(n) for n in missing)} found in {name}")
     return grains
