@@ -67,8 +67,8 @@ def plot_size_distribution(table: GrainTable, path: str | Path) -> Path:
     axes.set_xlabel(f"Equivalent diameter ({display_unit(table.unit)})")
     axes.set_ylabel("Count")
     # the classes' own names (grains, pores, cells), not "grains" for every task
-    what = " and ".join(table.class_names.values()) if 0 < len(table.class_names) <= 3 else "object"
-    axes.set_title(f"Size distribution of {what} ({len(table.rows)} object{'s' if len(table.rows) != 1 else ''})")
+    what = ", ".join(table.class_names.values()) if 0 < len(table.class_names) <= 3 else "all classes"
+    axes.set_title(f"Size distribution: {what} ({len(table.rows)} object{'s' if len(table.rows) != 1 else ''})")
     figure.text(0.01, 0.01, _counted_note(table), fontsize=8, color="0.3", ha="left", va="bottom", wrap=True)
     figure.tight_layout(rect=(0, 0.06, 1, 1))
     return _save(figure, Path(path))
