@@ -93,8 +93,10 @@ def test_few_large_images_train_on_windows_write_the_plan_and_evaluate_by_tiles(
     assert all(np.array_equal(a, b) for a, b in zip(maps["by_run"], maps["tile64"]))
 
 
-def test_a_short_budget_trains_on_smaller_windows_than_planned(tmp_path, capsys):
-    """Planned 512-px windows that a budget holds too few steps of are cut (to 256 px here), and the run says so."""
+def test_a_short_budget_trains_on_smaller_windows_than_planned_and_at_half_resolution(tmp_path, capsys):
+    """Planned 512-px windows that a budget holds too few steps of are cut (to 256 px here), the model then works at
+    half resolution (the budget still holds far fewer than 500 steps; the 8-px label blocks survive halving), and
+    the run says so; eval, predict and export answer at full resolution from the checkpoint alone."""
     big = make_blobs(tmp_path / "big", n=5, h=640, w=1024)
     args = ["train", f"data={big}", f"project={tmp_path}", *TINY, "batch=2", "time_limit=0.15"]
     assert main([*args, "name=fit"]) == 0
@@ -102,11 +104,27 @@ def test_a_short_budget_trains_on_smaller_windows_than_planned(tmp_path, capsys)
     run = tmp_path / "fit"
     plan, saved = json.loads((run / "plan.json").read_text()), yaml.safe_load((run / "config.yaml").read_text())
     assert plan["crop"] == saved["crop"] == 256 and plan["sources"]["crop"] == "plan"
-    assert "crop 256, batch 2" in plan["line"] and plan["line"] in out and plan["val_tile"] == 512
+    assert "crop 256 at half resolution, batch 2" in plan["line"] and plan["line"] in out and plan["val_tile"] == 512
     assert "cut to 256 px: time_limit=0.15 min held" in plan["reasons"]["crop"] and "cut to 256 px" in out
-    assert (run / "checkpoints" / "last.pt").is_file()
-    assert main([*args, "name=given", "crop=512"]) == 0  # a crop the user gave is kept however slow
-    assert json.loads((tmp_path / "given" / "plan.json").read_text())["crop"] == 512
+    assert plan["scale"] == saved["scale"] == 0.5 and plan["sources"]["scale"] == "plan"
+    assert plan["reasons"]["scale"].startswith("half resolution: time_limit=0.15 min holds") and \
+        "100.0% of the labelled pixels keep their class" in plan["reasons"]["scale"]
+    state = torch.load(run / "checkpoints" / "last.pt", weights_only=True)
+    assert state["model_spec"]["scale"] == 0.5
+    weights = f"weights={run / 'checkpoints' / 'last.pt'}"
+    assert main(["predict", weights, f"source={big / 'images' / 's0.png'}", f"project={tmp_path}", "name=pred",
+                 "save=index"]) == 0
+    from PIL import Image
+
+    assert Image.open(tmp_path / "pred" / "s0_mask.png").size == (1024, 640)
+    assert main(["export", weights]) == 0  # the ONNX parity check passes with the down/up-sampling inside
+    assert (run / "checkpoints" / "last.onnx").is_file()
+    capsys.readouterr()
+    assert main([*args, "name=given", "crop=512", "scale=1"]) == 0  # a crop and scale the user gave are kept
+    given = json.loads((tmp_path / "given" / "plan.json").read_text())
+    assert (given["crop"], given["scale"], given["sources"]["scale"]) == (512, 1.0, "command line")
+    assert "model_spec" in (state := torch.load(tmp_path / "given" / "checkpoints" / "last.pt", weights_only=True))
+    assert "scale" not in state["model_spec"]
 
 
 def test_a_short_budget_trains_whole_images_as_windows(tmp_path, capsys):

@@ -13,6 +13,7 @@ CACHE_MODES = ("auto", "ram", "none")
 LOADERS = ("auto", "device", "cpu")  # ``loader=``: batches from the CPU DataLoader or from data held on the device
 ON_ERROR = ("raise", "skip")
 PAD_MODES = ("reflect", "constant")
+SCALES = (0.25, 0.5, 1.0)  # ``scale=``: the share of the images' resolution a model works at (halvings)
 OPTIMIZERS = ("adamw", "adam", "sgd")
 SCHEDULERS = ("cosine", "step", "poly", "none")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")

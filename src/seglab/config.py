@@ -21,7 +21,7 @@ from typing import Any
 
 import yaml
 
-from .choices import CHOICES
+from .choices import CHOICES, SCALES
 from .errors import ConfigError
 
 
@@ -67,6 +67,7 @@ class Config:
     balance: float = 0.0
     samples_per_epoch: Any = "auto"
     cat_max_ratio: float = 0.75
+    scale: float = 1.0
     rare_windows: float = 0.33
     mean: list = field(default_factory=list)
     std: list = field(default_factory=list)
@@ -553,6 +554,9 @@ def _check_window_keys(cfg: Config) -> None:
                           "be in (0, 1], e.g. 0.1; 1 = no bound")
     if cfg.val_tile < 0:
         raise ConfigError(f"val_tile={cfg.val_tile}: tile side in pixels, or 0 to validate whole images")
+    if cfg.scale not in SCALES:
+        raise ConfigError(f"scale={cfg.scale!r}: the share of the images' resolution the model works at must be one "
+                          f"of {', '.join(f'{s:g}' for s in sorted(SCALES, reverse=True))} (1 = full resolution)")
 
 
 def save_config(cfg: Config, path: str | Path) -> None:

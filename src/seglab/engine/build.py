@@ -19,7 +19,7 @@ from ..data.plan import DataPlan, plan_data
 from ..data.transforms import build_train_transform, parse_augment, tta_unseen_in_training
 from ..errors import ConfigError
 from ..losses import LOSS_BUILDERS, auto_loss, build_loss, parse_loss_spec
-from ..models import create_model, encoder_name
+from ..models import create_model, encoder_name, work_at_scale
 from ..runtime.checkpoint import load_checkpoint
 from ..runtime.distributed import all_reduce_sum, init_distributed, is_main
 from ..runtime.normalize import Normalizer
@@ -268,6 +268,12 @@ def fit_plan_to_time(run: Run) -> float:
     if smaller.crop != run.tplan.crop:
         use_windows(run, smaller)
         step, changed = time_steps(run), True  # the epoch fit below uses the new window's pace
+    half = run.tplan.fit_scale_to_time(step) if host and not run.cfg.compile else run.tplan
+    if half.scale != run.tplan.scale:
+        work_at_scale_of(run, half)
+        step, changed = time_steps(run), True
+    else:
+        run.tplan = half  # the reason it stays at full resolution, when it was weighed
     if not note and (few := run.tplan.few_steps_note(step, run.cfg.model)):
         log(few)
     fitted = run.tplan.fit_to_time(step)
@@ -299,6 +305,14 @@ def validation_estimate(run: Run, step_seconds: float) -> float:
     if run.cfg.val_tile:
         pixels /= (1.0 - min(run.cfg.overlap, 0.5)) ** 2
     return VAL_COST * step_seconds * pixels / (batch_or(run.cfg.batch, 1) * run.cfg.crop ** 2)
+
+
+def work_at_scale_of(run: Run, tplan: TrainingPlan) -> None:
+    """Train and validate at ``tplan.scale`` of the resolution (the model, its average, its spec and the config)."""
+    for model in (run.model, *([run.ema.module] if run.ema is not None else [])):
+        work_at_scale(model, tplan.scale)
+    run.spec = {**run.spec, "scale": tplan.scale}
+    run.cfg, run.tplan = with_sources(run.cfg, {"scale": tplan.scale}, "plan"), tplan
 
 
 def use_windows(run: Run, tplan: TrainingPlan) -> None:

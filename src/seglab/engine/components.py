@@ -61,6 +61,8 @@ def model_kwargs(cfg: Config, in_channels: int, num_classes: int) -> dict[str, A
         kw["encoder"] = cfg.encoder
     if cfg.encoder_weights:  # models without an encoder refuse it with a clear message
         kw["encoder_weights"] = cfg.encoder_weights
+    if cfg.scale != 1:
+        kw["scale"] = cfg.scale
     kw.update(cfg.model_args)
     return kw
 

@@ -12,6 +12,7 @@ from typing import Any, Callable
 import torch.nn as nn
 
 from ..errors import ConfigError
+from .scaled import work_at_scale
 
 _MODELS: dict[str, Callable[..., nn.Module]] = {}
 
@@ -45,7 +46,8 @@ def create_model(name: str, num_classes: int = 1, in_channels: int = 3, **kwargs
         raise ConfigError(f"num_classes must be >= 1, got {num_classes}")
     if in_channels < 1:
         raise ConfigError(f"in_channels must be >= 1, got {in_channels}")
+    scale = kwargs.pop("scale", 1.0)
     model = _MODELS[name](num_classes=num_classes, in_channels=in_channels, **kwargs)
     # Recorded so that checkpoints can be validated and rebuilt without pickled code.
     model.seglab_spec = {"name": name, "num_classes": num_classes, "in_channels": in_channels, **kwargs}
-    return model
+    return work_at_scale(model, scale)
