@@ -108,6 +108,32 @@ def test_eval_output_at_odd_size_survives_a_state_dict_round_trip(name, tmp_path
 
 
 @pytest.mark.parametrize("name", MODELS)
+def test_a_model_at_half_resolution_answers_at_full_size_with_the_same_weights(name):
+    """scale=0.5: the model itself on the 2x2-averaged (stride-padded) input, logits up-sampled and cropped back;
+    the state dict and layer names are the model's own, and a checkpoint's spec rebuilds it at half resolution."""
+    from seglab.models import model_from_checkpoint
+    from seglab.models.blocks import pad_to_multiple
+
+    full = cheap(name, num_classes=3, in_channels=2).eval()
+    half = cheap(name, num_classes=3, in_channels=2, scale=0.5).eval()
+    assert list(half.state_dict()) == list(full.state_dict())
+    assert [n for n, _ in half.named_modules()] == [n for n, _ in full.named_modules()]
+    assert half.seglab_spec["scale"] == 0.5 and half.input_stride == 2 * getattr(full, "stride", 32)
+    x = torch.randn(1, 2, 101, 77)
+    with torch.no_grad():
+        y = half(x)
+        small = full(torch.nn.functional.avg_pool2d(pad_to_multiple(x, half.input_stride), 2))
+    expected = torch.nn.functional.interpolate(small, scale_factor=2, mode="bilinear")[..., :101, :77]
+    assert y.shape == (1, 3, 101, 77) and torch.allclose(y, expected, atol=1e-5)
+    state = {"model_spec": half.seglab_spec, "model": half.state_dict()}
+    again = model_from_checkpoint(state).eval()
+    with torch.no_grad():
+        assert torch.equal(again(x), y) and again.seglab_scale == 0.5
+    train = half.train()(torch.randn(2, 2, 64, 64))
+    assert logits_of(train).shape == (2, 3, 64, 64)  # training dicts get their main logits at full size too
+
+
+@pytest.mark.parametrize("name", MODELS)
 def test_unknown_option_is_a_value_error_naming_it(name):
     with pytest.raises(ValueError, match="bogus_option"):
         create_model(name, bogus_option=3)

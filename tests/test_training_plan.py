@@ -73,6 +73,12 @@ def test_real_fingerprints_give_todays_settings(name, expected):
     assert (plan.crop, plan.pad_to, plan.batch, plan.windows) == expected
     assert (plan.val_tile, plan.val_every) == (0, 1)
     assert plan.augment == "flips" and fp.up_down < 0.1 and fp.left_right < 0.1  # no up and down in EM or seismic
+    assert plan.scale == 1.0
+    if name == "membrane":  # 1-3 px cell walls: 3.5% of the pixels change class at half resolution
+        assert 0.95 < fp.half_agreement < 0.98
+        budget = plan_training(fp, build_config({"data": str(root), "crop": 256, "time_limit": 10}))
+        kept = budget.fit_scale_to_time(40.0)  # 10 min hold 13 steps, but the walls would not survive
+        assert budget.windows and kept.scale == 1.0 and kept.reasons["scale"].startswith("full resolution")
 
 
 def test_every_planned_key_yields_to_the_command_line_and_the_recipe_beats_the_plan():
@@ -166,6 +172,57 @@ def test_fit_crop_to_time_shrinks_planned_windows_until_the_budget_holds_enough_
     few = plan.fit_crop_to_time(60.0).few_steps_note(20.0, "unet")
     assert few.startswith("note: time_limit=12 min holds about 32 optimiser steps of model=unet at 20 s per step")
     assert "model=unet_small" in few and plan.few_steps_note(4.0, "unet") == ""
+
+
+def test_fit_scale_to_time_halves_the_resolution_when_the_budget_holds_too_few_steps_and_the_labels_survive():
+    sections = dataclasses.replace(THIN_SECTIONS, half_agreement=0.99, half_class_iou=0.8)
+    plan = plan_training(sections, build_config({"time_limit": 12})).fit_crop_to_time(16.0)  # 256-px windows
+    assert plan.crop == 256 and plan.scale == 1.0 and plan.sources["scale"] == "plan"
+    half = plan.fit_scale_to_time(step_seconds=4.0)  # 12 min x 0.9 = 648 s: 162 steps of the 500
+    assert (half.scale, half.crop, half.batch, half.samples_per_epoch) == (0.5, 256, 8, plan.samples_per_epoch)
+    assert half.reasons["scale"] == (
+        "half resolution: time_limit=12 min holds 162 steps of 256-px windows at 4 s per step, fewer than the 500 "
+        "that learn more than the largest classes; at half a step costs about a quarter, and 99.0% of the labelled "
+        "pixels keep their class, the worst class 0.80 IoU")
+    assert "crop 256 at half resolution, batch 8, 416 windows" in half.describe()
+    applied = half.apply(build_config({"time_limit": 12}))
+    assert applied.scale == 0.5 and config_sources(applied)["scale"] == "plan"
+    assert plan.fit_scale_to_time(1.0) is plan  # 648 steps: full resolution, nothing to weigh
+    # labels that do not survive halving keep full resolution, and the reason says so: thin walls, a thin class
+    for agreement, worst in ((0.965, 0.85), (0.99, 0.3)):
+        thin = dataclasses.replace(plan, fingerprint=dataclasses.replace(sections, half_agreement=agreement,
+                                                                        half_class_iou=worst))
+        kept = thin.fit_scale_to_time(4.0)
+        assert kept.scale == 1.0 and kept.reasons["scale"].startswith("full resolution: time_limit=12 min holds 162")
+        assert "(fine detail; scale=0.5 forces it)" in kept.reasons["scale"]
+    # a scale given is kept either way; no budget, or whole images, leave full resolution alone
+    for given in ({"scale": 1}, {"scale": 0.5}):
+        other = plan_training(sections, build_config({**given, "time_limit": 12}))
+        assert other.fit_scale_to_time(4.0) is other and other.sources["scale"] == "command line"
+        assert ("at half resolution" in other.describe()) == (given["scale"] == 0.5)
+    assert plan_training(sections, build_config({})).fit_scale_to_time(4.0).scale == 1.0
+    whole = plan_training(dataclasses.replace(MEMBRANE, half_agreement=1.0), build_config({"time_limit": 10}))
+    assert not whole.windows and whole.fit_scale_to_time(40.0) is whole
+    with pytest.raises(ConfigError, match="scale=0.3: .* must be one of 1, 0.5, 0.25"):
+        build_config({"scale": 0.3})
+
+
+def test_the_labels_detail_at_half_resolution():
+    from seglab.data.fingerprint import half_resolution_detail
+
+    blocks = np.kron(np.arange(16).reshape(4, 4) % 3, np.ones((8, 8), np.int64)).astype(np.uint8)
+    assert half_resolution_detail([blocks], 3, 255) == (1.0, 1.0)  # regions aligned to 2x2 blocks lose nothing
+    lines = np.zeros((32, 32), np.uint8)
+    lines[:, 5::8] = 1  # 1-px walls on odd columns vanish at half resolution
+    agreement, worst = half_resolution_detail([lines], 2, 255)
+    assert agreement == pytest.approx(28 / 32) and worst == 0.0
+    lines[:, 6::8] = 1  # 2-px walls straddling the blocks move one pixel: 2 of every 8 columns change class
+    agreement, worst = half_resolution_detail([lines], 2, 255)
+    assert agreement == pytest.approx(24 / 32) and worst == pytest.approx(1 / 3, abs=1e-4)
+    ignored = lines.copy()
+    ignored[:, 5:8] = 255  # ignore_index pixels count for nothing: the first wall's 2 changes and 3 pixels go
+    assert half_resolution_detail([ignored], 2, 255)[0] == pytest.approx(23 / 29, abs=1e-4)
+    assert half_resolution_detail([None], 2, 255) == (1.0, 1.0)
 
 
 def test_windows_to_time_turns_whole_images_into_windows_when_the_budget_holds_too_few_steps():
@@ -542,3 +599,8 @@ def test_camvid_street_scenes_train_without_vertical_flips():
     fp = fingerprint_arrays([m.shape for m in masks], masks, images, 11, 11, 3)
     assert fp.up_down > 0.5 and fp.left_right < ORIENTED
     assert plan_training(fp, build_config({"ignore_index": 11})).augment == "hflip"
+    # street scenes survive halving (98.7% of pixels, poles the worst class at ~0.72 IoU): a short CPU budget of
+    # 256-px windows trains at half resolution
+    assert fp.half_agreement > 0.98 and 0.6 < fp.half_class_iou < 0.85
+    windows = plan_training(fp, build_config({"ignore_index": 11, "crop": 256, "time_limit": 15}))
+    assert windows.windows and windows.fit_scale_to_time(6.0).scale == 0.5

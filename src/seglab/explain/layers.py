@@ -23,6 +23,7 @@ import torch
 import torch.nn as nn
 
 from ..errors import ConfigError
+from ..models.scaled import input_stride
 
 ALL_CONV = "all_conv"
 
@@ -57,7 +58,7 @@ def last_conv_per_level(model: nn.Module, in_channels: int = 3, size: int | None
     conv-BN-ReLU unit or a whole stage): Grad-CAM of a raw, pre-normalisation conv output is often all
     negative and vanishes after its ReLU, while the block's post-activation features give usable maps.
     """
-    size = size or max(64, 2 * int(getattr(model, "stride", 32)))
+    size = size or max(64, 2 * input_stride(model))
     modules = dict(model.named_modules())
     shapes: dict[str, tuple[int, ...]] = {}
     convs: list[str] = []  # Conv2d names in execution order

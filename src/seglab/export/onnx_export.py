@@ -24,7 +24,7 @@ from ..data.dataset import load_sample_image, meta_view_channels
 from ..data.formats import Sample, as_sample
 from ..data.sources import model_source
 from ..data.transforms import pad_for_eval
-from ..models import model_from_checkpoint
+from ..models import input_stride, model_from_checkpoint
 from ..runtime.checkpoint import load_checkpoint
 from ..inference.onnx_predictor import INPUT_NAME, OUTPUT_NAME, default_onnx_path
 from ..runtime.normalize import Normalizer
@@ -74,7 +74,7 @@ def export_source(weights: str | Path, source: str) -> list[Sample]:
 
 def model_stride(model: nn.Module) -> int:
     """The factor a model's input sides must be multiples of (its ``stride``, else 32)."""
-    return int(getattr(model, "stride", DEFAULT_STRIDE))
+    return input_stride(model, DEFAULT_STRIDE)
 
 
 def onnx_metadata(meta: dict, stride: int, num_logits: int) -> dict[str, str]:

@@ -10,8 +10,8 @@ from . import unet  # noqa: F401  (registers unet, unet_small)
 from . import bisenet, deeplab, encoder_unet, fcn, unet_original  # noqa: F401  (register the other families)
 from .encoders import PretrainedWeightsUnavailable, TimmEncoder, encoder_name, freeze_encoder
 from .restore import model_from_checkpoint
-from .scaled import work_at_scale
+from .scaled import input_stride, work_at_scale
 from .summary import model_summary
 
-__all__ = ["model_from_checkpoint", "work_at_scale", "create_model", "encoder_name", "is_model", "list_models", "register_model", "freeze_encoder", "model_summary",
+__all__ = ["model_from_checkpoint", "work_at_scale", "input_stride", "create_model", "encoder_name", "is_model", "list_models", "register_model", "freeze_encoder", "model_summary",
            "TimmEncoder", "PretrainedWeightsUnavailable"]

@@ -28,6 +28,12 @@ def _up(logits: torch.Tensor, factor: int, size: tuple[int, int]) -> torch.Tenso
     return F.interpolate(logits, scale_factor=factor, mode="bilinear", align_corners=False)[..., : size[0], : size[1]]
 
 
+def input_stride(model: nn.Module, default: int = 32) -> int:
+    """The factor a model's input sides must be multiples of: its ``stride`` (else ``default``), times the
+    down-sampling of a model that works at a fraction of the resolution."""
+    return int(getattr(model, "input_stride", getattr(model, "stride", default)))
+
+
 def work_at_scale(model: nn.Module, scale: float) -> nn.Module:
     """Make ``model`` (in place) run on its inputs down-sampled to ``scale`` and answer at the input's size."""
     if scale not in SCALES:
@@ -40,7 +46,7 @@ def work_at_scale(model: nn.Module, scale: float) -> nn.Module:
     factor = round(1 / scale)
     # Inputs are mirror-padded (bottom/right) to a multiple of this stride before down-sampling, as export's
     # DeployModel pads them, so every path sees the same pixels and the features keep exact sizes.
-    stride = int(getattr(model, "stride", 32)) * factor
+    stride = input_stride(model) * factor
     sizes: list[tuple[int, int]] = []  # the input size of the call in progress (pushed by shrink, popped by grow)
 
     def shrink(module: nn.Module, args: tuple) -> tuple:
@@ -58,7 +64,7 @@ def work_at_scale(model: nn.Module, scale: float) -> nn.Module:
 
     model.register_forward_pre_hook(shrink)
     model.register_forward_hook(grow)
-    model.stride = stride
+    model.input_stride = stride  # not ``stride``: the models pad their own (down-sampled) input to that one
     if hasattr(model, "seglab_spec"):
         model.seglab_spec = {**model.seglab_spec, "scale": float(scale)}
     return model
