@@ -22,7 +22,8 @@ Variants (each a child process, ``RESULT {json}`` line):
 * ``seglab``: seglab's defaults: ``seglab train data=DIR model=unet_encoder encoder=resnet34 crop=256 batch=8
   time_limit=M`` (+ ``ignore_index=11`` for CamVid data), nothing else. Its plan (crop and batch given) decides
   windows per epoch, validation, and the flips: street scenes have an up and a down, so no vertical flips; a time
-  budget's remainder becomes a shortened last epoch.
+  budget's remainder becomes a shortened last epoch; a CPU budget holding fewer than 500 steps trains at half
+  resolution (``scale``; scored at full resolution like every variant).
 * ``seglab_before``: seglab as it was (one random crop per image per epoch, whole-image validation every epoch, the old
   defaults pinned), through the overrides in ``SEGLAB_OVERRIDES`` below; edit them there (or add/replace keys with
   ``--seglab-overrides``) when the config key names change.
@@ -84,7 +85,7 @@ SEGLAB_OVERRIDES: dict[str, dict] = {
         "val_every": 1, "val_tile": 0, "val_share": 1.0,
         "pad_to": 0, "epochs": 100000, "lr": 0.001, "optimizer": "adamw", "weight_decay": 0.0001,
         "scheduler": "cosine", "warmup_epochs": 0.0, "augment": "flips", "loss": "AS_BEFORE", "ema": 0.0,
-        "balance": 0.0,
+        "balance": 0.0, "scale": 1.0,
     },
     "seglab_e221bd1": {"epochs": 100000},  # nothing else: that commit's defaults are the point
 }
