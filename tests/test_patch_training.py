@@ -164,15 +164,18 @@ def test_time_limit_cuts_an_epoch_longer_than_the_whole_budget(blobs, tmp_path, 
 
 def test_every_planned_key_yields_to_the_command_line_and_the_log_names_the_source(blobs, tmp_path, capsys):
     (tmp_path / "mine.yaml").write_text("val_tile: 96\n")
-    given = ["crop=64", "batch=2", "samples_per_epoch=6", "val_every=2", "pad_to=0", f"cfg={tmp_path / 'mine.yaml'}"]
+    given = ["crop=64", "batch=2", "samples_per_epoch=6", "val_every=2", "pad_to=0", "scale=0.5",
+             f"cfg={tmp_path / 'mine.yaml'}"]
     assert main(["train", f"data={blobs}", f"project={tmp_path}", "name=given", "epochs=2", *TINY, *given]) == 0
     out = capsys.readouterr().out
-    assert "set by command line: crop, pad_to, batch, samples_per_epoch, val_every; cfg file: val_tile" in out
-    assert "crop 64, batch 2, 6 windows (3 steps) per epoch" in out and _steps(out) == 3
+    assert "set by command line: crop, pad_to, batch, samples_per_epoch, val_every, scale; cfg file: val_tile" in out
+    assert "crop 64 at half resolution, batch 2, 6 windows (3 steps) per epoch" in out and _steps(out) == 3
     plan = json.loads((tmp_path / "given" / "plan.json").read_text())
     assert plan["sources"] == {"crop": "command line", "pad_to": "command line", "batch": "command line",
                                "samples_per_epoch": "command line", "val_tile": "cfg file",
-                               "val_every": "command line", "augment": "plan"}
+                               "val_every": "command line", "augment": "plan", "scale": "command line"}
+    state = torch.load(tmp_path / "given" / "checkpoints" / "last.pt", weights_only=True)
+    assert state["model_spec"]["scale"] == 0.5  # a scale given trains (and is restored) at that scale
     saved = yaml.safe_load((tmp_path / "given" / "config.yaml").read_text())
     assert (saved["crop"], saved["batch"], saved["samples_per_epoch"], saved["val_every"], saved["val_tile"]) == \
         (64, 2, 6, 2, 96)
