@@ -258,7 +258,7 @@ def test_built_in_palette_is_distinct_per_class():
 
 def test_a_named_class_0_gets_a_colour_of_its_own_and_is_painted():
     """Thin sections labelled quartz(0)/feldspar/...: quartz is a mineral, not a black background left unpainted."""
-    from seglab.report.overlays import transparent_classes
+    from seglab.data.labels import transparent_classes
 
     minerals = ["quartz", "feldspar", "biotite", "opaque", "pore"]
     colors, origin = resolve_class_colors(5, names=minerals)

@@ -29,7 +29,8 @@ from seglab.data.colors import colorize, overlay, palette
 from seglab.report.compare import compare_runs, rich_table, to_markdown, write_csv
 from seglab.report.galleries import best_worst_galleries, class_iou, image_scores, plot_gallery, select_best_worst
 from seglab.report.html import write_report
-from seglab.report.images import default_load_mask, resize_mask, to_display_rgb
+from seglab.data.colors import to_display_rgb
+from seglab.report.images import default_load_mask, resize_mask
 from seglab.engine.loggers import CsvLogger, TensorBoardLogger, build_loggers
 from seglab.report.plots import (
     class_pixel_counts,

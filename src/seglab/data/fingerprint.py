@@ -21,7 +21,7 @@ MAX_READ = 32
 # as the whole set: a few images with one object near the top say nothing about the data's up and down.
 MIN_ORIENTED_IMAGES = 4
 CONSISTENT_SHARE = 0.75
-MAX_LAYOUT = 128  # masks looked at for orientation
+MAX_LAYOUT = 128  # masks looked at for orientation and for detail at half resolution
 GRIDS = (1, 2, 4)  # orientation is looked for in whole images and in their 2x2 and 4x4 tiles
 
 
@@ -154,12 +154,18 @@ def _tiles(mask: np.ndarray, grid: int) -> list[np.ndarray]:
     return [mask[ys[i]:ys[i + 1], xs[j]:xs[j + 1]] for i in range(grid) for j in range(grid)]
 
 
+def label_sample(masks: Iterable[np.ndarray | None], min_side: int) -> list[np.ndarray]:
+    """An even sample of at most about ``MAX_LAYOUT`` 2-D masks with both sides >= ``min_side``: plenty for the
+    layout and detail measures, cheap on thousands of masks."""
+    masks = [m for m in masks if m is not None and m.ndim == 2 and min(m.shape) >= min_side]
+    return masks[:: max(1, len(masks) // MAX_LAYOUT)]
+
+
 def layout_asymmetry(masks: Iterable[np.ndarray | None], num_classes: int, ignore_index: int) -> tuple[float, float]:
     """(up_down, left_right): how much the labels' class layout differs between the halves of the images, or of
     their tiles (2x2, 4x4: training sees windows, and a large image may be a mosaic of oriented scenes); the
     largest over the three scales (see Fingerprint)."""
-    masks = [m for m in masks if m is not None and m.ndim == 2 and min(m.shape) >= 16]
-    masks = masks[:: max(1, len(masks) // MAX_LAYOUT)]  # an even sample is plenty for a yes/no about orientation
+    masks = label_sample(masks, min_side=16)
     best = [0.0, 0.0]
     for grid in GRIDS:
         for axis in (0, 1):
@@ -175,8 +181,7 @@ def half_resolution_detail(masks: Iterable[np.ndarray | None], num_classes: int,
                            ignore_index: int) -> tuple[float, float]:
     """(share of labelled pixels that keep their class, lowest class IoU) when the labels are halved in resolution
     and brought back (nearest): what a model working at half resolution could reach at best."""
-    masks = [m for m in masks if m is not None and m.ndim == 2 and min(m.shape) >= 2]
-    masks = masks[:: max(1, len(masks) // MAX_LAYOUT)]
+    masks = label_sample(masks, min_side=2)
     inter = np.zeros(num_classes, dtype=np.int64)
     union = np.zeros(num_classes, dtype=np.int64)
     kept = total = 0

@@ -14,7 +14,7 @@ from ..data.formats import Sample, as_sample
 from ..data.transforms import pad_for_eval
 from ..errors import ConfigError
 from ..inference.predictor import load_predictor
-from ..report.images import to_display_rgb
+from ..data.colors import to_display_rgb
 from .gradcam import grad_cams
 from .layers import ALL_CONV, cam_layers, conv_layers, layer_names, resolve_layer
 from .render import file_safe, save_layer_images, save_sweep_grid

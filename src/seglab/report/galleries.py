@@ -12,7 +12,8 @@ from matplotlib.figure import Figure
 from ..data.colors import colorize
 from ..errors import ConfigError, DataError
 from .images import default_load_mask, load_class_mask, resize_mask
-from .overlays import class_legend, error_legend, error_map, overlay_classes, transparent_classes
+from ..data.labels import transparent_classes
+from .overlays import class_legend, error_legend, error_map, overlay_classes
 from .plots import grid_axes, save_figure
 from .run_folder import resolve_path
 from .samples import MaskLoader, Sample, load_sample

@@ -22,7 +22,8 @@ from . import plots
 from .formatting import format_value
 from .galleries import best_worst_galleries
 from .images import default_load_mask
-from .overlays import ERROR_LABELS, report_colors, transparent_classes
+from ..data.labels import transparent_classes
+from .overlays import ERROR_LABELS, report_colors
 from .run_folder import (
     EvalResult,
     class_names,

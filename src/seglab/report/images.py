@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from ..data.colors import to_display_rgb  # noqa: F401  (re-exported: the report's readers use it)
+from ..data.colors import to_display_rgb
 from ..errors import DataError
 
 

@@ -13,7 +13,6 @@ from matplotlib.patches import Patch
 
 from ..data.colors import (FOREGROUND, IGNORED_COLOR, OVERLAY_ALPHA, chroma, overlay_classes,  # noqa: F401
                            palette)
-from ..data.labels import transparent_classes  # noqa: F401  (the report's name for it)
 from ..data.colors import display_colors as report_colors  # noqa: F401  (the report's name for them)
 
 # Error colours kept apart from the foreground's (data.colors.FOREGROUND, amber).

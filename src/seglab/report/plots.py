@@ -17,7 +17,8 @@ from matplotlib.ticker import MaxNLocator
 
 from ..errors import DataError
 from ..metrics.names import split_metric
-from .overlays import class_legend, overlay_classes, transparent_classes
+from ..data.labels import transparent_classes
+from .overlays import class_legend, overlay_classes
 from .run_folder import metric_series
 from .samples import Sample
 
