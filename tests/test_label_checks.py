@@ -296,3 +296,15 @@ def test_values_outside_the_declared_classes_are_named(tmp_path):
     report = check_data(build_config({"data": str(root), "split": "2:1:1"}))
     assert [p for p in report.problems if "2.png" in p and "out of range" in p]
     assert not [p for p in report.problems if "1.png" in p]
+
+
+def test_the_refusal_shows_every_kind_of_label_problem_with_counts():
+    """Twelve interpolated masks do not hide the one JPEG mask: each kind has its own fix, so each is shown."""
+    from seglab.data.labels import LabelFinding, format_findings
+
+    findings = [LabelFinding(Path(f"masks/{i}.png"), "interpolated", "ramp values", "resize with nearest")
+                for i in range(12)] + [LabelFinding(Path("masks/z.jpg"), "jpeg", "JPEG-compressed", "save as PNG")]
+    text = format_findings(findings, 40, limit=10)
+    assert "13 mask file(s) of the 40 inspected" in text and "(12 interpolated, 1 jpeg)" in text
+    assert "masks/z.jpg: JPEG-compressed; fix: save as PNG" in text and "... and 3 more" in text
+    assert text.count("fix: resize with nearest") == 9

@@ -622,3 +622,22 @@ def test_figures_use_the_runs_class_colours_when_they_show_on_an_image() -> None
     run = {0: [0, 0, 0], 1: [255, 0, 0], 2: [0, 0, 255], 3: [200, 200, 200]}
     assert class_colour(1, run) == (1.0, 0.0, 0.0) and class_colour(2, run) == (0.0, 0.0, 1.0)
     assert class_colour(0, run) == class_colour(0) and class_colour(3, run) == class_colour(3)
+
+
+def test_measure_mask_reads_the_class_table_beside_the_dataset(tmp_path: Path, capsys) -> None:
+    """mask=data/masks/a.png names classes from data/classes.csv, as training does; classes= still overrides it."""
+    from seglab.measure.cli import measure_main
+
+    (tmp_path / "data" / "masks").mkdir(parents=True)
+    mask = np.zeros((60, 60), np.uint8)
+    mask[10:20, 10:20] = 2
+    mask[30:45, 30:45] = 1
+    Image.fromarray(mask).save(tmp_path / "data" / "masks" / "a.png")
+    (tmp_path / "data" / "classes.csv").write_text("name,r,g,b\nmatrix,0,0,0\npore,255,0,0\ncrack,0,0,255\n")
+    assert measure_main([f"mask={tmp_path / 'data' / 'masks' / 'a.png'}", f"out={tmp_path / 'a'}"]) == 0
+    out = capsys.readouterr().out
+    assert "class names from the class table in" in out and "2 objects measured (pore 1, crack 1)" in out
+    assert [row["class_name"] for row in read_csv(tmp_path / "a" / "classes.csv")] == ["pore", "crack"]
+    assert measure_main([f"mask={tmp_path / 'data' / 'masks' / 'a.png'}", f"out={tmp_path / 'b'}",
+                         "classes=[background,void,fracture]"]) == 0
+    assert "(void 1, fracture 1)" in capsys.readouterr().out

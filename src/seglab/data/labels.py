@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import csv
 import re
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -293,12 +294,18 @@ def _fix(main_values: list[int], rgb: bool, declared: bool) -> str:
 def format_findings(findings: Sequence[LabelFinding], total_files: int = 0, limit: int = 10) -> str:
     """The message that names the files with label problems (one per line) and the fix."""
     errors = [f for f in findings if f.error]
-    shown = "\n  ".join(str(f) for f in errors[:limit])
-    more = f"\n  ... and {len(errors) - limit} more" if len(errors) > limit else ""
+    kinds = Counter(f.kind for f in errors)
+    # One file of each kind first, so a JPEG mask is not hidden behind ten interpolated ones (each kind has its fix).
+    firsts = [next(f for f in errors if f.kind == k) for k in kinds]
+    listed = firsts + [f for f in errors if f not in firsts]
+    listed = sorted(listed[:limit], key=errors.index)
+    shown = "\n  ".join(str(f) for f in listed)
+    more = f"\n  ... and {len(errors) - len(listed)} more" if len(errors) > len(listed) else ""
     of = f" of the {total_files} inspected" if total_files else ""
-    return (f"{len(errors)} mask file(s){of} are not clean label maps (each value of a mask should be one class):"
-            f"\n  {shown}{more}\nRun `seglab data check` to list every file; seglab does not guess classes from "
-            "such masks")
+    by_kind = f" ({', '.join(f'{n} {k}' for k, n in kinds.items())})" if len(kinds) > 1 else ""
+    return (f"{len(errors)} mask file(s){of} are not clean label maps{by_kind} (each value of a mask should be one "
+            f"class):\n  {shown}{more}\nRun `seglab data check` to list every file; seglab does not guess classes "
+            "from such masks")
 
 
 # ---- class colours -----------------------------------------------------------------------------------------------

@@ -92,6 +92,8 @@ def measure_main(argv: list[str]) -> int:
     mask, image = opts["mask"], opts["image"] or None
     written: Counter = Counter()
     if mask:
+        if opts["classes"] is None:
+            opts["classes"], opts["class_colors"] = class_table_beside(Path(mask))
         with output_dir(Path(opts["out"]), bool(opts["exist_ok"])) as out:
             bad = BadFiles(opts["on_error"] or "raise")
             grains = _measure_all([(Path(mask), image, out, Path(mask).name)], opts, out, bad, written)
@@ -108,6 +110,19 @@ def measure_main(argv: list[str]) -> int:
     bad.print()
     print(saved_line(out, written, backend, [f"{count_text(grains, 'object')} measured", *bad.note()]))
     return 0
+
+
+def class_table_beside(mask: Path) -> tuple[list[str] | None, list[list[int]] | None]:
+    """Class names and colours from a classes.csv / classes.txt in the mask's folder or the one above it (a dataset's
+    ``masks/`` beside its table), as training reads them; (None, None) when there is none."""
+    from ..data.labels import read_class_table
+
+    for folder in (mask.parent, mask.parent.parent):
+        names, colors = read_class_table(folder)
+        if names:
+            print(f"note: class names from the class table in {folder}: {', '.join(names)} (classes= overrides)")
+            return names, colors or None
+    return None, None
 
 
 def measured_text(table: GrainTable, counts: Counter) -> str:
