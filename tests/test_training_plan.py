@@ -77,8 +77,10 @@ def test_real_fingerprints_give_todays_settings(name, expected):
     if name == "membrane":  # 1-3 px cell walls: 3.5% of the pixels change class at half resolution
         assert 0.95 < fp.half_agreement < 0.98
         budget = plan_training(fp, build_config({"data": str(root), "crop": 256, "time_limit": 10}))
-        kept = budget.fit_scale_to_time(40.0)  # 10 min hold 13 steps, but the walls would not survive
+        kept = budget.fit_scale_to_time(3.0)  # 10 min hold 180 steps: the walls are worth more than 4x the steps
         assert budget.windows and kept.scale == 1.0 and kept.reasons["scale"].startswith("full resolution")
+        half = budget.fit_scale_to_time(10.0)  # 54 steps (one AVX2 core): starved, so 4x the steps win
+        assert half.scale == 0.5 and "enough below 150 steps" in half.reasons["scale"]
 
 
 def test_every_planned_key_yields_to_the_command_line_and_the_recipe_beats_the_plan():
@@ -195,6 +197,13 @@ def test_fit_scale_to_time_halves_the_resolution_when_the_budget_holds_too_few_s
         kept = thin.fit_scale_to_time(4.0)
         assert kept.scale == 1.0 and kept.reasons["scale"].startswith("full resolution: time_limit=12 min holds 162")
         assert "(fine detail; scale=0.5 forces it)" in kept.reasons["scale"]
+    # a starved budget (fewer than 150 steps) takes 95% kept pixels: membrane's walls halve, a 1-px class still not
+    starved = dataclasses.replace(plan, fingerprint=dataclasses.replace(sections, half_agreement=0.965))
+    assert starved.fit_scale_to_time(5.0).scale == 0.5  # 130 steps
+    for agreement, worst in ((0.94, 0.85), (0.99, 0.3)):
+        thin = dataclasses.replace(plan, fingerprint=dataclasses.replace(sections, half_agreement=agreement,
+                                                                        half_class_iou=worst))
+        assert thin.fit_scale_to_time(5.0).scale == 1.0
     # a scale given is kept either way; no budget, or whole images, leave full resolution alone
     for given in ({"scale": 1}, {"scale": 0.5}):
         other = plan_training(sections, build_config({**given, "time_limit": 12}))
