@@ -131,6 +131,29 @@ def test_rotated_ellipse_geometry(degrees: float) -> None:
     assert abs(difference) < 1.0
 
 
+@pytest.mark.parametrize("degrees", [0.0, 45.0, 20.0, -65.0])
+def test_skeleton_length_reads_a_cracks_length_at_any_angle(degrees: float) -> None:
+    """A 160x4 px crack: its medial axis about 160 - 4 px long (centre to centre, short of the tips by the width),
+    within 5% at any angle (Kulpa's weights; 1 and sqrt(2) would read up to 10% long at 20 degrees)."""
+    row = only_row(rotated_rectangle_mask(160.0, 4.0, degrees))
+    assert 156 * 0.94 < row["skeleton_length_px"] < 156 * 1.06
+    assert only_row(disc_mask(30))["skeleton_length_px"] < 6  # a round grain has next to no medial axis
+
+
+def test_skeleton_length_of_a_ring_and_the_class_total() -> None:
+    """A closed vein of radius 50 reads its circumference; the class total sums its objects (fracture density)."""
+    rows, cols = np.mgrid[:140, :260]
+    radius = np.hypot(rows - 70, cols - 70)
+    mask = ((radius >= 48) & (radius <= 52)).astype(np.uint8)
+    mask[60:63, 150:250] = 1  # and a straight 100 px crack
+    table = measure_grains(mask, pixel_size="2um")
+    lengths = sorted(float(r["skeleton_length_px"]) for r in table.rows)
+    assert lengths[0] == pytest.approx(97, rel=0.06) and lengths[1] == pytest.approx(2 * math.pi * 50, rel=0.015)
+    total = table.classes[0]
+    assert total["total_skeleton_length_px"] == pytest.approx(sum(lengths))
+    assert total["total_skeleton_length_um"] == pytest.approx(2 * sum(lengths))
+
+
 def test_rows_match_skimage_regionprops_on_same_labels() -> None:
     mask = np.zeros((160, 260), dtype=np.uint8)
     mask[:, :160] = disc_mask(25, 160)
@@ -174,6 +197,7 @@ def test_physical_units_scale_lengths_by_pixel_size_and_areas_by_its_square() ->
         "major_axis_length",
         "minor_axis_length",
         "feret_diameter_max",
+        "skeleton_length",
         "centroid_row",
         "centroid_col",
     ):
