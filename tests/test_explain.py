@@ -174,6 +174,17 @@ def test_sweep_cli_writes_one_grid_and_every_layer(grains_run, grains_dir, tmp_p
     assert "class 1 (object)" in capsys.readouterr().out
 
 
+def test_a_sweep_of_every_convolution_shows_its_progress(grains_run, grains_dir, tmp_path, capsys, monkeypatch):
+    """Dozens of layers, three pictures each: the sweep says how far it is (a heartbeat line off a terminal)."""
+    monkeypatch.setenv("SEGLAB_HEARTBEAT", "1e-9")  # a line after every layer
+    image = grains_dir / "images" / "grain_004.png"
+    assert explain_main([f"weights={grains_run}", f"source={image}", "sweep=true", "layers=all_conv",
+                         f"out={tmp_path}", "device=cpu"]) == 0
+    out = capsys.readouterr().out
+    layers = len(list(tmp_path.glob("grain_004_cam_object_*_overlay.png")))
+    assert layers > 8 and f"grain_004: layer pictures: {layers}/{layers} layer (100%)" in out
+
+
 def test_bad_inputs_fail_with_clear_messages(grains_run, grains_dir):
     explainer = Explainer(str(grains_run), device="cpu")
     image = grains_dir / "images" / "grain_000.png"

@@ -14,10 +14,13 @@ from ..data.formats import Sample, as_sample
 from ..data.transforms import pad_for_eval
 from ..errors import ConfigError
 from ..inference.predictor import load_predictor
+from ..runtime.progress import track
 from ..data.colors import to_display_rgb
 from .gradcam import grad_cams
 from .layers import ALL_CONV, cam_layers, conv_layers, layer_names, resolve_layer
 from .render import file_safe, save_layer_images, save_sweep_grid
+
+SWEEP_PROGRESS_LAYERS = 8  # sweeps over more layers than this show a progress bar while their pictures are written
 
 
 class Explainer:
@@ -121,7 +124,9 @@ class Explainer:
             # the first view (the others share its pixels) for the overlay file and the sweep grid
             display = views[0][1] if views else to_display_rgb(image[..., : view_channels[0]])
             prefix = f"{sample.id}_cam_{file_safe(self.class_names[index])}"  # one class never overwrites another
-            for name, cam in cams.items():
+            # a sweep of every convolution writes three pictures for each of dozens of layers: show how far it is
+            many = len(cams) > SWEEP_PROGRESS_LAYERS
+            for name, cam in track(cams.items(), f"{sample.id}: layer pictures", unit="layer", enabled=many):
                 result["files"][name] = save_layer_images(display, cam, out, prefix, name, names[name], views)
             if len(cams) > 1:
                 title = f"{path.name}: Grad-CAM of class {index} ({self.class_names[index]}), shallow to deep"
