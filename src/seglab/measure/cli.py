@@ -118,6 +118,8 @@ def class_table_beside(mask: Path) -> tuple[list[str] | None, list[list[int]] | 
     from ..data.labels import read_class_table
 
     for folder in (mask.parent, mask.parent.parent):
+        if (folder / "grains.csv").exists():  # a measure output folder: its classes.csv holds totals, not names
+            continue
         names, colors = read_class_table(folder)
         if names:
             print(f"note: class names from the class table in {folder}: {', '.join(names)} (classes= overrides)")
