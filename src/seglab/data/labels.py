@@ -295,10 +295,14 @@ def format_findings(findings: Sequence[LabelFinding], total_files: int = 0, limi
     """The message that names the files with label problems (one per line) and the fix."""
     errors = [f for f in findings if f.error]
     kinds = Counter(f.kind for f in errors)
-    # One file of each kind first, so a JPEG mask is not hidden behind ten interpolated ones (each kind has its fix).
-    firsts = [next(f for f in errors if f.kind == k) for k in kinds]
-    listed = firsts + [f for f in errors if f not in firsts]
-    listed = sorted(listed[:limit], key=errors.index)
+    # One file of each kind first, so a JPEG mask is not hidden behind ten interpolated ones (each kind has its fix);
+    # then the others in order, up to ``limit``, all listed in file order.
+    firsts = {}
+    for i, f in enumerate(errors):
+        firsts.setdefault(f.kind, i)
+    picked = list(firsts.values())[:limit]
+    picked += [i for i in range(len(errors)) if i not in firsts.values()][:limit - len(picked)]
+    listed = [errors[i] for i in sorted(picked)]
     shown = "\n  ".join(str(f) for f in listed)
     more = f"\n  ... and {len(errors) - len(listed)} more" if len(errors) > len(listed) else ""
     of = f" of the {total_files} inspected" if total_files else ""

@@ -9,13 +9,13 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from ..data.colors import to_display_rgb
 from ..data.dataset import load_sample_image, meta_view_channels
 from ..data.formats import Sample, as_sample
 from ..data.transforms import pad_for_eval
 from ..errors import ConfigError
 from ..inference.predictor import load_predictor
 from ..runtime.progress import track
-from ..data.colors import to_display_rgb
 from .gradcam import grad_cams
 from .layers import ALL_CONV, cam_layers, conv_layers, layer_names, resolve_layer
 from .render import file_safe, save_layer_images, save_sweep_grid
