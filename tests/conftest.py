@@ -70,3 +70,11 @@ def signal_after_first_epoch(cmd: list[str], run: Path, logs_dir: Path, signum: 
             if proc.poll() is None:
                 proc.kill()
     return proc.returncode, logs[0].read_text(), logs[1].read_text(), sent
+
+
+def rank_pids(launcher: int) -> list[int]:
+    """The spawned rank processes of a ``cpu_procs`` launcher (Linux /proc)."""
+    children = Path(f"/proc/{launcher}/task/{launcher}/children")
+    pids = children.read_text().split() if children.exists() else []
+    return [int(p) for p in pids if Path(f"/proc/{p}/cmdline").exists()
+            and b"spawn_main" in Path(f"/proc/{p}/cmdline").read_bytes()]

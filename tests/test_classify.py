@@ -380,6 +380,18 @@ def test_cpu_procs_trains_on_two_ranks_with_the_global_batch(tmp_path, capfd):
     assert evaluated["test_acc"] == pytest.approx(float(rows[-1]["val_acc"]), abs=1e-6)
 
 
+def test_cpu_procs_ranks_stopped_by_ctrl_c_end_as_an_interrupt_not_a_missing_file(tmp_path, monkeypatch, capsys):
+    """Ranks swallow Ctrl-C (their KeyboardInterrupt ends them quietly) and write no results.json: the launching
+    process then ends as interrupted (seglab exits 130), not with a FileNotFoundError trace."""
+    from seglab.classify import runner
+    from seglab.cli.main import main as seglab_main
+
+    monkeypatch.setattr(runner, "launch_ranks", lambda *a, **k: None)  # ranks that stopped before writing anything
+    code = seglab_main(["classify", "train", "data=digits", "epochs=2", "cpu_procs=2", "batch=64", "plots=false",
+                        f"out={tmp_path / 'ddp'}"])
+    assert code == 130 and "interrupted" in capsys.readouterr().err
+
+
 def test_cpu_procs_needs_a_divisible_batch(capsys):
     assert main(["train", "data=digits", "cpu_procs=2", "batch=63"]) == 2
     assert "cpu_procs=2" in capsys.readouterr().err

@@ -4,10 +4,14 @@ from __future__ import annotations
 import csv
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
+from pathlib import Path
 
 import pytest
+from conftest import rank_pids
 
 from seglab.cli.main import main
 
@@ -75,3 +79,53 @@ def test_cpu_procs_ranks_agree_on_the_budget_fit(tmp_path, capfd):
     plan = json.loads((tmp_path / "fit" / "plan.json").read_text())
     assert plan["windows"] and plan["crop"] == 256 and "whole 480x320 images" in plan["reasons"]["crop"]
     assert capfd.readouterr().out.count("run folder:") == 1
+
+
+STUCK_RANK = '''
+import signal, sys, time
+from pathlib import Path
+
+
+def stuck(folder):
+    """A rank blocked where Python's signal handler cannot run (as inside a collective): Ctrl-C does nothing."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    Path(folder, f"ready{__import__('os').environ['RANK']}").write_text("")
+    time.sleep(600)
+'''
+
+LAUNCHER = '''
+import sys
+sys.path.insert(0, sys.argv[1])
+from stuck_rank import stuck
+from seglab.runtime import cpu_ranks
+cpu_ranks.KILL_GRACE_S = 1.0
+if __name__ == "__main__":  # spawned ranks import this file again
+    cpu_ranks.launch_ranks(stuck, 2, (sys.argv[1],))
+    print("launcher returned", flush=True)
+'''
+
+
+def test_a_second_ctrl_c_kills_ranks_that_cannot_stop(tmp_path):
+    """Ranks stuck where Ctrl-C cannot reach them are killed after the second Ctrl-C; the launcher returns."""
+    (tmp_path / "stuck_rank.py").write_text(STUCK_RANK)
+    (tmp_path / "launcher.py").write_text(LAUNCHER)
+    proc = subprocess.Popen([sys.executable, str(tmp_path / "launcher.py"), str(tmp_path)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        deadline = time.time() + 120
+        while len(list(tmp_path.glob("ready*"))) < 2 and proc.poll() is None and time.time() < deadline:
+            time.sleep(0.1)
+        assert proc.poll() is None, proc.communicate()
+        ranks = rank_pids(proc.pid)
+        assert len(ranks) == 2
+        os.kill(proc.pid, signal.SIGINT)  # the first: the ranks decide how to stop (these cannot)
+        time.sleep(2.5)
+        assert proc.poll() is None  # one Ctrl-C never kills: ranks may be saving
+        os.kill(proc.pid, signal.SIGINT)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 0, err
+    assert "killing 2 rank(s) still running 1 s after the second Ctrl-C" in out and "launcher returned" in out
+    assert not [pid for pid in ranks if Path(f"/proc/{pid}").exists()]

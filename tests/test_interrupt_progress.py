@@ -21,13 +21,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from conftest import signal_after_first_epoch, write_png
+from conftest import rank_pids, signal_after_first_epoch, write_png
 from torch import nn
 
 from seglab.classify.engine import train_one_epoch as classify_epoch
 from seglab.classify.data import ImageSplit
 from seglab.cli.main import main
-from seglab.engine import build as build_module
 from seglab.engine import build as build_module
 from seglab.engine import trainer as trainer_module
 from seglab.engine.collapse import CollapseWatch, collapsed_class, collapse_warning
@@ -95,7 +94,14 @@ def test_ctrl_c_on_a_cpu_procs_run_exits_130_from_the_launcher_too(grains_dir, t
                 time.sleep(0.05)
             assert proc.poll() is None, (tmp_path / "err.txt").read_text()
             os.killpg(proc.pid, signal.SIGINT)
-            proc.wait(timeout=120)
+            try:
+                proc.wait(timeout=120)
+            except subprocess.TimeoutExpired:  # say where the ranks wait (they print their stacks on SIGUSR1)
+                for pid in rank_pids(proc.pid):
+                    os.kill(pid, signal.SIGUSR1)
+                time.sleep(3)
+                raise AssertionError(f"still running 120 s after Ctrl-C\n{(tmp_path / 'out.txt').read_text()}\n"
+                                     f"{(tmp_path / 'err.txt').read_text()}") from None
         finally:
             if proc.poll() is None:
                 os.killpg(proc.pid, signal.SIGKILL)

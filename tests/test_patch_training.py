@@ -223,7 +223,7 @@ def test_validation_by_time_follows_val_every_and_stays_within_val_share(blobs, 
                                                                         val_seconds, validated):
     """time_limit=12 on windows plans validation every 2 min; 50-s epochs validate every third epoch unless
     validating would take more than val_share (10%) of the time spent; the last epoch always validates."""
-    from seglab.engine import build, trainer
+    from seglab.engine import trainer
 
     clock = FakeClock(trainer, monkeypatch, epoch=50.0, val=val_seconds)
     assert main(["train", f"data={blobs}", f"project={tmp_path}", "name=timed", "epochs=100", "time_limit=12",

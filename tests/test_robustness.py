@@ -8,7 +8,6 @@ are checked for the right number of samples. ``pytest -s`` prints how many input
 """
 from __future__ import annotations
 
-import csv
 import io
 import os
 import struct

@@ -6,7 +6,6 @@ from __future__ import annotations
 import pytest
 import torch
 
-import seglab.engine.loop as loop
 import seglab.engine.step as step
 import seglab.engine.sync_free as sync_free
 from seglab.engine.loop import NonFiniteLoss, train_one_epoch

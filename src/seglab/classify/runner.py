@@ -122,7 +122,10 @@ def _train_on_cpu_ranks(cfg: ClassifyConfig, data: ClassificationData) -> dict:
     run_dir = next_run_dir(cfg.out, "train")
     cfg = dataclasses.replace(cfg, out=str(run_dir))
     launch_ranks(_train_rank, cfg.cpu_procs, (cfg, data), threads=cfg.threads)
-    return json.loads((run_dir / "results.json").read_text())
+    results = run_dir / "results.json"
+    if not results.is_file():  # the ranks ended without writing it: a Ctrl-C stopped them (exit 130, as one process)
+        raise KeyboardInterrupt
+    return json.loads(results.read_text())
 
 
 def _train_rank(cfg: ClassifyConfig, data: ClassificationData) -> None:

@@ -8,10 +8,12 @@ costs more than it saves (BENCHMARKS.md), so the default is one process.
 """
 from __future__ import annotations
 
+import faulthandler
 import functools
 import os
 import signal
 import socket
+import time
 from pathlib import Path
 from typing import Any, Callable
 
@@ -55,8 +57,13 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+KILL_GRACE_S = 10.0  # after a second Ctrl-C, ranks still running this long later are killed
+
+
 def _run_rank(rank: int, target: Callable[..., Any], world: int, port: int, threads: int, args: tuple) -> None:
     """One rank: torchrun's environment, its share of the cores, then ``target(*args)``."""
+    if hasattr(signal, "SIGUSR1"):  # ``kill -USR1 <rank pid>`` prints where a rank that seems stuck is waiting
+        faulthandler.register(signal.SIGUSR1, all_threads=True)
     set_rank_env(rank, world, port)
     torch.set_num_threads(threads)
     target(*args)
@@ -66,17 +73,34 @@ def launch_ranks(target: Callable[..., Any], nprocs: int, args: tuple = (), thre
     """Run ``target(*args)`` in ``nprocs`` spawned processes with torchrun's environment, and wait for them.
 
     Each rank gets ``threads`` intra-op threads (0: an equal share of this process's cores). Ctrl-C reaches the
-    ranks, not this waiting parent. ``target`` must be picklable (a module-level function or a partial of one).
+    ranks, not this waiting parent; they decide how to stop. A second Ctrl-C stops them at once, and this parent
+    kills any rank still running ``KILL_GRACE_S`` later: one blocked inside a collective (native code) cannot run
+    Python's signal handler. ``target`` must be picklable (a module-level function or a partial of one).
     """
     threads = threads or max(1, available_cores() // nprocs)
     context = mp.start_processes(_run_rank, args=(target, nprocs, free_port(), threads, args), nprocs=nprocs,
                                  join=False, start_method="spawn")
-    old = signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the ranks too; they decide how to stop
+    interrupts: list[float] = []
+    old = signal.signal(signal.SIGINT, lambda signum, frame: interrupts.append(time.monotonic()))
     try:
-        while not context.join():  # False while ranks run; raises if one fails
-            continue
+        while not context.join(timeout=1.0):  # False while ranks run; raises if one fails
+            if len(interrupts) >= 2 and time.monotonic() - interrupts[1] > KILL_GRACE_S:
+                kill_ranks(context.processes)  # the caller sees what they left (no summary: stopped at once)
+                return
     finally:
         signal.signal(signal.SIGINT, old)
+
+
+def kill_ranks(processes: list) -> None:
+    """Kill the ranks still running and say so (a second Ctrl-C did not stop them)."""
+    alive = [p for p in processes if p.is_alive()]
+    if alive:
+        print(f"killing {len(alive)} rank(s) still running {KILL_GRACE_S:g} s after the second Ctrl-C "
+              f"(pid {', '.join(str(p.pid) for p in alive)})", flush=True)
+    for p in alive:
+        p.kill()
+    for p in alive:
+        p.join()
 
 
 def launch_cpu_ranks(target: Callable[..., Any], cfg: Config, overrides: dict[str, Any], run_dir: Path | None,
