@@ -82,14 +82,16 @@ def test_cpu_procs_ranks_agree_on_the_budget_fit(tmp_path, capfd):
 
 
 STUCK_RANK = '''
-import signal, sys, time
+import os, signal, time
 from pathlib import Path
 
 
-def stuck(folder):
-    """A rank blocked where Python's signal handler cannot run (as inside a collective): Ctrl-C does nothing."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    Path(folder, f"ready{__import__('os').environ['RANK']}").write_text("")
+def stuck(folder, stuck_ranks):
+    """A rank blocked where Python's signal handler cannot run (as inside a collective): Ctrl-C does nothing to the
+    ranks in ``stuck_ranks``; the others end on it."""
+    if int(os.environ["RANK"]) in stuck_ranks:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+    Path(folder, f"ready{os.environ['RANK']}").write_text("")
     time.sleep(600)
 '''
 
@@ -98,19 +100,25 @@ import sys
 sys.path.insert(0, sys.argv[1])
 from stuck_rank import stuck
 from seglab.runtime import cpu_ranks
-cpu_ranks.KILL_GRACE_S = 1.0
+cpu_ranks.KILL_GRACE_S = cpu_ranks.PEER_GRACE_S = 1.0
 if __name__ == "__main__":  # spawned ranks import this file again
-    cpu_ranks.launch_ranks(stuck, 2, (sys.argv[1],))
+    cpu_ranks.launch_ranks(stuck, 2, (sys.argv[1], [int(r) for r in sys.argv[2].split(",")]))
     print("launcher returned", flush=True)
 '''
 
 
-def test_a_second_ctrl_c_kills_ranks_that_cannot_stop(tmp_path):
-    """Ranks stuck where Ctrl-C cannot reach them are killed after the second Ctrl-C; the launcher returns."""
+@pytest.mark.parametrize("stuck_ranks, ctrl_c, killed", [
+    ("0,1", "twice to the launcher", "killing 2 rank(s) still running 1 s after the second Ctrl-C"),
+    ("1", "once to all", "killing 1 rank(s) still running 1 s after another rank stopped"),
+])
+def test_ranks_that_cannot_stop_are_killed(tmp_path, stuck_ranks, ctrl_c, killed):
+    """Ranks stuck where Ctrl-C cannot reach them (a collective, the rendezvous) are killed after a second Ctrl-C, or
+    after one Ctrl-C once another rank has ended (the rendezvous hang of a Ctrl-C while ranks start); the launcher
+    returns instead of waiting for the 30-minute timeout."""
     (tmp_path / "stuck_rank.py").write_text(STUCK_RANK)
     (tmp_path / "launcher.py").write_text(LAUNCHER)
-    proc = subprocess.Popen([sys.executable, str(tmp_path / "launcher.py"), str(tmp_path)], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    proc = subprocess.Popen([sys.executable, str(tmp_path / "launcher.py"), str(tmp_path), stuck_ranks],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
     try:
         deadline = time.time() + 120
         while len(list(tmp_path.glob("ready*"))) < 2 and proc.poll() is None and time.time() < deadline:
@@ -118,14 +126,17 @@ def test_a_second_ctrl_c_kills_ranks_that_cannot_stop(tmp_path):
         assert proc.poll() is None, proc.communicate()
         ranks = rank_pids(proc.pid)
         assert len(ranks) == 2
-        os.kill(proc.pid, signal.SIGINT)  # the first: the ranks decide how to stop (these cannot)
-        time.sleep(2.5)
-        assert proc.poll() is None  # one Ctrl-C never kills: ranks may be saving
-        os.kill(proc.pid, signal.SIGINT)
+        if ctrl_c == "once to all":
+            os.killpg(proc.pid, signal.SIGINT)  # a terminal's Ctrl-C: rank 0 ends, rank 1 cannot
+        else:
+            os.kill(proc.pid, signal.SIGINT)  # the first: the ranks decide how to stop (these cannot)
+            time.sleep(2.5)
+            assert proc.poll() is None  # one Ctrl-C with every rank still running never kills: they may be saving
+            os.kill(proc.pid, signal.SIGINT)
         out, err = proc.communicate(timeout=60)
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
     assert proc.returncode == 0, err
-    assert "killing 2 rank(s) still running 1 s after the second Ctrl-C" in out and "launcher returned" in out
+    assert killed in out and "launcher returned" in out, out
     assert not [pid for pid in ranks if Path(f"/proc/{pid}").exists()]

@@ -112,6 +112,27 @@ def test_ctrl_c_on_a_cpu_procs_run_exits_130_from_the_launcher_too(grains_dir, t
     assert summary["stopped_by"] == "SIGINT" and summary["world_size"] == 2 and summary["epochs_complete"] >= 1
 
 
+
+def test_ctrl_c_while_cpu_procs_ranks_start_ends_as_interrupted_not_a_launcher_trace(grains_dir, tmp_path):
+    """A Ctrl-C while the ranks are still importing torch kills them by the signal; the launcher says the run was
+    interrupted (exit 130) instead of raising torch's ProcessExitedException."""
+    cmd = [sys.executable, "-m", "seglab", "train", f"data={grains_dir}", "epochs=50", "batch=2", "cpu_procs=2",
+           f"project={tmp_path}", "name=early", *TINY]
+    proc = subprocess.Popen(cmd, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    try:
+        deadline = time.time() + 120
+        while len(rank_pids(proc.pid)) < 2 and proc.poll() is None and time.time() < deadline:
+            time.sleep(0.02)
+        assert proc.poll() is None, proc.communicate()
+        os.killpg(proc.pid, signal.SIGINT)  # the ranks have just been spawned: they are importing
+        out, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 130, f"{proc.returncode}\n{out}\n{err}"
+    assert "ProcessExitedException" not in err and "stopped by SIGINT" in err
+
 # ---- progress within an epoch --------------------------------------------------------------------------------
 
 def test_a_piped_run_prints_heartbeat_lines_with_images_rate_and_eta(tmp_path):

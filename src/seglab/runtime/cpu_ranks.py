@@ -58,10 +58,17 @@ def free_port() -> int:
 
 
 KILL_GRACE_S = 10.0  # after a second Ctrl-C, ranks still running this long later are killed
+PEER_GRACE_S = 30.0  # after a Ctrl-C and the end of one rank, the others get this long (rank 0 may be saving)
 
 
-def _run_rank(rank: int, target: Callable[..., Any], world: int, port: int, threads: int, args: tuple) -> None:
+def _run_rank(rank: int, target: Callable[..., Any], world: int, port: int, threads: int, args: tuple,
+              interrupted: Any) -> None:
     """One rank: torchrun's environment, its share of the cores, then ``target(*args)``."""
+    # Started with Ctrl-C ignored (see launch_ranks); from here a Ctrl-C ends this rank quietly (torch's spawn wrapper
+    # swallows KeyboardInterrupt) until the training loop takes over stopping. One that came while it started ends it.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    if interrupted.is_set():
+        return
     if hasattr(signal, "SIGUSR1"):  # ``kill -USR1 <rank pid>`` prints where a rank that seems stuck is waiting
         faulthandler.register(signal.SIGUSR1, all_threads=True)
     set_rank_env(rank, world, port)
@@ -73,29 +80,57 @@ def launch_ranks(target: Callable[..., Any], nprocs: int, args: tuple = (), thre
     """Run ``target(*args)`` in ``nprocs`` spawned processes with torchrun's environment, and wait for them.
 
     Each rank gets ``threads`` intra-op threads (0: an equal share of this process's cores). Ctrl-C reaches the
-    ranks, not this waiting parent; they decide how to stop. A second Ctrl-C stops them at once, and this parent
-    kills any rank still running ``KILL_GRACE_S`` later: one blocked inside a collective (native code) cannot run
-    Python's signal handler. ``target`` must be picklable (a module-level function or a partial of one).
+    ranks, not this waiting parent; they decide how to stop. A second Ctrl-C stops them at once. A rank blocked in
+    native code (a collective, the rendezvous) cannot run Python's signal handler, so this parent kills any rank
+    still running ``KILL_GRACE_S`` after the second Ctrl-C, or ``PEER_GRACE_S`` after a Ctrl-C and the end of
+    another rank (its peers are gone: it would wait for them until the 30-minute timeout). ``target`` must be
+    picklable (a module-level function or a partial of one).
     """
     threads = threads or max(1, available_cores() // nprocs)
-    context = mp.start_processes(_run_rank, args=(target, nprocs, free_port(), threads, args), nprocs=nprocs,
-                                 join=False, start_method="spawn")
+    interrupted = mp.get_context("spawn").Event()
     interrupts: list[float] = []
-    old = signal.signal(signal.SIGINT, lambda signum, frame: interrupts.append(time.monotonic()))
+
+    def on_sigint(signum, frame) -> None:
+        interrupts.append(time.monotonic())
+        interrupted.set()
+
+    # The ranks' interpreters inherit "ignore Ctrl-C" while they start: one interrupted mid-import would print a
+    # traceback from inside torch; each rank looks at ``interrupted`` once it runs instead (_run_rank).
+    old = signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
-        while not context.join(timeout=1.0):  # False while ranks run; raises if one fails
-            if len(interrupts) >= 2 and time.monotonic() - interrupts[1] > KILL_GRACE_S:
-                kill_ranks(context.processes)  # the caller sees what they left (no summary: stopped at once)
+        context = mp.start_processes(_run_rank, args=(target, nprocs, free_port(), threads, args, interrupted),
+                                     nprocs=nprocs, join=False, start_method="spawn")
+        signal.signal(signal.SIGINT, on_sigint)
+        first_end = 0.0  # when the first rank ended after a Ctrl-C
+        while True:
+            try:
+                if context.join(timeout=1.0, grace_period=KILL_GRACE_S):  # False while ranks run
+                    return
+            except (mp.ProcessExitedException, mp.ProcessRaisedException) as e:
+                # After a Ctrl-C, a rank that died of it or of its peer's exit means the run was interrupted, not
+                # broken. The caller sees what the ranks left (no summary: stopped before an epoch completed).
+                if interrupts or getattr(e, "signal_name", None) in ("SIGINT", "SIGTERM"):
+                    return
+                raise
+            now, running = time.monotonic(), sum(p.is_alive() for p in context.processes)
+            if interrupts and running < nprocs:  # after a Ctrl-C, a rank whose peers have ended waits for nothing
+                first_end = first_end or now
+            # The caller sees what the killed ranks left (no summary: stopped at once).
+            if len(interrupts) >= 2 and now - interrupts[1] > KILL_GRACE_S:
+                kill_ranks(context.processes, KILL_GRACE_S, "after the second Ctrl-C")
+                return
+            if first_end and now - first_end > PEER_GRACE_S:
+                kill_ranks(context.processes, PEER_GRACE_S, "after another rank stopped (waiting for it)")
                 return
     finally:
         signal.signal(signal.SIGINT, old)
 
 
-def kill_ranks(processes: list) -> None:
-    """Kill the ranks still running and say so (a second Ctrl-C did not stop them)."""
+def kill_ranks(processes: list, grace: float, when: str) -> None:
+    """Kill the ranks still running and say so (they outlived ``when`` by ``grace`` seconds)."""
     alive = [p for p in processes if p.is_alive()]
     if alive:
-        print(f"killing {len(alive)} rank(s) still running {KILL_GRACE_S:g} s after the second Ctrl-C "
+        print(f"killing {len(alive)} rank(s) still running {grace:g} s {when} "
               f"(pid {', '.join(str(p.pid) for p in alive)})", flush=True)
     for p in alive:
         p.kill()
