@@ -71,6 +71,8 @@ def result(run: Path) -> dict:
 
 
 def main() -> None:
+    from seglab.runtime.precision import describe_cpu
+
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--seeds", type=int, nargs="+", default=[0])
     ap.add_argument("--parallel", action="store_true", help="the two variants side by side, one core each")
@@ -106,7 +108,7 @@ def main() -> None:
         print(f"seed {seed}: " + ", ".join(f"{v} {results[v][seed]['pixel_acc']:.4f}" for v in variants)
               + f" pixel accuracy ({(time.time() - t0) / 60:.0f} min so far)", flush=True)
     command = "seglab train data=membrane " + " ".join(COMMAND) + f" time_limit={args.minutes:g}"
-    out = {"command": command, "minutes": args.minutes, "parallel": args.parallel, "cpu": cpu_name(),
+    out = {"command": command, "minutes": args.minutes, "parallel": args.parallel, "cpu": describe_cpu(),
            "commit": git_head(), "results": results}
     path = args.workdir / "results.json"
     path.write_text(json.dumps(out, indent=2))
@@ -117,17 +119,6 @@ def main() -> None:
         lines.append(f"| {v} | " + " | ".join(f"{a:.4f}" for a in accs) + f" | {sum(accs) / len(accs):.4f} |")
     print("\n".join(lines))
     print(f"results: {path}; runs and logs: {args.workdir}")
-
-
-def cpu_name() -> str:
-    """The CPU's model name (Linux), for the table's caption."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return "unknown"
 
 
 def git_head() -> str:
