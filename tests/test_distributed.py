@@ -140,3 +140,38 @@ def test_ranks_that_cannot_stop_are_killed(tmp_path, stuck_ranks, ctrl_c, killed
     assert proc.returncode == 0, err
     assert killed in out and "launcher returned" in out, out
     assert not [pid for pid in ranks if Path(f"/proc/{pid}").exists()]
+
+
+EARLY_CTRL_C_LAUNCHER = '''
+import os, signal, sys
+from pathlib import Path
+from seglab.runtime import cpu_ranks
+
+
+def work(folder):
+    Path(folder, f"ran{os.environ['RANK']}").write_text("")
+
+
+def spawn_then_ctrl_c(*args, **kwargs):
+    context = start(*args, **kwargs)
+    os.killpg(os.getpgrp(), signal.SIGINT)  # a terminal's Ctrl-C while the launcher is still spawning
+    return context
+
+
+if __name__ == "__main__":  # spawned ranks import this file again
+    start = cpu_ranks.mp.start_processes
+    cpu_ranks.mp.start_processes = spawn_then_ctrl_c
+    cpu_ranks.launch_ranks(work, 2, (sys.argv[1],))
+    print("launcher returned", flush=True)
+'''
+
+
+def test_a_ctrl_c_while_the_launcher_spawns_the_ranks_is_not_lost(tmp_path):
+    """The CI failure of stop 47: a Ctrl-C that came while the launcher was still spawning was ignored by it and by the
+    ranks, and the run went on to its end. Now the ranks see it and do no work."""
+    (tmp_path / "launcher.py").write_text(EARLY_CTRL_C_LAUNCHER)
+    done = subprocess.run([sys.executable, str(tmp_path / "launcher.py"), str(tmp_path)], capture_output=True,
+                          text=True, timeout=120, start_new_session=True)
+    assert done.returncode == 0 and "launcher returned" in done.stdout, done.stderr
+    assert not list(tmp_path.glob("ran*")), "the ranks ran their work after a Ctrl-C"
+    assert "Traceback" not in done.stderr, done.stderr

@@ -64,11 +64,14 @@ PEER_GRACE_S = 30.0  # after a Ctrl-C and the end of one rank, the others get th
 def _run_rank(rank: int, target: Callable[..., Any], world: int, port: int, threads: int, args: tuple,
               interrupted: Any) -> None:
     """One rank: torchrun's environment, its share of the cores, then ``target(*args)``."""
-    # Started with Ctrl-C ignored (see launch_ranks); from here a Ctrl-C ends this rank quietly (torch's spawn wrapper
-    # swallows KeyboardInterrupt) until the training loop takes over stopping. One that came while it started ends it.
+    # Started with Ctrl-C blocked (see launch_ranks): one that came while it started is pending here, and the launcher
+    # has set ``interrupted``. From here a Ctrl-C ends this rank quietly (torch's spawn wrapper swallows
+    # KeyboardInterrupt) until the training loop takes over stopping.
     signal.signal(signal.SIGINT, signal.default_int_handler)
     if interrupted.is_set():
         return
+    if hasattr(signal, "pthread_sigmask"):
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
     if hasattr(signal, "SIGUSR1"):  # ``kill -USR1 <rank pid>`` prints where a rank that seems stuck is waiting
         faulthandler.register(signal.SIGUSR1, all_threads=True)
     set_rank_env(rank, world, port)
@@ -94,13 +97,21 @@ def launch_ranks(target: Callable[..., Any], nprocs: int, args: tuple = (), thre
         interrupts.append(time.monotonic())
         interrupted.set()
 
-    # The ranks' interpreters inherit "ignore Ctrl-C" while they start: one interrupted mid-import would print a
-    # traceback from inside torch; each rank looks at ``interrupted`` once it runs instead (_run_rank).
-    old = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # The ranks inherit Ctrl-C *blocked* (the signal mask survives fork and exec): one interrupted mid-import would
+    # print a traceback from inside torch; each rank looks at ``interrupted`` once it runs instead (_run_rank). Blocked,
+    # not ignored: this process handles a Ctrl-C that comes while it spawns (as pending, or in another thread) where an
+    # ignored one would be lost and the run go on to its end.
+    old = signal.signal(signal.SIGINT, on_sigint)
+    mask = hasattr(signal, "pthread_sigmask")
     try:
-        context = mp.start_processes(_run_rank, args=(target, nprocs, free_port(), threads, args, interrupted),
-                                     nprocs=nprocs, join=False, start_method="spawn")
-        signal.signal(signal.SIGINT, on_sigint)
+        if mask:
+            signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+        try:
+            context = mp.start_processes(_run_rank, args=(target, nprocs, free_port(), threads, args, interrupted),
+                                         nprocs=nprocs, join=False, start_method="spawn")
+        finally:
+            if mask:
+                signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})  # a pending Ctrl-C runs on_sigint now
         first_end = 0.0  # when the first rank ended after a Ctrl-C
         while True:
             try:
