@@ -83,7 +83,8 @@ def launch_ranks(target: Callable[..., Any], nprocs: int, args: tuple = (), thre
     """Run ``target(*args)`` in ``nprocs`` spawned processes with torchrun's environment, and wait for them.
 
     Each rank gets ``threads`` intra-op threads (0: an equal share of this process's cores). Ctrl-C reaches the
-    ranks, not this waiting parent; they decide how to stop. A second Ctrl-C stops them at once. A rank blocked in
+    ranks, which decide how to stop; this waiting parent only records it (and passes on one that came while it was
+    still spawning them). A second Ctrl-C stops them at once. A rank blocked in
     native code (a collective, the rendezvous) cannot run Python's signal handler, so this parent kills any rank
     still running ``KILL_GRACE_S`` after the second Ctrl-C, or ``PEER_GRACE_S`` after a Ctrl-C and the end of
     another rank (its peers are gone: it would wait for them until the 30-minute timeout). ``target`` must be
