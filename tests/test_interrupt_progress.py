@@ -112,10 +112,9 @@ def test_ctrl_c_on_a_cpu_procs_run_exits_130_from_the_launcher_too(grains_dir, t
     assert summary["stopped_by"] == "SIGINT" and summary["world_size"] == 2 and summary["epochs_complete"] >= 1
 
 
-
 def test_ctrl_c_while_cpu_procs_ranks_start_ends_as_interrupted_not_a_launcher_trace(grains_dir, tmp_path):
-    """A Ctrl-C while the ranks are still importing torch kills them by the signal; the launcher says the run was
-    interrupted (exit 130) instead of raising torch's ProcessExitedException."""
+    """A Ctrl-C while the ranks are still starting (importing torch) stops them before they train; the launcher says
+    the run was interrupted (exit 130) instead of raising torch's ProcessExitedException or training to the end."""
     cmd = [sys.executable, "-m", "seglab", "train", f"data={grains_dir}", "epochs=50", "batch=2", "cpu_procs=2",
            f"project={tmp_path}", "name=early", *TINY]
     proc = subprocess.Popen(cmd, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
@@ -132,6 +131,7 @@ def test_ctrl_c_while_cpu_procs_ranks_start_ends_as_interrupted_not_a_launcher_t
             os.killpg(proc.pid, signal.SIGKILL)
     assert proc.returncode == 130, f"{proc.returncode}\n{out}\n{err}"
     assert "ProcessExitedException" not in err and "stopped by SIGINT" in err
+
 
 # ---- progress within an epoch --------------------------------------------------------------------------------
 
